@@ -1,0 +1,36 @@
+# walloc — two commands on a fresh machine:  make demo   |   make test
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# The CPU build of torch that lies on this machine's disk; a bare `torch` would pull a CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install demo test bench train export clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/python bench/demo.py
+
+# pytest exits 5 when it collected no tests: reported on its own line, not counted as a failure.
+test: install
+	$(BIN)/python -m pytest tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; exit 0; fi; exit $$rc
+
+bench: install
+	$(BIN)/python bench/bench_images.py --data ../shared/data/images/val
+
+train: install
+	$(BIN)/python -m walloc_cli.train --data ../shared/data/images --run runs/rgb-16x --minutes 75
+
+export: install
+	$(BIN)/python -m walloc_cli.train --data ../shared/data/images --run runs/rgb-16x --export weights/
+
+clean:
+	rm -rf $(VENV) demo-out .pytest_cache

@@ -1,0 +1,84 @@
+"""Integer tables and the range coder: lossless for any int32 latent, deterministic."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from walloc_cli import entropy
+
+
+@pytest.fixture(scope="module")
+def tables() -> entropy.EntropyTables:
+    rng = np.random.default_rng(0)
+    training = np.rint(rng.laplace(0, [1.0, 4.0, 0.3], size=(50_000, 3))).astype(np.int32)
+    return entropy.fit_tables(training)
+
+
+def test_tables_are_exact_integer_distributions(tables):
+    tables.validate()
+    for c in range(tables.channels):
+        row = tables.freqs[c, : tables.size[c] + 1]
+        assert row.sum() == entropy.TOTAL and row.min() >= 1
+
+
+def test_quantize_distribution_keeps_every_symbol():
+    q = entropy.quantize_distribution(np.array([0.0, 1e9, 3.0, 0.0]))
+    assert q.sum() == entropy.TOTAL and q.min() >= 1 and q.argmax() == 1
+
+
+def test_round_trip_with_escapes(tables):
+    rng = np.random.default_rng(1)
+    z = np.rint(rng.laplace(0, 2.0, size=(3, 17, 23))).astype(np.int32)
+    z[0, 0, 0] = 2**31 - 1
+    z[1, 5, 5] = -(2**31 - 1)
+    z[2, 3, 4] = 1000
+    z[2, 3, 5] = -1000
+    data = entropy.encode(z, tables)
+    np.testing.assert_array_equal(entropy.decode(data, tables, z.shape), z)
+
+
+def test_rate_follows_the_table(tables):
+    """Typical latents cost about their ideal code length under the table, escapes little extra."""
+    rng = np.random.default_rng(2)
+    z = np.rint(rng.laplace(0, [1.0, 4.0, 0.3], size=(20_000, 3))).astype(np.int32).T.copy()
+    ideal = 0.0
+    for c in range(3):
+        idx = np.clip(z[c] - tables.lo[c], 0, tables.size[c])
+        idx = np.where((z[c] < tables.lo[c]) | (z[c] >= tables.lo[c] + tables.size[c]), tables.size[c], idx)
+        ideal += -np.log2(tables.freqs[c, idx] / entropy.TOTAL).sum()
+    actual = 8 * len(entropy.encode(z, tables))
+    assert ideal <= actual + 64
+    assert actual < ideal * 1.02 + 512
+
+
+def test_encoding_is_deterministic(tables):
+    z = np.arange(3 * 40, dtype=np.int32).reshape(3, 40) % 7 - 3
+    assert entropy.encode(z, tables) == entropy.encode(z.copy(), tables)
+
+
+def test_channel_mismatch_is_an_error(tables):
+    with pytest.raises(ValueError):
+        entropy.encode(np.zeros((2, 4), np.int32), tables)
+    with pytest.raises(entropy.EntropyError):
+        entropy.decode(b"\0" * 8, tables, (4, 4))
+
+
+def test_garbage_never_crashes(tables):
+    rng = np.random.default_rng(3)
+    for n in range(0, 64, 4):
+        data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+        try:
+            out = entropy.decode(data, tables, (3, 5, 5))
+            assert out.shape == (3, 5, 5)
+        except entropy.EntropyError:
+            pass
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(-(2**31) + 1, 2**31 - 1), min_size=3, max_size=60))
+def test_any_int32_values_round_trip(tables, values):
+    n = len(values) // 3
+    z = np.array(values[: 3 * n], np.int32).reshape(3, n)
+    np.testing.assert_array_equal(entropy.decode(entropy.encode(z, tables), tables, z.shape), z)

@@ -1,0 +1,171 @@
+"""The Python API: bytes in, bytes out.  The CLI is a thin layer over this.
+
+    from walloc_cli import api
+    wlc = api.encode_image(open("photo.png", "rb").read())
+    png = api.decode_to_bytes(wlc, ".png")
+
+Data flows one way: media (pixels) -> model (latents) -> entropy (bytes) ->
+container (file), and back.  No module below this one knows about files,
+paths or the command line.
+"""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import container, entropy, media
+from .errors import WallocError
+from .model import DEFAULT_IMAGE_MODEL, CodecModel, find_model, load_model
+
+DEFAULT_MAX_PIXELS = 1 << 28  # 268 MP: far above any camera, far below an allocation bomb
+
+
+@dataclass(frozen=True)
+class EncodeResult:
+    data: bytes
+    notes: list[str]
+
+
+# -- images -----------------------------------------------------------------------------
+def _pixels_to_signal(rgb: np.ndarray, block: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """uint8 (H, W, 3) -> float (3, H', W') in [-0.5, 0.5], padded to multiples of block.
+
+    Symmetric (mirror) padding keeps the border smooth, so the padding costs
+    few bits, and it works for images smaller than the padding (1×1 included).
+    """
+    h, w = rgb.shape[:2]
+    pad = ((-h) % block, (-w) % block)
+    signal = rgb.transpose(2, 0, 1).astype(np.float64) / 255.0 - 0.5
+    if pad != (0, 0):
+        signal = np.pad(signal, ((0, 0), (0, pad[0]), (0, pad[1])), mode="symmetric")
+    return signal, pad
+
+
+def encode_image_data(image: media.ImageData, model_name: str = DEFAULT_IMAGE_MODEL) -> bytes:
+    """Code an :class:`~walloc_cli.media.ImageData` into ``.wlc`` bytes."""
+    model = load_model(model_name)
+    if model.config.modality != "image":
+        raise WallocError(f"model {model_name} codes {model.config.modality}, not images")
+    signal, pad = _pixels_to_signal(image.rgb, model.config.block)
+    latents = model.to_latents(signal)
+    sections = {"latents": entropy.encode(latents, model.tables)}
+    if image.alpha is not None:
+        sections["alpha"] = zlib.compress(np.ascontiguousarray(image.alpha).tobytes(), 9)
+    if image.icc:
+        sections["icc"] = bytes(image.icc)
+    header = {
+        "modality": "image",
+        "model": model.config.name,
+        "weights": model.config.short_hash,
+        "coder": entropy.CODER,
+        "width": image.width,
+        "height": image.height,
+        "mode": image.mode,
+        "pad": list(pad),
+        "latent_shape": list(latents.shape),
+    }
+    return container.pack(header, sections)
+
+
+def encode_image(data: bytes, model_name: str = DEFAULT_IMAGE_MODEL) -> EncodeResult:
+    """Image file bytes (PNG, JPEG, WebP, TIFF, BMP, ...) -> ``.wlc`` bytes and notes."""
+    image = media.read_image(data)
+    return EncodeResult(encode_image_data(image, model_name), image.notes)
+
+
+def _int_field(header: dict[str, Any], key: str, minimum: int = 0) -> int:
+    value = header.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise container.FormatError(f"corrupt header (field {key!r})")
+    return value
+
+
+def _image_layout(header: dict[str, Any], model: CodecModel, max_pixels: int) -> tuple[int, int, tuple[int, int, int]]:
+    """Check every size field against the others *before* allocating anything."""
+    width, height = _int_field(header, "width", 1), _int_field(header, "height", 1)
+    if width * height > max_pixels:
+        raise WallocError(f"image of {width}×{height} pixels exceeds the limit of {max_pixels} pixels")
+    pad = header.get("pad")
+    block = model.config.block
+    if (not isinstance(pad, list) or len(pad) != 2
+            or any(not isinstance(p, int) or isinstance(p, bool) or not 0 <= p < block for p in pad)):
+        raise container.FormatError("corrupt header (field 'pad')")
+    if (height + pad[0]) % block or (width + pad[1]) % block:
+        raise container.FormatError("corrupt header (padding does not match the size)")
+    shape = (model.config.latent_channels, (height + pad[0]) // block, (width + pad[1]) // block)
+    if header.get("latent_shape") != list(shape):
+        raise container.FormatError("corrupt header (latent shape does not match the size)")
+    if header.get("mode") not in ("RGB", "L", "RGBA", "LA"):
+        raise container.FormatError(f"corrupt header (unknown image mode {header.get('mode')!r})")
+    return width, height, shape
+
+
+def _model_for(header: dict[str, Any]) -> CodecModel:
+    name, weights = header.get("model"), header.get("weights")
+    if not isinstance(name, str) or not isinstance(weights, str):
+        raise container.FormatError("corrupt header (model fields)")
+    if header.get("coder") != entropy.CODER:
+        raise container.FormatError(f"unsupported entropy coder {header.get('coder')!r}")
+    return find_model(name, weights)
+
+
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> media.ImageData:
+    """``.wlc`` bytes -> :class:`~walloc_cli.media.ImageData` (mode, alpha, ICC restored)."""
+    box = container.unpack(data)
+    header = box.header
+    if header.get("modality") != "image":
+        raise WallocError(f"file holds {header.get('modality')!r}, not an image")
+    model = _model_for(header)
+    width, height, shape = _image_layout(header, model, max_pixels)
+    if "latents" not in box.sections:
+        raise container.FormatError("corrupt file (no latents section)")
+    latents = entropy.decode(box.sections["latents"], model.tables, shape)
+    signal = model.from_latents(latents)[:, :height, :width]
+    rgb = np.clip(np.rint((signal + 0.5) * 255.0), 0, 255).astype(np.uint8).transpose(1, 2, 0)
+    mode = header["mode"]
+    if mode in ("L", "LA"):
+        gray = np.clip(np.rint(rgb.astype(np.float32).mean(axis=2)), 0, 255).astype(np.uint8)
+        rgb = np.repeat(gray[:, :, None], 3, axis=2)
+    alpha = None
+    if mode in ("RGBA", "LA"):
+        alpha = _alpha_plane(box.sections.get("alpha"), width, height)
+    icc = box.sections.get("icc") or None
+    return media.ImageData(np.ascontiguousarray(rgb), mode, alpha, icc)
+
+
+def _alpha_plane(section: bytes | None, width: int, height: int) -> np.ndarray:
+    if section is None:
+        raise container.FormatError("corrupt file (alpha section missing)")
+    expected = width * height
+    try:
+        inflater = zlib.decompressobj()
+        raw = inflater.decompress(section, expected + 1)  # bounded: a zlib bomb stops here
+    except zlib.error:
+        raise container.FormatError("corrupt alpha section") from None
+    if len(raw) != expected:
+        raise container.FormatError("corrupt alpha section (wrong size)")
+    return np.frombuffer(raw, np.uint8).reshape(height, width).copy()
+
+
+def decode_to_bytes(data: bytes, suffix: str = ".png", max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
+    """``.wlc`` bytes -> image file bytes in the format named by ``suffix``."""
+    fmt = media.output_format(suffix)
+    return media.write_image(decode_image(data, max_pixels), fmt)
+
+
+# -- inspection -------------------------------------------------------------------------
+def info(data: bytes) -> dict[str, Any]:
+    """Header fields plus derived figures (bytes, bpp); reads no model."""
+    box = container.unpack(data)
+    out: dict[str, Any] = {"format_version": box.version, **box.header}
+    out["file_bytes"] = len(data)
+    out["sections"] = {name: len(b) for name, b in box.sections.items()}
+    if box.header.get("modality") == "image":
+        w, h = box.header.get("width"), box.header.get("height")
+        if isinstance(w, int) and isinstance(h, int) and w > 0 and h > 0:
+            out["bpp"] = round(8 * len(data) / (w * h), 4)
+            out["latent_bpp"] = round(8 * len(box.sections.get("latents", b"")) / (w * h), 4)
+    return out

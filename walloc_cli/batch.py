@@ -1,0 +1,146 @@
+"""File plumbing for the CLI: which output goes where, and writing it safely.
+
+Kept apart from :mod:`walloc_cli.cli` so the rules (mirrored trees, collision
+checks, never overwriting without ``--force``, temp-file-then-rename) are plain
+functions that tests can call without a terminal.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+STDIO = "-"
+
+
+class PlanError(Exception):
+    """The request as a whole cannot be carried out (nothing has been written)."""
+
+
+@dataclass(frozen=True)
+class Job:
+    source: str       # a path, or "-" for stdin
+    target: str       # a path, or "-" for stdout
+    problem: str | None = None  # set when this one input cannot be processed at all
+
+
+def _walk(root: Path, accept: Callable[[Path], bool]) -> list[Path]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            p = Path(dirpath) / name
+            if accept(p):
+                found.append(p)
+    return found
+
+
+def plan(inputs: Iterable[str], output: str | None, recursive: bool, new_suffix: str,
+         accept: Callable[[Path], bool]) -> list[Job]:
+    """Map inputs to outputs.
+
+    * no ``-o``: next to each input, suffix replaced (stdin goes to stdout);
+    * ``-o -``: stdout, for exactly one input;
+    * ``-o DIR`` (existing directory, trailing slash, several inputs, or ``-r``):
+      each output inside DIR; with ``-r`` the tree under each input folder is mirrored;
+    * ``-o FILE``: exactly one input.
+    """
+    inputs = list(inputs)
+    expanded: list[tuple[str, Path | None]] = []  # (source, path relative to an input folder)
+    jobs_with_problems: list[Job] = []
+    for item in inputs:
+        if item == STDIO:
+            expanded.append((STDIO, None))
+            continue
+        p = Path(item)
+        if p.is_dir():
+            if not recursive:
+                jobs_with_problems.append(Job(item, "", "is a directory (use -r to process folders)"))
+                continue
+            for f in _walk(p, accept):
+                expanded.append((str(f), f.relative_to(p)))
+        else:
+            expanded.append((item, None))
+
+    to_dir = output is not None and output != STDIO and (
+        Path(output).is_dir() or output.endswith(os.sep) or len(inputs) > 1 or recursive
+    )
+    if output == STDIO and len(expanded) + len(jobs_with_problems) != 1:
+        raise PlanError("-o - (stdout) takes exactly one input")
+    if output is not None and not to_dir and output != STDIO and len(expanded) > 1:
+        raise PlanError(f"{output}: several inputs need an output directory")
+
+    jobs: list[Job] = list(jobs_with_problems)
+    for source, relative in expanded:
+        if output == STDIO or (output is None and source == STDIO):
+            target = STDIO
+        elif source == STDIO and to_dir:
+            raise PlanError("stdin input needs -o FILE or -o -")
+        elif to_dir:
+            rel = relative if relative is not None else Path(Path(source).name)
+            target = str(Path(output) / rel.with_suffix(new_suffix))
+        elif output is not None:
+            target = output
+        else:
+            target = str(Path(source).with_suffix(new_suffix))
+        jobs.append(Job(source, target))
+
+    seen: dict[str, str] = {}
+    for job in jobs:
+        if job.problem or job.target == STDIO:
+            continue
+        key = os.path.realpath(job.target)
+        if key in seen:
+            raise PlanError(f"{seen[key]} and {job.source} would both be written to {job.target}")
+        seen[key] = job.source
+        if job.source != STDIO and os.path.realpath(job.source) == key:
+            raise PlanError(f"{job.source}: output would overwrite the input")
+    return jobs
+
+
+def read_input(source: str) -> bytes:
+    if source == STDIO:
+        return sys.stdin.buffer.read()
+    with open(source, "rb") as f:
+        return f.read()
+
+
+def write_atomic(target: str, data: bytes, force: bool) -> None:
+    """Write via a temporary file in the same folder, then rename.
+
+    An interrupted run leaves either the complete old state or the complete new
+    file, never a partial one; an existing file is replaced only with ``force``.
+    """
+    if target == STDIO:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    path = Path(target)
+    if path.exists() and not force:
+        raise FileExistsError(f"{target} exists (use --force to overwrite)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644 & ~_umask())
+        if not force and path.exists():  # appeared while we worked
+            raise FileExistsError(f"{target} exists (use --force to overwrite)")
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

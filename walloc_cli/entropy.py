@@ -1,0 +1,204 @@
+"""Entropy coding of integer latents: integer frequency tables + constriction's range coder.
+
+Why integer tables: a decoder must rebuild *exactly* the probabilities the
+encoder used, or the range coder desynchronises and the rest of the file is
+garbage.  Probabilities computed in floating point from a network (as in
+CompressAI or EnCodec) differ in the last bit between machines and thread
+counts.  Here every channel has a table of integer frequencies that sum to
+2^24 (constriction's fixed-point precision), stored in the weights file.  The
+only float ever handed to constriction is ``frequency / 2**24``, which is exact
+in binary64, and with ``perfect=True`` constriction's quantizer returns that
+table unchanged (it is already representable), so encoder and decoder agree
+bit for bit everywhere.
+
+Alphabet per channel c: the values ``lo[c] .. lo[c] + size[c] - 1`` plus one
+*escape* symbol (index ``size[c]``).  Values outside the range are sent as
+escape, then coded after all channels with uniform models (sign, then an
+Elias-gamma style length and the remaining bits), so *any* int32 latent
+round-trips losslessly.
+"""
+from __future__ import annotations
+
+from .errors import WallocError
+
+from dataclasses import dataclass
+
+import constriction
+import numpy as np
+
+PRECISION = 24
+TOTAL = 1 << PRECISION
+CODER = "constriction.queue.RangeEncoder/u32/p24"  # recorded in every file's header
+_CHUNK_BITS = 16
+
+
+class EntropyError(WallocError):
+    """The compressed latents are inconsistent with the tables (corrupt data)."""
+
+
+@dataclass(frozen=True)
+class EntropyTables:
+    """Per-channel integer frequency tables; freqs[c, :size[c] + 1] sums to 2^24."""
+
+    lo: np.ndarray      # (C,) int32: smallest in-range value
+    size: np.ndarray    # (C,) int32: number of in-range values
+    freqs: np.ndarray   # (C, max(size) + 1) int32; entry size[c] is the escape
+
+    @property
+    def channels(self) -> int:
+        return int(self.lo.shape[0])
+
+    def validate(self) -> None:
+        if self.lo.ndim != 1 or self.size.shape != self.lo.shape or self.freqs.shape[0] != self.channels:
+            raise ValueError("entropy tables have inconsistent shapes")
+        for c in range(self.channels):
+            n = int(self.size[c])
+            row = self.freqs[c, : n + 1].astype(np.int64)
+            if n < 1 or row.min() < 1 or row.sum() != TOTAL:
+                raise ValueError(f"entropy table of channel {c} is not a valid 2^{PRECISION} distribution")
+
+    def models(self) -> list:
+        """One constriction Categorical per channel, built from the integer table only."""
+        return [
+            constriction.stream.model.Categorical(
+                self.freqs[c, : int(self.size[c]) + 1].astype(np.float64) / TOTAL, perfect=True
+            )
+            for c in range(self.channels)
+        ]
+
+
+def quantize_distribution(counts: np.ndarray, total: int = TOTAL) -> np.ndarray:
+    """Integer frequencies >= 1 summing to ``total``, close to ``counts`` (largest remainder)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    n = counts.size
+    if n > total:
+        raise ValueError("alphabet larger than the precision allows")
+    spare = total - n  # everybody gets 1, the rest is shared proportionally
+    share = counts / counts.sum() * spare if counts.sum() > 0 else np.full(n, spare / n)
+    base = np.floor(share).astype(np.int64)
+    remainder = spare - int(base.sum())
+    order = np.argsort(-(share - base), kind="stable")
+    base[order[:remainder]] += 1
+    return (base + 1).astype(np.int64)
+
+
+def fit_tables(latents: np.ndarray, coverage: float = 0.9999, prior_count: float = 0.5,
+               max_size: int = 1024) -> EntropyTables:
+    """Histogram tables from training latents shaped (N, C).
+
+    The in-range support covers ``coverage`` of each channel's mass; everything
+    else costs an escape.  ``prior_count`` keeps unseen in-range values codable
+    at a sane cost.
+    """
+    latents = np.asarray(latents)
+    channels = latents.shape[1]
+    tail = (1.0 - coverage) / 2
+    los, sizes, rows = [], [], []
+    for c in range(channels):
+        v = latents[:, c].astype(np.int64)
+        lo = int(np.floor(np.quantile(v, tail)))
+        hi = int(np.ceil(np.quantile(v, 1 - tail)))
+        if hi - lo + 1 > max_size:
+            centre = int(np.round(np.median(v)))
+            lo, hi = centre - max_size // 2, centre - max_size // 2 + max_size - 1
+        size = hi - lo + 1
+        inside = (v >= lo) & (v <= hi)
+        counts = np.bincount(v[inside] - lo, minlength=size).astype(np.float64) + prior_count
+        escapes = float((~inside).sum()) + prior_count
+        los.append(lo)
+        sizes.append(size)
+        rows.append(quantize_distribution(np.append(counts, escapes)))
+    width = max(sizes) + 1
+    freqs = np.zeros((channels, width), np.int32)
+    for c, row in enumerate(rows):
+        freqs[c, : row.size] = row
+    tables = EntropyTables(np.array(los, np.int32), np.array(sizes, np.int32), freqs)
+    tables.validate()
+    return tables
+
+
+def _encode_escapes(encoder, values: np.ndarray) -> None:
+    """Out-of-range magnitudes: sign bit, bit length (Elias-gamma style), then the bits."""
+    uniform = constriction.stream.model.Uniform
+    for v in values.tolist():
+        encoder.encode(np.array([int(v < 0)], np.int32), uniform(2))
+        u = abs(int(v))  # >= 1 by construction (distance beyond the range)
+        nbits = u.bit_length()
+        encoder.encode(np.array([nbits - 1], np.int32), uniform(33))
+        rest, remaining = u - (1 << (nbits - 1)), nbits - 1
+        while remaining > 0:
+            k = min(_CHUNK_BITS, remaining)
+            remaining -= k
+            chunk = (rest >> remaining) & ((1 << k) - 1)
+            encoder.encode(np.array([chunk], np.int32), uniform(1 << k))
+
+
+def _decode_escapes(decoder, count: int) -> np.ndarray:
+    uniform = constriction.stream.model.Uniform
+    out = np.empty(count, np.int64)
+    for i in range(count):
+        negative = int(decoder.decode(uniform(2), 1)[0])
+        nbits = int(decoder.decode(uniform(33), 1)[0]) + 1
+        if nbits > 32:
+            raise EntropyError("escaped latent value out of range")
+        u, remaining = 1, nbits - 1
+        while remaining > 0:
+            k = min(_CHUNK_BITS, remaining)
+            remaining -= k
+            u = (u << k) | int(decoder.decode(uniform(1 << k), 1)[0])
+        out[i] = -u if negative else u
+    return out
+
+
+def encode(latents: np.ndarray, tables: EntropyTables) -> bytes:
+    """Range-code integer latents shaped (C, ...) channel by channel; returns bytes."""
+    latents = np.asarray(latents)
+    if latents.shape[0] != tables.channels:
+        raise ValueError(f"expected {tables.channels} latent channels, got {latents.shape[0]}")
+    encoder = constriction.stream.queue.RangeEncoder()
+    escaped = []
+    for c, model in enumerate(tables.models()):
+        lo, size = int(tables.lo[c]), int(tables.size[c])
+        v = latents[c].reshape(-1).astype(np.int64)
+        symbols = v - lo
+        outside = (symbols < 0) | (symbols >= size)
+        # distance beyond the nearest end of the range, signed: -1 is one below lo, +1 one above hi
+        escaped.append(np.where(symbols < 0, symbols, symbols - size + 1)[outside])
+        symbols = np.where(outside, size, symbols).astype(np.int32)
+        encoder.encode(symbols, model)
+    _encode_escapes(encoder, np.concatenate(escaped) if escaped else np.zeros(0, np.int64))
+    return encoder.get_compressed().astype("<u4").tobytes()
+
+
+def decode(data: bytes, tables: EntropyTables, shape: tuple[int, ...]) -> np.ndarray:
+    """Inverse of :func:`encode`: int32 latents of ``shape`` (C, ...)."""
+    if len(data) % 4:
+        raise EntropyError("compressed latents are not a whole number of 32-bit words")
+    if shape[0] != tables.channels:
+        raise EntropyError(f"expected {tables.channels} latent channels, header says {shape[0]}")
+    words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
+    decoder = constriction.stream.queue.RangeDecoder(words)
+    per_channel = int(np.prod(shape[1:], dtype=np.int64))
+    out = np.empty((tables.channels, per_channel), np.int64)
+    masks = []
+    try:
+        for c, model in enumerate(tables.models()):
+            symbols = decoder.decode(model, per_channel).astype(np.int64)
+            out[c] = symbols + int(tables.lo[c])
+            masks.append(symbols == int(tables.size[c]))
+        n_escaped = int(sum(m.sum() for m in masks))
+        escaped = _decode_escapes(decoder, n_escaped)
+    except EntropyError:
+        raise
+    except Exception as exc:  # constriction raises plain exceptions on exhausted/garbled input
+        raise EntropyError(f"range decoder failed: {exc}") from None
+    k = 0
+    for c, mask in enumerate(masks):
+        n = int(mask.sum())
+        lo, size = int(tables.lo[c]), int(tables.size[c])
+        e = escaped[k : k + n]
+        k += n
+        out[c, mask] = np.where(e < 0, lo + e, lo + size - 1 + e)
+    if np.abs(out).max(initial=0) > np.iinfo(np.int32).max:
+        raise EntropyError("decoded latent value out of range")
+    return out.astype(np.int32).reshape(shape)

@@ -1,0 +1,163 @@
+"""Image input and output: everything Pillow-specific lives here.
+
+The codec itself sees one thing: an 8-bit RGB array.  This module turns the
+images people actually have into that array plus what must survive the round
+trip beside it — the original mode (grayscale stays grayscale), an alpha plane
+(kept losslessly) and an ICC profile (kept verbatim) — and back.
+
+Mode policy (also in the README):
+
+* RGB, L: coded as they are (L is coded as gray RGB and returned as L).
+* RGBA, LA, PA, P with transparency: colour coded lossily, alpha losslessly.
+* P, 1: expanded to RGB / L.  CMYK, YCbCr, LAB, HSV: converted to RGB
+  (CMYK through its ICC profile when it has one; the result is sRGB).
+* 16-bit (I;16*, I): reduced to 8 bits (round(v / 257)); walloc codes 8-bit
+  samples.  A note says so.  32-bit float images (F) are refused.
+* EXIF orientation is applied before coding, so the decoded image is upright.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import WallocError
+
+OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP",
+                  ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".ppm", ".pgm", ".pnm"}
+
+
+class MediaError(WallocError):
+    """The input is not an image walloc can read, or the output cannot be written as asked."""
+
+
+@dataclass
+class ImageData:
+    """What the codec needs from an image, and what the decoder gives back."""
+
+    rgb: np.ndarray                  # (H, W, 3) uint8
+    mode: str                        # "RGB", "L", "RGBA" or "LA": the mode to give back
+    alpha: np.ndarray | None = None  # (H, W) uint8 when mode has alpha
+    icc: bytes | None = None
+    notes: list[str] = field(default_factory=list)  # conversions the user should know about
+
+    @property
+    def width(self) -> int:
+        return int(self.rgb.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.rgb.shape[0])
+
+
+def _open(data: bytes) -> Image.Image:
+    try:
+        im = Image.open(io.BytesIO(data))
+        im.load()
+    except Image.DecompressionBombError as exc:
+        raise MediaError(f"image too large ({exc})") from None
+    except UnidentifiedImageError:
+        raise MediaError("not an image walloc can read") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise MediaError(f"unreadable image ({exc})") from None
+    return im
+
+
+def read_image(data: bytes) -> ImageData:
+    """Decode image bytes (any Pillow format) into :class:`ImageData`."""
+    im = _open(data)
+    notes: list[str] = []
+    if getattr(im, "n_frames", 1) > 1:
+        notes.append(f"only the first of {im.n_frames} frames is coded")
+    try:
+        im = ImageOps.exif_transpose(im)
+    except Exception:  # a broken EXIF block must not make the image unreadable
+        notes.append("EXIF orientation could not be read and was ignored")
+    icc = im.info.get("icc_profile") or None
+    mode = im.mode
+    if mode == "F":
+        raise MediaError("32-bit floating-point images are not supported; convert to 8 or 16 bits")
+    if mode in ("I", "I;16", "I;16L", "I;16B", "I;16N"):
+        wide = np.asarray(im, dtype=np.float64)
+        gray = np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8)
+        notes.append("16-bit samples were reduced to 8 bits (walloc codes 8-bit images)")
+        im, mode = Image.fromarray(gray, "L"), "L"
+    if mode == "P":
+        mode = "RGBA" if "transparency" in im.info else "RGB"
+        im = im.convert(mode)
+    elif mode == "PA":
+        im, mode = im.convert("RGBA"), "RGBA"
+    elif mode == "1":
+        im, mode = im.convert("L"), "L"
+    elif mode == "CMYK":
+        im, icc = _cmyk_to_srgb(im, icc), None
+        mode = "RGB"
+        notes.append("CMYK was converted to sRGB")
+    elif mode not in ("RGB", "RGBA", "L", "LA"):
+        try:
+            im, mode = im.convert("RGB"), "RGB"
+        except (ValueError, OSError):
+            raise MediaError(f"unsupported image mode {im.mode}") from None
+        notes.append(f"mode {im.mode} was converted to RGB")
+    alpha = np.asarray(im.getchannel("A")) if mode in ("RGBA", "LA") else None
+    if mode in ("L", "LA"):
+        gray = np.asarray(im.getchannel("L"))
+        rgb = np.repeat(gray[:, :, None], 3, axis=2)
+    else:
+        rgb = np.asarray(im.convert("RGB"))
+    if alpha is not None and alpha.min() == 255:
+        notes.append("alpha channel is fully opaque; it is kept anyway")
+    return ImageData(np.ascontiguousarray(rgb), mode, alpha, icc, notes)
+
+
+def _cmyk_to_srgb(im: Image.Image, icc: bytes | None) -> Image.Image:
+    if icc:
+        try:
+            from PIL import ImageCms
+
+            source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            return ImageCms.profileToProfile(im, source, ImageCms.createProfile("sRGB"), outputMode="RGB")
+        except Exception:
+            pass  # a broken profile: fall back to Pillow's naive conversion
+    return im.convert("RGB")
+
+
+def to_pillow(image: ImageData) -> Image.Image:
+    """Assemble the output image in the recorded mode."""
+    if image.mode in ("L", "LA"):
+        base = Image.fromarray(image.rgb[:, :, 0], "L")
+    else:
+        base = Image.fromarray(image.rgb, "RGB")
+    if image.alpha is not None:
+        base.putalpha(Image.fromarray(image.alpha, "L"))
+    return base
+
+
+def output_format(suffix: str) -> str:
+    fmt = OUTPUT_FORMATS.get(suffix.lower())
+    if fmt is None:
+        known = ", ".join(sorted(OUTPUT_FORMATS))
+        raise MediaError(f"cannot write images as {suffix or 'a file without extension'} (use one of {known})")
+    return fmt
+
+
+def write_image(image: ImageData, fmt: str = "PNG") -> bytes:
+    """Encode to bytes; lossless formats keep everything, JPEG refuses alpha."""
+    im = to_pillow(image)
+    options: dict = {}
+    if image.icc:
+        options["icc_profile"] = image.icc
+    if fmt == "JPEG":
+        if image.alpha is not None:
+            raise MediaError("JPEG cannot store the alpha channel; write .png or .webp instead")
+        options.update(quality=95, subsampling=0)
+    elif fmt == "WEBP":
+        options.update(lossless=True)
+    elif fmt == "BMP" and image.alpha is not None and image.mode == "LA":
+        im = im.convert("RGBA")
+    buf = io.BytesIO()
+    im.save(buf, format=fmt, **options)
+    return buf.getvalue()

@@ -1,0 +1,228 @@
+"""Model registry and the codec's two halves: numpy encoder, torch decoder.
+
+A model is two files in a weights folder:
+
+* ``<name>.json``: the architecture (modality, channels, WPT levels, wavelet,
+  latent width, decoder size) and the SHA-256 of the arrays file;
+* ``<name>.npz``: the arrays — encoder projection, decoder parameters (fp16),
+  integer entropy tables.  Loaded with ``allow_pickle=False``: nothing in a
+  weights file can execute code.
+
+Why npz rather than a torch checkpoint: the encoder is a WPT plus one matrix
+product, and must run where torch is not installed or too heavy to import
+(see the featherweight-encoder goal).  torch is imported only when the
+decoder is first needed.
+
+Every ``.wlc`` file names its model and the first 16 hex digits of the
+weights' SHA-256; decoding with other weights is refused rather than
+producing garbage.
+"""
+from __future__ import annotations
+
+from .errors import WallocError
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import wavelets
+from .entropy import EntropyTables
+
+DEFAULT_IMAGE_MODEL = "rgb-16x"
+HASH_DIGITS = 16
+
+
+class ModelError(WallocError):
+    """A model is unknown, or its weights are missing or corrupted."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of one codec model, as stored in ``<name>.json``."""
+
+    name: str
+    modality: str            # "image" or "audio"
+    channels: int            # signal channels the model codes (3 for RGB, 2 for stereo)
+    levels: int              # WPT levels J
+    wavelet: str
+    latent_channels: int
+    decoder_width: int
+    decoder_blocks: int
+    sha256: str              # of the .npz file
+    info: dict = field(default_factory=dict, compare=False)  # training facts, measured quality
+
+    @property
+    def dims(self) -> int:
+        return 2 if self.modality == "image" else 1
+
+    @property
+    def coefficient_channels(self) -> int:
+        return self.channels * (4 if self.dims == 2 else 2) ** self.levels
+
+    @property
+    def block(self) -> int:
+        """Spatial (or temporal) size of one latent position, in samples per axis."""
+        return 2**self.levels
+
+    @property
+    def short_hash(self) -> str:
+        return self.sha256[:HASH_DIGITS]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "ModelConfig":
+        fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**fields)
+
+
+def weights_dirs() -> list[Path]:
+    """Where models are looked up: $WALLOC_WEIGHTS, then the package's and the checkout's weights/."""
+    here = Path(__file__).resolve().parent
+    dirs = []
+    if os.environ.get("WALLOC_WEIGHTS"):
+        dirs.append(Path(os.environ["WALLOC_WEIGHTS"]))
+    dirs += [here / "weights", here.parent / "weights"]
+    return dirs
+
+
+def available_models() -> dict[str, Path]:
+    """Model name -> config path, first weights folder wins."""
+    found: dict[str, Path] = {}
+    for d in weights_dirs():
+        if d.is_dir():
+            for p in sorted(d.glob("*.json")):
+                found.setdefault(p.stem, p)
+    return found
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class CodecModel:
+    """A loaded model: ``to_latents`` (numpy only) and ``from_latents`` (torch decoder)."""
+
+    def __init__(self, config: ModelConfig, arrays: dict[str, np.ndarray]) -> None:
+        self.config = config
+        # float64 projection: the rounding of latents then does not depend on BLAS
+        # kernels or thread counts in any practical case.
+        self.encoder_weight = arrays["encoder.weight"].astype(np.float64)
+        self.encoder_bias = arrays["encoder.bias"].astype(np.float64)
+        self.tables = EntropyTables(
+            arrays["entropy.lo"].astype(np.int32),
+            arrays["entropy.size"].astype(np.int32),
+            arrays["entropy.freqs"].astype(np.int32),
+        )
+        self.tables.validate()
+        self._decoder_arrays = {k[len("decoder."):]: v for k, v in arrays.items() if k.startswith("decoder.")}
+        self._decoder = None
+        expected = (config.latent_channels, config.coefficient_channels)
+        if self.encoder_weight.shape != expected or self.tables.channels != config.latent_channels:
+            raise ModelError(f"model {config.name}: arrays do not match its config")
+
+    # -- transform -----------------------------------------------------------------
+    def analyse(self, signal: np.ndarray) -> np.ndarray:
+        """Signal (C, *spatial), sides multiples of ``block`` -> WPT coefficients."""
+        transform = wavelets.wpt2d if self.config.dims == 2 else wavelets.wpt1d
+        return transform(signal, self.config.levels, self.config.wavelet)
+
+    def synthesise(self, coefficients: Any) -> Any:
+        transform = wavelets.iwpt2d if self.config.dims == 2 else wavelets.iwpt1d
+        return transform(coefficients, self.config.levels, self.config.wavelet)
+
+    # -- encoder (numpy) -------------------------------------------------------------
+    def project(self, coefficients: np.ndarray) -> np.ndarray:
+        """The linear encoder: float latents (L, *latent_shape), before rounding."""
+        flat = coefficients.reshape(coefficients.shape[0], -1).astype(np.float64)
+        z = self.encoder_weight @ flat + self.encoder_bias[:, None]
+        return z.reshape(self.config.latent_channels, *coefficients.shape[1:])
+
+    def to_latents(self, signal: np.ndarray) -> np.ndarray:
+        """Signal (C, *spatial) in model units -> integer latents (int32)."""
+        z = np.rint(self.project(self.analyse(signal.astype(np.float64))))
+        limit = np.iinfo(np.int32).max
+        return np.clip(z, -limit, limit).astype(np.int32)
+
+    # -- decoder (torch) -------------------------------------------------------------
+    def decoder(self):
+        """The torch decoder, built on first use (this is where torch gets imported)."""
+        if self._decoder is None:
+            import torch
+
+            from .nets import Decoder
+
+            cfg = self.config
+            net = Decoder(cfg.latent_channels, cfg.coefficient_channels, cfg.decoder_width,
+                          cfg.decoder_blocks, cfg.dims)
+            state = {k: torch.from_numpy(v.astype(np.float32)) for k, v in self._decoder_arrays.items()}
+            net.load_state_dict(state)
+            net.eval()
+            self._decoder = net
+        return self._decoder
+
+    def from_latents(self, latents: np.ndarray) -> np.ndarray:
+        """Integer latents (L, *latent_shape) -> reconstructed signal (C, *spatial), float32."""
+        import torch
+
+        with torch.inference_mode():
+            z = torch.from_numpy(latents.astype(np.float32))[None]
+            coefficients = self.decoder()(z)
+            return self.synthesise(coefficients)[0].numpy()
+
+
+@lru_cache(maxsize=8)
+def load_model(name: str) -> CodecModel:
+    """Load a model by name, checking its weights against the hash in its config."""
+    models = available_models()
+    if name not in models:
+        known = ", ".join(sorted(models)) or "none installed"
+        raise ModelError(f"unknown model {name!r} (available: {known})")
+    config_path = models[name]
+    try:
+        config = ModelConfig.from_json(json.loads(config_path.read_text()))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"{config_path}: unreadable model config ({exc})") from None
+    npz = config_path.with_suffix(".npz")
+    if not npz.exists():
+        raise ModelError(f"{npz}: weights file missing")
+    digest = file_sha256(npz)
+    if digest != config.sha256:
+        raise ModelError(f"{npz}: weights do not match their recorded SHA-256 (corrupted or replaced)")
+    try:
+        with np.load(npz, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (ValueError, OSError, KeyError) as exc:
+        raise ModelError(f"{npz}: unreadable weights ({exc})") from None
+    return CodecModel(config, arrays)
+
+
+def find_model(name: str, short_hash: str) -> CodecModel:
+    """The model a file was written with; refuses a different version of the weights."""
+    model = load_model(name)
+    if model.config.short_hash != short_hash:
+        raise ModelError(
+            f"written with model {name} weights {short_hash}, but the installed {name} is "
+            f"{model.config.short_hash}"
+        )
+    return model
+
+
+def save_model(directory: Path, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> Path:
+    """Write ``<name>.npz`` and ``<name>.json`` (with the npz's SHA-256)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    npz = directory / f"{config['name']}.npz"
+    tmp = npz.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(npz)
+    config = {**config, "sha256": file_sha256(npz)}
+    (directory / f"{config['name']}.json").write_text(json.dumps(config, indent=1, sort_keys=True) + "\n")
+    return npz
