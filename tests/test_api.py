@@ -1,0 +1,224 @@
+"""Image round trips through the Python API, including the awkward images people have."""
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from walloc_cli import api, container, entropy
+from walloc_cli.errors import WallocError
+from walloc_cli.model import DEFAULT_IMAGE_MODEL, load_model
+
+from .conftest import png_bytes, psnr
+
+
+def decode_pil(wlc: bytes) -> Image.Image:
+    return Image.open(io.BytesIO(api.decode_to_bytes(wlc, ".png")))
+
+
+def test_real_photo_round_trip(photo_path):
+    original = Image.open(photo_path)
+    result = api.encode_image(photo_path.read_bytes())
+    out = decode_pil(result.data)
+    assert out.size == original.size and out.mode == "RGB"
+    bpp = 8 * len(result.data) / (original.width * original.height)
+    quality = psnr(np.asarray(original), np.asarray(out))
+    # Measured with the shipped model: ≈ 0.6 bpp and ≈ 24 dB on this (textured) photo.
+    assert 0.2 < bpp < 1.2
+    assert quality > 22.5
+
+
+def test_encoding_is_deterministic(small_path):
+    data = small_path.read_bytes()
+    assert api.encode_image(data).data == api.encode_image(data).data
+
+
+def test_encoding_does_not_depend_on_thread_count(small_path, tmp_path):
+    """Same bytes with 1 and 2 BLAS/OpenMP threads (separate processes)."""
+    outputs = []
+    for threads in ("1", "2"):
+        env = {**os.environ, "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        out = tmp_path / f"t{threads}.wlc"
+        code = ("import sys; from walloc_cli import api; "
+                f"open({str(out)!r}, 'wb').write(api.encode_image(open({str(small_path)!r}, 'rb').read()).data)")
+        subprocess.run([sys.executable, "-c", code], check=True, env=env)
+        outputs.append(out.read_bytes())
+    assert outputs[0] == outputs[1]
+
+
+def test_latents_decode_bit_exactly(small_path):
+    model = load_model(DEFAULT_IMAGE_MODEL)
+    wlc = api.encode_image(small_path.read_bytes()).data
+    box = container.unpack(wlc)
+    z = entropy.decode(box.sections["latents"], model.tables, tuple(box.header["latent_shape"]))
+    rgb = np.asarray(Image.open(small_path).convert("RGB"))
+    signal, _ = api._pixels_to_signal(rgb, model.config.block)
+    np.testing.assert_array_equal(z, model.to_latents(signal))
+
+
+@pytest.mark.parametrize("size", [(1, 1), (2, 3), (7, 5), (9, 17), (64, 8)])
+def test_any_size(size):
+    rng = np.random.default_rng(sum(size))
+    im = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+    out = decode_pil(api.encode_image(png_bytes(im)).data)
+    assert out.size == size and out.mode == "RGB"
+
+
+def test_flat_image_is_nearly_exact():
+    im = Image.new("RGB", (40, 24), (120, 64, 200))
+    out = np.asarray(decode_pil(api.encode_image(png_bytes(im)).data))
+    assert psnr(np.asarray(im), out) > 35
+
+
+def test_grayscale_stays_grayscale(small_rgb):
+    gray = Image.fromarray(small_rgb).convert("L")
+    out = decode_pil(api.encode_image(png_bytes(gray)).data)
+    assert out.mode == "L" and out.size == gray.size
+    assert psnr(np.asarray(gray), np.asarray(out)) > 22
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_alpha_is_lossless(small_rgb, mode):
+    base = Image.fromarray(small_rgb).convert(mode[:-1])
+    alpha = Image.fromarray((np.arange(small_rgb.shape[0] * small_rgb.shape[1]) % 256)
+                            .astype(np.uint8).reshape(small_rgb.shape[:2]))
+    base.putalpha(alpha)
+    out = decode_pil(api.encode_image(png_bytes(base)).data)
+    assert out.mode == mode
+    np.testing.assert_array_equal(np.asarray(out.getchannel("A")), np.asarray(alpha))
+
+
+def test_palette_with_and_without_transparency(small_rgb):
+    pal = Image.fromarray(small_rgb).convert("P", palette=Image.ADAPTIVE, colors=16)
+    assert decode_pil(api.encode_image(png_bytes(pal)).data).mode == "RGB"
+    pal.info["transparency"] = 0
+    out = decode_pil(api.encode_image(png_bytes(pal, transparency=0)).data)
+    assert out.mode == "RGBA"
+    expected = np.asarray(pal.convert("RGBA").getchannel("A"))
+    np.testing.assert_array_equal(np.asarray(out.getchannel("A")), expected)
+
+
+def test_icc_profile_is_preserved(small_rgb):
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    im = Image.fromarray(small_rgb)
+    out = decode_pil(api.encode_image(png_bytes(im, icc_profile=icc)).data)
+    assert out.info.get("icc_profile") == icc
+
+
+def test_exif_orientation_is_applied(small_rgb):
+    im = Image.fromarray(small_rgb)  # 96 wide, 64 high
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", exif=exif, quality=95)
+    out = decode_pil(api.encode_image(buf.getvalue()).data)
+    assert out.size == (64, 96)
+
+
+def test_sixteen_bit_gray_is_reduced_with_a_note(small_rgb):
+    gray16 = (np.asarray(Image.fromarray(small_rgb).convert("L")).astype(np.uint16) * 257)
+    im = Image.frombytes("I;16", (gray16.shape[1], gray16.shape[0]), gray16.astype("<u2").tobytes())
+    data = png_bytes(im)
+    assert Image.open(io.BytesIO(data)).mode.startswith("I")  # really a 16-bit PNG
+    result = api.encode_image(data)
+    assert any("16-bit" in n for n in result.notes)
+    out = decode_pil(result.data)
+    assert out.mode == "L"
+    assert psnr(gray16 / 257, np.asarray(out)) > 22
+
+
+def test_cmyk_is_converted_with_a_note(small_rgb):
+    im = Image.fromarray(small_rgb).convert("CMYK")
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=95)
+    result = api.encode_image(buf.getvalue())
+    assert any("CMYK" in n for n in result.notes)
+    assert decode_pil(result.data).mode == "RGB"
+
+
+def test_output_formats(small_path):
+    wlc = api.encode_image(small_path.read_bytes()).data
+    for suffix, fmt in [(".png", "PNG"), (".jpg", "JPEG"), (".webp", "WEBP"), (".tiff", "TIFF"), (".bmp", "BMP")]:
+        assert Image.open(io.BytesIO(api.decode_to_bytes(wlc, suffix))).format == fmt
+    with pytest.raises(WallocError, match="cannot write"):
+        api.decode_to_bytes(wlc, ".gifx")
+
+
+def test_jpeg_output_refuses_alpha(small_rgb):
+    im = Image.fromarray(small_rgb).convert("RGBA")
+    wlc = api.encode_image(png_bytes(im)).data
+    with pytest.raises(WallocError, match="alpha"):
+        api.decode_to_bytes(wlc, ".jpg")
+
+
+def test_not_an_image():
+    with pytest.raises(WallocError, match="not an image"):
+        api.encode_image(b"hello, world")
+    with pytest.raises(WallocError):
+        api.encode_image(b"")
+
+
+def test_truncated_image_is_an_error(small_path):
+    data = small_path.read_bytes()
+    with pytest.raises(WallocError):
+        api.encode_image(data[: len(data) // 2])
+
+
+def _reseal_with_header(wlc: bytes, **changes) -> bytes:
+    box = container.unpack(wlc)
+    return container.pack({**box.header, **changes}, box.sections)
+
+
+def test_wrong_weights_are_refused(small_path):
+    wlc = api.encode_image(small_path.read_bytes()).data
+    with pytest.raises(WallocError, match="weights"):
+        api.decode_image(_reseal_with_header(wlc, weights="0000000000000000"))
+    with pytest.raises(WallocError, match="unknown model"):
+        api.decode_image(_reseal_with_header(wlc, model="no-such-model"))
+
+
+@pytest.mark.parametrize("changes", [
+    {"width": 10**9, "height": 10**9},
+    {"width": 0},
+    {"width": "96"},
+    {"pad": [0, 99]},
+    {"latent_shape": [12, 1, 1]},
+    {"mode": "CMYK"},
+    {"modality": "audio"},
+    {"coder": "huffman"},
+])
+def test_inconsistent_headers_are_refused(small_path, changes):
+    wlc = api.encode_image(small_path.read_bytes()).data
+    with pytest.raises(WallocError):
+        api.decode_image(_reseal_with_header(wlc, **changes))
+
+
+def test_pixel_limit(small_path):
+    wlc = api.encode_image(small_path.read_bytes()).data
+    with pytest.raises(WallocError, match="exceeds the limit"):
+        api.decode_image(wlc, max_pixels=100)
+
+
+def test_alpha_bomb_is_refused(small_rgb):
+    im = Image.fromarray(small_rgb).convert("RGBA")
+    wlc = api.encode_image(png_bytes(im)).data
+    box = container.unpack(wlc)
+    bomb = zlib.compress(b"\0" * (50 * 1024 * 1024))
+    with pytest.raises(WallocError, match="alpha"):
+        api.decode_image(container.pack(box.header, {**box.sections, "alpha": bomb}))
+
+
+def test_info_reports_fields(small_path):
+    wlc = api.encode_image(small_path.read_bytes()).data
+    meta = api.info(wlc)
+    assert meta["width"] == 96 and meta["height"] == 64 and meta["model"] == DEFAULT_IMAGE_MODEL
+    assert meta["file_bytes"] == len(wlc)
+    assert meta["bpp"] == pytest.approx(8 * len(wlc) / (96 * 64), abs=1e-3)
