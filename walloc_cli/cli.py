@@ -217,7 +217,8 @@ def models() -> None:
             click.echo(f"{name:12} unusable: {exc}")
 
 
-@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+              add_help_option=False)
 @click.pass_context
 def train(ctx: click.Context) -> None:
     """Train a model (options: see `walloc train --help`)."""

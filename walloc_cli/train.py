@@ -13,7 +13,13 @@ Why it is built this way (2 CPU cores, no GPU):
   only learns a residual.
 * Batches and noise come from generators seeded by (seed, step), so a resumed
   run follows exactly the same path as an uninterrupted one.
-* Loss = bits per pixel + λ·255²·MSE (rate–distortion), MSE in pixel space.
+* The crops' WPT coefficients are computed once and kept in memory, and the
+  distortion is measured in the WPT domain with per-channel weights equal to
+  the energy of each channel's synthesis basis function — the diagonal of
+  SᵀS, which bior4.4 (nearly orthogonal) makes accurate to about 2 % of the
+  pixel MSE.  Both WPT passes per step would otherwise take 60 % of the time.
+* Loss = bits per pixel + λ·255²·MSE (rate–distortion).  Validation always
+  measures real PSNR in pixel space on whole photos.
 """
 from __future__ import annotations
 
@@ -44,7 +50,7 @@ class TrainConfig:
     crop: int = 128
     crops_per_image: int = 16
     batch: int = 32
-    lr: float = 2e-4
+    lr: float = 4e-4
     lmbda: float = 0.015
     target_bpp: float = 0.55
     seed: int = 0
@@ -93,7 +99,7 @@ def build_crop_cache(image_dir: Path, cfg: TrainConfig, out: Path) -> np.ndarray
 
 def to_unit(pixels_u8: np.ndarray) -> torch.Tensor:
     """uint8 NHWC -> float NCHW in [-0.5, 0.5], the codec's pixel scale."""
-    return torch.from_numpy(np.ascontiguousarray(pixels_u8)).permute(0, 3, 1, 2).float() / 255.0 - 0.5
+    return torch.from_numpy(np.array(pixels_u8)).permute(0, 3, 1, 2).float() / 255.0 - 0.5
 
 
 def pca_init(model: WallocAutoencoder, crops: np.ndarray, cfg: TrainConfig) -> dict:
@@ -134,6 +140,23 @@ def pca_init(model: WallocAutoencoder, crops: np.ndarray, cfg: TrainConfig) -> d
     info = {"pca_step": step, "pca_bpp_train_entropy": bpp, "pca_psnr_train": psnr}
     _log(f"PCA init: step {step:.4f} -> {bpp:.3f} bpp (empirical entropy), {psnr:.2f} dB on train crops")
     return info
+
+
+def synthesis_energy(channels: int, levels: int, wavelet: str) -> torch.Tensor:
+    """||S e_k||² for a unit impulse in each WPT channel k (shift-invariant per channel)."""
+    impulses = torch.zeros(channels, channels, 4, 4, dtype=torch.float64)
+    impulses[torch.arange(channels), torch.arange(channels), 1, 2] = 1.0
+    return wavelets.iwpt2d(impulses, levels, wavelet).pow(2).sum((1, 2, 3)).float()
+
+
+@torch.no_grad()
+def coefficient_cache(crops: np.ndarray, cfg: TrainConfig) -> torch.Tensor:
+    """WPT coefficients of every crop, float32 (N, C·4^J, crop/2^J, crop/2^J)."""
+    side = cfg.crop // 2**cfg.levels
+    out = torch.empty(len(crops), 3 * 4**cfg.levels, side, side)
+    for start in range(0, len(crops), 256):
+        out[start : start + 256] = wavelets.wpt2d(to_unit(crops[start : start + 256]), cfg.levels, cfg.wavelet)
+    return out
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
@@ -177,24 +200,27 @@ def train(data: Path, run: Path, minutes: float, cfg: TrainConfig) -> None:
     torch.manual_seed(cfg.seed)
     run.mkdir(parents=True, exist_ok=True)
     if (run / "config.json").exists():  # a resumed run keeps the settings it started with
-        cfg = TrainConfig(**json.loads((run / "config.json").read_text()))
+        saved = json.loads((run / "config.json").read_text())
+        cfg = TrainConfig(**{**saved, "lr": cfg.lr})
+        (run / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
     ckpt_path = run / "checkpoint.pt"
     crops = build_crop_cache(data / "train", cfg, run / "crops.npy")
     val = load_val(data / "val", cfg.val_images)
+    _log("computing WPT coefficients of the crops")
+    coefficients = coefficient_cache(crops, cfg)
+    weights = synthesis_energy(coefficients.shape[1], cfg.levels, cfg.wavelet)[None, :, None, None]
     model = WallocAutoencoder(3 * 4**cfg.levels, cfg.latent_channels, cfg.decoder_width, cfg.decoder_blocks)
-    opt = torch.optim.Adam(
-        [
-            {"params": model.encoder.parameters(), "lr": cfg.lr * 0.25},
-            {"params": model.decoder.parameters(), "lr": cfg.lr},
-            {"params": model.prior.parameters(), "lr": cfg.lr * 5},
-        ]
-    )
+    # The encoder moves slowly (it starts at PCA, already good); the prior adapts fast.
+    groups = [(model.encoder, 0.25), (model.decoder, 1.0), (model.prior, 5.0)]
+    opt = torch.optim.Adam([{"params": m.parameters(), "lr": cfg.lr * f} for m, f in groups])
     step = 0
     history: list[dict] = []
     if ckpt_path.exists():
         state = torch.load(ckpt_path, weights_only=True)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
+        for group, (_, factor) in zip(opt.param_groups, groups):  # lr may have been changed since
+            group["lr"] = cfg.lr * factor
         step = int(state["step"])
         history = json.loads((run / "history.json").read_text()) if (run / "history.json").exists() else []
         _log(f"resumed from step {step}")
@@ -220,22 +246,23 @@ def train(data: Path, run: Path, minutes: float, cfg: TrainConfig) -> None:
         rng = np.random.default_rng((cfg.seed, step))
         idx = np.sort(rng.choice(len(crops), size=cfg.batch, replace=False))
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-        x = to_unit(crops[idx])
-        coeffs = wavelets.wpt2d(x, cfg.levels, cfg.wavelet)
+        coeffs = coefficients[torch.from_numpy(idx)]
         decoded, bits = model(coeffs, gen)
-        xhat = wavelets.iwpt2d(decoded, cfg.levels, cfg.wavelet)
-        mse = (xhat - x).pow(2).mean()
+        mse = (weights * (decoded - coeffs).pow(2)).mean()
         bpp = bits / pixels
         loss = bpp + cfg.lmbda * 255.0**2 * mse
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         step += 1
-        running.append((float(bpp), float(10 * torch.log10(1 / mse))))
+        running.append((float(bpp.detach()), float(10 * torch.log10(1 / mse.detach()))))
         if step % 50 == 0:
             b, p = np.mean(running, axis=0)
             running.clear()
-            _log(f"step {step}: train {b:.3f} bpp {p:.2f} dB")
+            left = max(0.0, deadline - time.time())
+            done = 1 - left / (minutes * 60)
+            bar = "#" * int(20 * done) + "." * (20 - int(20 * done))
+            _log(f"[{bar}] step {step}: train {b:.3f} bpp {p:.2f} dB, {left / 60:.0f} min left")
         if step % cfg.val_every == 0:
             vb, vp = validate(model, val, cfg)
             history.append({"step": step, "val_bpp": vb, "val_psnr": vp,
@@ -251,7 +278,8 @@ def train(data: Path, run: Path, minutes: float, cfg: TrainConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="walloc train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("../shared/data/images"))
     parser.add_argument("--run", type=Path, default=Path("runs/rgb-16x"))
     parser.add_argument("--minutes", type=float, default=60.0)
