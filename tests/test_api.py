@@ -58,8 +58,7 @@ def test_latents_decode_bit_exactly(small_path):
     box = container.unpack(wlc)
     z = entropy.decode(box.sections["latents"], model.tables, tuple(box.header["latent_shape"]))
     rgb = np.asarray(Image.open(small_path).convert("RGB"))
-    signal, _ = api._pixels_to_signal(rgb, model.config.block)
-    np.testing.assert_array_equal(z, model.to_latents(signal))
+    np.testing.assert_array_equal(z, api.image_to_latents(model, rgb)[0])
 
 
 @pytest.mark.parametrize("size", [(1, 1), (2, 3), (7, 5), (9, 17), (64, 8)])
@@ -222,3 +221,35 @@ def test_info_reports_fields(small_path):
     assert meta["width"] == 96 and meta["height"] == 64 and meta["model"] == DEFAULT_IMAGE_MODEL
     assert meta["file_bytes"] == len(wlc)
     assert meta["bpp"] == pytest.approx(8 * len(wlc) / (96 * 64), abs=1e-3)
+
+
+def _whole_image_latents(model, rgb):
+    """Reference: pad the whole image, one WPT, one projection."""
+    block = model.config.block
+    h, w = rgb.shape[:2]
+    padded = np.pad(rgb, ((0, (-h) % block), (0, (-w) % block), (0, 0)), mode="symmetric")
+    return model.latents_of_window(padded.transpose(2, 0, 1).astype(np.float64) / 255.0 - 0.5)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 8, 1000])
+def test_windowed_encoding_equals_whole_image_transform(photo_path, chunk):
+    model = load_model(DEFAULT_IMAGE_MODEL)
+    rgb = np.asarray(Image.open(photo_path).convert("RGB"))[:200, :150]
+    reference = _whole_image_latents(model, rgb)
+    h, w = rgb.shape[:2]
+    pw = w + (-w) % model.config.block
+    got = model.to_latents(api._image_reader(rgb, pw), h + (-h) % model.config.block, chunk)
+    np.testing.assert_array_equal(got, reference)
+
+
+@pytest.mark.parametrize("chunk", [2, 5, 1000])
+def test_windowed_decoding_matches_whole_image_decoding(photo_path, chunk):
+    model = load_model(DEFAULT_IMAGE_MODEL)
+    rgb = np.asarray(Image.open(photo_path).convert("RGB"))[:160, :120]
+    latents = _whole_image_latents(model, rgb)
+    import torch
+
+    with torch.inference_mode():
+        whole = model.synthesise(model.decoder()(torch.from_numpy(latents.astype(np.float32))[None]))[0].numpy()
+    strips = np.concatenate(list(model.from_latents(latents, chunk)), axis=1)
+    np.testing.assert_allclose(strips, whole, atol=2e-5)

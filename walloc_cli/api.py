@@ -30,18 +30,54 @@ class EncodeResult:
 
 
 # -- images -----------------------------------------------------------------------------
-def _pixels_to_signal(rgb: np.ndarray, block: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """uint8 (H, W, 3) -> float (3, H', W') in [-0.5, 0.5], padded to multiples of block.
+ENCODE_WINDOW_SAMPLES = 1 << 22   # float64 samples per encoder window (≈ 32 MB + WPT temporaries)
+DECODE_WINDOW_POSITIONS = 1 << 16  # latent positions per decoder window (≈ 16 MB per activation)
 
-    Symmetric (mirror) padding keeps the border smooth, so the padding costs
-    few bits, and it works for images smaller than the padding (1×1 included).
+
+def _mirror(index: np.ndarray, size: int) -> np.ndarray:
+    """Symmetric (mirror) padding as an index map: size, size+1, ... -> size-1, size-2, ...
+
+    Mirroring keeps the border smooth so the padding costs few bits, and it works
+    for images smaller than the padding (1×1 included).
     """
+    index = index % (2 * size)
+    return np.where(index < size, index, 2 * size - 1 - index)
+
+
+def _image_reader(rgb: np.ndarray, padded_width: int):
+    """read(rows) for :meth:`CodecModel.to_latents`: padded rows as float (3, rows, W') in [-0.5, 0.5]."""
+    height, width = rgb.shape[:2]
+    columns = _mirror(np.arange(padded_width), width)
+
+    def read(rows: np.ndarray) -> np.ndarray:
+        window = rgb[_mirror(rows, height)][:, columns]
+        return window.transpose(2, 0, 1).astype(np.float64) / 255.0 - 0.5
+
+    return read
+
+
+def image_to_latents(model: CodecModel, rgb: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+    """uint8 (H, W, 3) -> integer latents (L, H'/2^J, W'/2^J) and the padding (rows, columns)."""
+    block = model.config.block
     h, w = rgb.shape[:2]
     pad = ((-h) % block, (-w) % block)
-    signal = rgb.transpose(2, 0, 1).astype(np.float64) / 255.0 - 0.5
-    if pad != (0, 0):
-        signal = np.pad(signal, ((0, 0), (0, pad[0]), (0, pad[1])), mode="symmetric")
-    return signal, pad
+    padded_w = w + pad[1]
+    chunk = max(8, ENCODE_WINDOW_SAMPLES // (3 * padded_w * block))
+    return model.to_latents(_image_reader(rgb, padded_w), h + pad[0], chunk), pad
+
+
+def latents_to_image(model: CodecModel, latents: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Integer latents -> uint8 (H, W, 3), decoded in strips of rows."""
+    rgb = np.empty((height, width, 3), np.uint8)
+    chunk = max(8, DECODE_WINDOW_POSITIONS // latents.shape[2])
+    row = 0
+    for strip in model.from_latents(latents, chunk):
+        rows = min(strip.shape[1], height - row)
+        if rows > 0:
+            pixels = np.rint((strip[:, :rows, :width] + 0.5) * 255.0)
+            rgb[row : row + rows] = np.clip(pixels, 0, 255).astype(np.uint8).transpose(1, 2, 0)
+        row += strip.shape[1]
+    return rgb
 
 
 def encode_image_data(image: media.ImageData, model_name: str = DEFAULT_IMAGE_MODEL) -> bytes:
@@ -49,8 +85,7 @@ def encode_image_data(image: media.ImageData, model_name: str = DEFAULT_IMAGE_MO
     model = load_model(model_name)
     if model.config.modality != "image":
         raise WallocError(f"model {model_name} codes {model.config.modality}, not images")
-    signal, pad = _pixels_to_signal(image.rgb, model.config.block)
-    latents = model.to_latents(signal)
+    latents, pad = image_to_latents(model, image.rgb)
     sections = {"latents": entropy.encode(latents, model.tables)}
     if image.alpha is not None:
         sections["alpha"] = zlib.compress(np.ascontiguousarray(image.alpha).tobytes(), 9)
@@ -123,8 +158,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> media.Ima
     if "latents" not in box.sections:
         raise container.FormatError("corrupt file (no latents section)")
     latents = entropy.decode(box.sections["latents"], model.tables, shape)
-    signal = model.from_latents(latents)[:, :height, :width]
-    rgb = np.clip(np.rint((signal + 0.5) * 255.0), 0, 255).astype(np.uint8).transpose(1, 2, 0)
+    rgb = latents_to_image(model, latents, height, width)
     mode = header["mode"]
     if mode in ("L", "LA"):
         gray = np.clip(np.rint(rgb.astype(np.float32).mean(axis=2)), 0, 255).astype(np.uint8)

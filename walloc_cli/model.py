@@ -27,7 +27,7 @@ import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -146,8 +146,8 @@ class CodecModel:
         z = self.encoder_weight @ flat + self.encoder_bias[:, None]
         return z.reshape(self.config.latent_channels, *coefficients.shape[1:])
 
-    def to_latents(self, signal: np.ndarray) -> np.ndarray:
-        """Signal (C, *spatial) in model units -> integer latents (int32)."""
+    def latents_of_window(self, signal: np.ndarray) -> np.ndarray:
+        """Signal window (C, *spatial) in model units -> integer latents (int32)."""
         z = np.rint(self.project(self.analyse(signal.astype(np.float64))))
         limit = np.iinfo(np.int32).max
         return np.clip(z, -limit, limit).astype(np.int32)
@@ -169,14 +169,71 @@ class CodecModel:
             self._decoder = net
         return self._decoder
 
-    def from_latents(self, latents: np.ndarray) -> np.ndarray:
-        """Integer latents (L, *latent_shape) -> reconstructed signal (C, *spatial), float32."""
+    # -- windowed processing -------------------------------------------------------------
+    # Long signals (audio, huge images) are processed in windows along axis 1 so memory
+    # stays bounded.  The WPT is periodized over the *whole* signal; a window therefore
+    # reads its context modulo the length, and keeps only its interior.  Each latent
+    # depends on samples within `analysis_margin` positions, and every sum is evaluated
+    # in the same order whatever the window, so the latents are bit-identical to a
+    # whole-signal transform, for any window size.
+    @property
+    def context_margin(self) -> int:
+        """Latent positions of WPT context needed on each side (analysis or synthesis)."""
+        taps = len(wavelets.filter_bank(self.config.wavelet)[0])
+        block = self.config.block
+        return -(-(taps - 1) * (block - 1) // block) + 1
+
+    @property
+    def decoder_radius(self) -> int:
+        """Receptive radius of the decoder net in latent positions (one per 3-tap conv)."""
+        return 2 * self.config.decoder_blocks + 2
+
+    def to_latents(self, read: Callable[[np.ndarray], np.ndarray], length: int, chunk: int) -> np.ndarray:
+        """Integer latents of a signal of ``length`` samples along axis 1.
+
+        ``read(index)`` returns the signal in model units at the sample positions
+        ``index`` (all within ``0 .. length-1``) along axis 1; ``length`` is a
+        multiple of ``block``; ``chunk`` is the number of latent positions per window.
+        """
+        block, margin = self.config.block, self.context_margin
+        positions = length // block
+        pieces = []
+        for p0 in range(0, positions, chunk):
+            p1 = min(positions, p0 + chunk)
+            index = np.arange((p0 - margin) * block, (p1 + margin) * block) % length
+            pieces.append(self.latents_of_window(read(index))[:, margin : margin + p1 - p0])
+        return np.concatenate(pieces, axis=1)
+
+    def from_latents(self, latents: np.ndarray, chunk: int) -> Iterator[np.ndarray]:
+        """Reconstructed signal (C, samples, ...) float32, yielded window by window along axis 1.
+
+        The decoder net runs on contiguous runs of latents with its own receptive
+        radius of context (zero padding only at the true ends, as in training);
+        the inverse WPT then gets `context_margin` positions of decoded
+        coefficients on each side, wrapped around the ends as periodization needs.
+        """
         import torch
 
+        positions = latents.shape[1]
+        margin, radius, block = self.context_margin, self.decoder_radius, self.config.block
+        net = self.decoder()
         with torch.inference_mode():
-            z = torch.from_numpy(latents.astype(np.float32))[None]
-            coefficients = self.decoder()(z)
-            return self.synthesise(coefficients)[0].numpy()
+            for q0 in range(0, positions, chunk):
+                q1 = min(positions, q0 + chunk)
+                needed = np.arange(q0 - margin, q1 + margin) % positions
+                parts = []
+                for a, b in _runs(needed):
+                    lo, hi = max(0, a - radius), min(positions, b + radius)
+                    z = torch.from_numpy(np.ascontiguousarray(latents[:, lo:hi], dtype=np.float32))[None]
+                    parts.append(net(z)[0, :, a - lo : b - lo])
+                signal = self.synthesise(torch.cat(parts, dim=1)[None])[0]
+                yield signal[:, margin * block : (margin + q1 - q0) * block].numpy()
+
+
+def _runs(index: np.ndarray) -> list[tuple[int, int]]:
+    """Split a sequence of positions into maximal runs of consecutive integers [a, b)."""
+    breaks = np.flatnonzero(np.diff(index) != 1) + 1
+    return [(int(r[0]), int(r[-1]) + 1) for r in np.split(index, breaks)]
 
 
 @lru_cache(maxsize=8)
