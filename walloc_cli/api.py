@@ -10,15 +10,17 @@ paths or the command line.
 """
 from __future__ import annotations
 
+import io
 import zlib
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from . import container, entropy, media
 from .errors import WallocError
-from .model import DEFAULT_IMAGE_MODEL, CodecModel, find_model, load_model
+from .model import DEFAULT_AUDIO_MODEL, DEFAULT_IMAGE_MODEL, CodecModel, contiguous_runs, find_model, load_model
 
 DEFAULT_MAX_PIXELS = 1 << 28  # 268 MP: far above any camera, far below an allocation bomb
 
@@ -190,6 +192,162 @@ def decode_to_bytes(data: bytes, suffix: str = ".png", max_pixels: int = DEFAULT
     return media.write_image(decode_image(data, max_pixels), fmt)
 
 
+# -- audio ------------------------------------------------------------------------------
+# One mono model codes every channel.  Stereo is coded as mid = (L+R)/2 with the
+# mid tables and side = (L−R)/2 with the side tables (side is usually quiet, so it
+# costs little); mono is a single mid signal, so it costs about half of stereo;
+# more than two channels are coded as independent mono signals.
+# Model units are the samples themselves (full scale = ±1).
+MAX_AUDIO_CHANNELS = 64
+DEFAULT_MAX_FRAMES = 1 << 34  # about 108 hours at 44.1 kHz
+
+
+def _channel_mixes(channels: int) -> tuple[str, np.ndarray, list[int]]:
+    """(coding name, mix matrix (signals, channels), table set of each signal)."""
+    if channels == 1:
+        return "mono", np.ones((1, 1)), [0]
+    if channels == 2:
+        return "mid-side", np.array([[0.5, 0.5], [0.5, -0.5]]), [0, 1]
+    return "independent", np.eye(channels), [0] * channels
+
+
+def _unmix(coding: str, signals: np.ndarray) -> np.ndarray:
+    """(samples, signals) -> (samples, channels): inverse of :func:`_channel_mixes`."""
+    if coding == "mid-side":
+        mid, side = signals[:, 0], signals[:, 1]
+        return np.stack([mid + side, mid - side], axis=1)
+    return signals
+
+
+def _audio_reader(source: media.AudioSource, mix: np.ndarray):
+    """read(index) for :meth:`CodecModel.to_latents`: one mixed signal (1, len) at padded positions."""
+
+    def read(index: np.ndarray) -> np.ndarray:
+        frames = _mirror(index, source.frames)
+        needed = np.unique(frames)
+        parts = [source.read(a, b - a) for a, b in contiguous_runs(needed)]
+        block = np.concatenate(parts, axis=0) @ mix
+        return block[np.searchsorted(needed, frames)][None, :]
+
+    return read
+
+
+def _audio_model(name: str) -> CodecModel:
+    model = load_model(name)
+    if model.config.modality != "audio":
+        raise WallocError(f"model {name} codes {model.config.modality}, not audio")
+    return model
+
+
+def encode_audio(data: bytes, model_name: str = DEFAULT_AUDIO_MODEL) -> EncodeResult:
+    """Audio file bytes (WAV, FLAC, OGG, AIFF, MP3, ...) -> ``.wlc`` bytes and notes."""
+    source = media.open_audio(data)
+    if source.channels > MAX_AUDIO_CHANNELS:
+        raise WallocError(f"{source.channels} channels is more than walloc codes ({MAX_AUDIO_CHANNELS})")
+    model = _audio_model(model_name)
+    block = model.config.block
+    pad = (-source.frames) % block
+    chunk = max(8, ENCODE_WINDOW_SAMPLES // block)
+    coding, mixes, table_sets = _channel_mixes(source.channels)
+    latents = np.concatenate(
+        [model.to_latents(_audio_reader(source, mix), source.frames + pad, chunk) for mix in mixes]
+    )
+    tables = entropy.EntropyTables.stack([model.tables_for(t) for t in table_sets])
+    header = {
+        "modality": "audio",
+        "model": model.config.name,
+        "weights": model.config.short_hash,
+        "coder": entropy.CODER,
+        "sample_rate": source.rate,
+        "channels": source.channels,
+        "frames": source.frames,
+        "pad": pad,
+        "coding": coding,
+        "source_subtype": source.subtype,
+        "latent_shape": list(latents.shape),
+    }
+    notes = []
+    if source.channels > 2:
+        notes.append(f"{source.channels} channels are coded as independent mono signals")
+    return EncodeResult(container.pack(header, {"latents": entropy.encode(latents, tables)}), notes)
+
+
+def _audio_layout(header: dict[str, Any], model: CodecModel, max_frames: int) -> tuple[int, int, int, str, tuple]:
+    rate = _int_field(header, "sample_rate", 1)
+    channels = _int_field(header, "channels", 1)
+    frames = _int_field(header, "frames", 1)
+    pad = _int_field(header, "pad", 0)
+    if channels > MAX_AUDIO_CHANNELS:
+        raise container.FormatError("corrupt header (channel count)")
+    if frames > max_frames:
+        raise WallocError(f"audio of {frames} frames exceeds the limit of {max_frames} frames")
+    block = model.config.block
+    if pad >= block or (frames + pad) % block:
+        raise container.FormatError("corrupt header (padding does not match the length)")
+    coding, mixes, _ = _channel_mixes(channels)
+    if header.get("coding") != coding:
+        raise container.FormatError("corrupt header (channel coding)")
+    shape = (len(mixes) * model.config.latent_channels, (frames + pad) // block)
+    if header.get("latent_shape") != list(shape):
+        raise container.FormatError("corrupt header (latent shape does not match the length)")
+    return rate, channels, frames, coding, shape
+
+
+def decode_audio_to(data: bytes, fileobj: BinaryIO, suffix: str = ".wav", subtype: str = "PCM_16",
+                    max_frames: int = DEFAULT_MAX_FRAMES) -> None:
+    """``.wlc`` bytes -> audio written to ``fileobj`` window by window (bounded memory)."""
+    fmt = media.audio_output_format(suffix)
+    box = container.unpack(data)
+    if box.header.get("modality") != "audio":
+        raise WallocError(f"file holds {box.header.get('modality')!r}, not audio")
+    model = _model_for(box.header)
+    rate, channels, frames, coding, shape = _audio_layout(box.header, model, max_frames)
+    if "latents" not in box.sections:
+        raise container.FormatError("corrupt file (no latents section)")
+    _, mixes, table_sets = _channel_mixes(channels)
+    tables = entropy.EntropyTables.stack([model.tables_for(t) for t in table_sets])
+    latents = entropy.decode(box.sections["latents"], tables, shape)
+    width = model.config.latent_channels
+    chunk = max(8, DECODE_WINDOW_POSITIONS // 4)
+    streams = [model.from_latents(latents[i * width : (i + 1) * width], chunk) for i in range(len(mixes))]
+    sink = media.AudioSink(fileobj, fmt, rate, channels, subtype)
+    written = 0
+    try:
+        for windows in zip(*streams):
+            signals = np.stack([w[0] for w in windows], axis=1).astype(np.float64)
+            take = min(len(signals), frames - written)
+            if take > 0:
+                sink.write(_unmix(coding, signals[:take]))
+            written += len(signals)
+    finally:
+        sink.close()
+
+
+def decode_audio(data: bytes, suffix: str = ".wav", subtype: str = "PCM_16",
+                 max_frames: int = DEFAULT_MAX_FRAMES) -> bytes:
+    """``.wlc`` bytes -> audio file bytes (WAV unless ``suffix`` says otherwise)."""
+    buf = io.BytesIO()
+    decode_audio_to(data, buf, suffix, subtype, max_frames)
+    return buf.getvalue()
+
+
+def encode_bytes(data: bytes, name_hint: str = "", model_name: str | None = None) -> EncodeResult:
+    """Image or audio bytes -> ``.wlc``; the kind is told by the file name, else by sniffing."""
+    suffix = Path(name_hint).suffix.lower()
+    audio = suffix in media.AUDIO_SUFFIXES or (suffix not in media.IMAGE_SUFFIXES and media.looks_like_audio(data))
+    if audio:
+        return encode_audio(data, model_name or DEFAULT_AUDIO_MODEL)
+    return encode_image(data, model_name or DEFAULT_IMAGE_MODEL)
+
+
+def modality_of(data: bytes) -> str:
+    """"image" or "audio", from a ``.wlc`` file's header (the file is fully verified)."""
+    modality = container.unpack(data).header.get("modality")
+    if modality not in ("image", "audio"):
+        raise container.FormatError(f"corrupt header (unknown modality {modality!r})")
+    return modality
+
+
 # -- inspection -------------------------------------------------------------------------
 def info(data: bytes) -> dict[str, Any]:
     """Header fields plus derived figures (bytes, bpp); reads no model."""
@@ -197,6 +355,13 @@ def info(data: bytes) -> dict[str, Any]:
     out: dict[str, Any] = {"format_version": box.version, **box.header}
     out["file_bytes"] = len(data)
     out["sections"] = {name: len(b) for name, b in box.sections.items()}
+    header = box.header
+    if header.get("modality") == "audio":
+        rate, frames = header.get("sample_rate"), header.get("frames")
+        if isinstance(rate, int) and isinstance(frames, int) and rate > 0:
+            out["duration_s"] = round(frames / rate, 3)
+            if frames > 0:
+                out["kbps"] = round(8 * len(data) / (frames / rate) / 1000, 2)
     if box.header.get("modality") == "image":
         w, h = box.header.get("width"), box.header.get("height")
         if isinstance(w, int) and isinstance(h, int) and w > 0 and h > 0:

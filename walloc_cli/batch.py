@@ -6,12 +6,13 @@ functions that tests can call without a terminal.
 """
 from __future__ import annotations
 
+import io
 import os
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import BinaryIO, Callable, Iterable, Union
 
 STDIO = "-"
 
@@ -25,6 +26,11 @@ class Job:
     source: str       # a path, or "-" for stdin
     target: str       # a path, or "-" for stdout
     problem: str | None = None  # set when this one input cannot be processed at all
+    suffix_from_content: bool = False  # target lacks its extension: the content decides (.png / .wav)
+
+    def resolved(self, suffix: str) -> str:
+        """The target path, with ``suffix`` appended when the content decides it."""
+        return self.target + suffix if self.suffix_from_content else self.target
 
 
 def _walk(root: Path, accept: Callable[[Path], bool]) -> list[Path]:
@@ -38,9 +44,9 @@ def _walk(root: Path, accept: Callable[[Path], bool]) -> list[Path]:
     return found
 
 
-def plan(inputs: Iterable[str], output: str | None, recursive: bool, new_suffix: str,
+def plan(inputs: Iterable[str], output: str | None, recursive: bool, new_suffix: str | None,
          accept: Callable[[Path], bool]) -> list[Job]:
-    """Map inputs to outputs.
+    """Map inputs to outputs (``new_suffix=None``: the extension is chosen per file later).
 
     * no ``-o``: next to each input, suffix replaced (stdin goes to stdout);
     * ``-o -``: stdout, for exactly one input;
@@ -81,18 +87,19 @@ def plan(inputs: Iterable[str], output: str | None, recursive: bool, new_suffix:
             raise PlanError("stdin input needs -o FILE or -o -")
         elif to_dir:
             rel = relative if relative is not None else Path(Path(source).name)
-            target = str(Path(output) / rel.with_suffix(new_suffix))
+            target = str(Path(output) / rel.with_suffix(new_suffix or ""))
         elif output is not None:
-            target = output
+            jobs.append(Job(source, output))
+            continue
         else:
-            target = str(Path(source).with_suffix(new_suffix))
-        jobs.append(Job(source, target))
+            target = str(Path(source).with_suffix(new_suffix or ""))
+        jobs.append(Job(source, target, suffix_from_content=new_suffix is None and target != STDIO))
 
     seen: dict[str, str] = {}
     for job in jobs:
         if job.problem or job.target == STDIO:
             continue
-        key = os.path.realpath(job.target)
+        key = os.path.realpath(job.target)  # without extension when content decides: still unique per stem
         if key in seen:
             raise PlanError(f"{seen[key]} and {job.source} would both be written to {job.target}")
         seen[key] = job.source
@@ -108,14 +115,21 @@ def read_input(source: str) -> bytes:
         return f.read()
 
 
-def write_atomic(target: str, data: bytes, force: bool) -> None:
-    """Write via a temporary file in the same folder, then rename.
+Payload = Union[bytes, Callable[[BinaryIO], None]]
+
+
+def write_atomic(target: str, payload: Payload, force: bool) -> None:
+    """Write bytes, or let a writer function fill the file, via a temporary file and a rename.
 
     An interrupted run leaves either the complete old state or the complete new
     file, never a partial one; an existing file is replaced only with ``force``.
     """
     if target == STDIO:
-        sys.stdout.buffer.write(data)
+        if callable(payload):  # writers may seek (WAV headers): buffer for a pipe
+            buf = io.BytesIO()
+            payload(buf)
+            payload = buf.getvalue()
+        sys.stdout.buffer.write(payload)
         sys.stdout.buffer.flush()
         return
     path = Path(target)
@@ -124,8 +138,11 @@ def write_atomic(target: str, data: bytes, force: bool) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        with os.fdopen(fd, "w+b") as f:
+            if callable(payload):
+                payload(f)
+            else:
+                f.write(payload)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644 & ~_umask())

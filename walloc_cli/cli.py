@@ -41,8 +41,10 @@ def _display(source: str) -> str:
     return "<stdin>" if source == batch.STDIO else source
 
 
-def _run(jobs: list[batch.Job], work: Callable[[bytes, batch.Job], tuple[bytes, list[str], str]],
-         force: bool, report: Reporter, verb: str) -> int:
+Work = Callable[[bytes, batch.Job], tuple[batch.Payload, list[str], str, str]]
+
+
+def _run(jobs: list[batch.Job], work: Work, force: bool, report: Reporter, verb: str) -> int:
     """Process every job, continuing past failures; returns the exit code."""
     failed = 0
     done = 0
@@ -53,14 +55,15 @@ def _run(jobs: list[batch.Job], work: Callable[[bytes, batch.Job], tuple[bytes, 
             try:
                 if job.problem:
                     raise WallocError(job.problem)
-                if job.target != batch.STDIO and Path(job.target).exists() and not force:
+                known_target = job.target != batch.STDIO and not job.suffix_from_content
+                if known_target and Path(job.target).exists() and not force:  # fail before the work
                     raise FileExistsError(f"{job.target} exists (use --force to overwrite)")
                 data = batch.read_input(job.source)
-                out, notes, summary = work(data, job)
-                batch.write_atomic(job.target, out, force)
+                out, notes, summary, target = work(data, job)
+                batch.write_atomic(target, out, force)
                 for n in notes:
                     report.note(job.source, n)
-                report.detail(f"{_display(job.source)} -> {_display(job.target)}: {summary}")
+                report.detail(f"{_display(job.source)} -> {_display(target)}: {summary}")
                 done += 1
             except (WallocError, FileExistsError) as exc:
                 report.error(job.source, str(exc))
@@ -128,20 +131,22 @@ def main() -> None:
 @main.command()
 @click.argument("inputs", nargs=-1, required=True)
 @with_common_options
-@click.option("-m", "--model", "model_name", default=None, help="Model name (see `walloc models`).")
+@click.option("-m", "--model", "model_name", default=None,
+              help="Model name (see `walloc models`). Default: rgb-16x for images, stereo-ms for audio.")
 def encode(inputs: tuple[str, ...], output: str | None, force: bool, recursive: bool, quiet: bool,
            verbose: int, model_name: str | None) -> None:
-    """Compress images (PNG, JPEG, WebP, TIFF, BMP, ...) to .wlc files."""
+    """Compress images (PNG, JPEG, WebP, TIFF, ...) and audio (WAV, FLAC, OGG, ...) to .wlc files."""
     from . import api, media
 
-    jobs = _plan(inputs, output, recursive, ".wlc", lambda p: p.suffix.lower() in media.IMAGE_SUFFIXES)
+    accepted = media.IMAGE_SUFFIXES | media.AUDIO_SUFFIXES
+    jobs = _plan(inputs, output, recursive, ".wlc", lambda p: p.suffix.lower() in accepted)
     _check_stdout(jobs)
-    name = model_name or api.DEFAULT_IMAGE_MODEL
 
-    def work(data: bytes, job: batch.Job) -> tuple[bytes, list[str], str]:
-        result = api.encode_image(data, name)
+    def work(data: bytes, job: batch.Job) -> tuple[batch.Payload, list[str], str, str]:
+        result = api.encode_bytes(data, job.source, model_name)
         meta = api.info(result.data)
-        return result.data, result.notes, f"{len(result.data)} bytes, {meta['bpp']:.3f} bpp"
+        rate = f"{meta['kbps']:.1f} kbps" if "kbps" in meta else f"{meta['bpp']:.3f} bpp"
+        return result.data, result.notes, f"{len(result.data)} bytes, {rate}", job.target
 
     sys.exit(_run(jobs, work, force, Reporter(quiet, verbose), "encoded"))
 
@@ -150,29 +155,43 @@ def encode(inputs: tuple[str, ...], output: str | None, force: bool, recursive: 
 @click.argument("inputs", nargs=-1, required=True)
 @with_common_options
 @click.option("--format", "fmt", default=None, metavar="EXT",
-              help="Output format when it cannot be told from -o (png, jpg, webp, tiff, bmp). Default png.")
+              help="Output format when -o does not name a file: png, jpg, webp, tiff, bmp for images; "
+                   "wav, flac, ogg, aiff for audio. Default png / wav.")
+@click.option("--pcm", type=click.Choice(["16", "24", "float"]), default="16", show_default=True,
+              help="Sample format of decoded WAV/FLAC/AIFF audio.")
 @click.option("--max-pixels", type=click.IntRange(1), default=None,
               help="Refuse images larger than this many pixels (default 2^28).")
 def decode(inputs: tuple[str, ...], output: str | None, force: bool, recursive: bool, quiet: bool,
-           verbose: int, fmt: str | None, max_pixels: int | None) -> None:
-    """Decompress .wlc files to images (PNG unless -o/--format says otherwise)."""
-    from . import api, media
+           verbose: int, fmt: str | None, pcm: str, max_pixels: int | None) -> None:
+    """Decompress .wlc files to images (PNG) or audio (WAV), or the format -o / --format names."""
+    from . import api
 
-    default_suffix = "." + (fmt or "png").lower().lstrip(".")
-    try:
-        media.output_format(default_suffix)
-    except WallocError as exc:
-        raise click.UsageError(str(exc)) from None
-    jobs = _plan(inputs, output, recursive, default_suffix, lambda p: p.suffix.lower() == ".wlc")
+    forced_suffix = "." + fmt.lower().lstrip(".") if fmt else None
+    if forced_suffix and forced_suffix not in media_suffixes():
+        raise click.UsageError(f"unknown output format {fmt!r}")
+    jobs = _plan(inputs, output, recursive, forced_suffix, lambda p: p.suffix.lower() == ".wlc")
     _check_stdout(jobs)
     limit = max_pixels or api.DEFAULT_MAX_PIXELS
+    subtype = {"16": "PCM_16", "24": "PCM_24", "float": "FLOAT"}[pcm]
 
-    def work(data: bytes, job: batch.Job) -> tuple[bytes, list[str], str]:
-        suffix = Path(job.target).suffix if job.target != batch.STDIO and not fmt else default_suffix
-        out = api.decode_to_bytes(data, suffix or default_suffix, limit)
-        return out, [], f"{len(out)} bytes"
+    def work(data: bytes, job: batch.Job) -> tuple[batch.Payload, list[str], str, str]:
+        modality = api.modality_of(data)
+        default = ".png" if modality == "image" else ".wav"
+        target = job.resolved(forced_suffix or default)
+        suffix = forced_suffix or (Path(target).suffix if target != batch.STDIO else default) or default
+        if modality == "image":
+            out = api.decode_to_bytes(data, suffix, limit)
+            return out, [], f"{len(out)} bytes", target
+        api.media.audio_output_format(suffix)  # refuse a bad extension before decoding
+        return (lambda f: api.decode_audio_to(data, f, suffix, subtype)), [], "audio", target
 
     sys.exit(_run(jobs, work, force, Reporter(quiet, verbose), "decoded"))
+
+
+def media_suffixes() -> set[str]:
+    from . import media
+
+    return set(media.OUTPUT_FORMATS) | set(media.AUDIO_OUTPUT_FORMATS)
 
 
 @main.command()

@@ -57,6 +57,21 @@ class EntropyTables:
             if n < 1 or row.min() < 1 or row.sum() != TOTAL:
                 raise ValueError(f"entropy table of channel {c} is not a valid 2^{PRECISION} distribution")
 
+    @classmethod
+    def stack(cls, parts: list["EntropyTables"]) -> "EntropyTables":
+        """Concatenate table sets channel-wise (e.g. mid tables, then side tables)."""
+        width = max(p.freqs.shape[1] for p in parts)
+        freqs = np.zeros((sum(p.channels for p in parts), width), np.int32)
+        row = 0
+        for p in parts:
+            freqs[row : row + p.channels, : p.freqs.shape[1]] = p.freqs
+            row += p.channels
+        return cls(np.concatenate([p.lo for p in parts]), np.concatenate([p.size for p in parts]), freqs)
+
+    def select(self, rows: np.ndarray) -> "EntropyTables":
+        """The tables of the given channels, in that order."""
+        return EntropyTables(self.lo[rows], self.size[rows], self.freqs[rows])
+
     def models(self) -> list:
         """One constriction Categorical per channel, built from the integer table only."""
         return [
@@ -179,13 +194,14 @@ def decode(data: bytes, tables: EntropyTables, shape: tuple[int, ...]) -> np.nda
     words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
     decoder = constriction.stream.queue.RangeDecoder(words)
     per_channel = int(np.prod(shape[1:], dtype=np.int64))
-    out = np.empty((tables.channels, per_channel), np.int64)
+    out = np.empty((tables.channels, per_channel), np.int32)  # int32 throughout: long audio stays small
     masks = []
     try:
         for c, model in enumerate(tables.models()):
-            symbols = decoder.decode(model, per_channel).astype(np.int64)
-            out[c] = symbols + int(tables.lo[c])
+            symbols = decoder.decode(model, per_channel)
             masks.append(symbols == int(tables.size[c]))
+            symbols += tables.lo[c]  # in-range values cannot overflow; escapes are overwritten below
+            out[c] = symbols
         n_escaped = int(sum(m.sum() for m in masks))
         escaped = _decode_escapes(decoder, n_escaped)
     except EntropyError:
@@ -198,7 +214,8 @@ def decode(data: bytes, tables: EntropyTables, shape: tuple[int, ...]) -> np.nda
         lo, size = int(tables.lo[c]), int(tables.size[c])
         e = escaped[k : k + n]
         k += n
-        out[c, mask] = np.where(e < 0, lo + e, lo + size - 1 + e)
-    if np.abs(out).max(initial=0) > np.iinfo(np.int32).max:
-        raise EntropyError("decoded latent value out of range")
-    return out.astype(np.int32).reshape(shape)
+        values = np.where(e < 0, lo + e, lo + size - 1 + e)
+        if np.abs(values).max(initial=0) > np.iinfo(np.int32).max:
+            raise EntropyError("decoded latent value out of range")
+        out[c, mask] = values
+    return out.reshape(shape)

@@ -1,4 +1,4 @@
-"""Image input and output: everything Pillow-specific lives here.
+"""Image and audio input and output: everything Pillow- and soundfile-specific lives here.
 
 The codec itself sees one thing: an 8-bit RGB array.  This module turns the
 images people actually have into that array plus what must survive the round
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -161,3 +162,85 @@ def write_image(image: ImageData, fmt: str = "PNG") -> bytes:
     buf = io.BytesIO()
     im.save(buf, format=fmt, **options)
     return buf.getvalue()
+
+
+# -- audio --------------------------------------------------------------------------------------
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", ".aifc", ".mp3", ".w64", ".caf"}
+AUDIO_OUTPUT_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".aiff": "AIFF", ".aif": "AIFF"}
+AUDIO_SUBTYPES = ("PCM_16", "PCM_24", "FLOAT")
+
+
+def looks_like_audio(data: bytes) -> bool:
+    """Sniff the container magic (for stdin, where there is no file name)."""
+    head = bytes(data[:12])
+    return (
+        (head[:4] in (b"RIFF", b"RF64") and head[8:12] in (b"WAVE",))
+        or head[:4] in (b"fLaC", b"OggS", b"FORM", b"caff")
+        or head[:3] == b"ID3"
+        or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0)  # MPEG audio frame sync
+    )
+
+
+@dataclass
+class AudioSource:
+    """An audio file opened for windowed reading, so long files never sit in memory whole."""
+
+    handle: Any            # soundfile.SoundFile
+    rate: int
+    channels: int
+    frames: int
+    subtype: str
+
+    def read(self, start: int, count: int) -> np.ndarray:
+        """Frames [start, start+count) as float64 (count, channels), checked to be finite."""
+        self.handle.seek(start)
+        block = self.handle.read(count, dtype="float64", always_2d=True)
+        if len(block) != count:
+            raise MediaError(f"audio ended early at frame {start + len(block)} of {self.frames}")
+        if not np.isfinite(block).all():
+            raise MediaError("audio contains NaN or infinite samples")
+        return block
+
+
+def open_audio(data: bytes) -> AudioSource:
+    """Open audio bytes (WAV, FLAC, OGG/Vorbis, AIFF, MP3, ... via libsndfile)."""
+    import soundfile
+
+    try:
+        handle = soundfile.SoundFile(io.BytesIO(data))
+    except (soundfile.LibsndfileError, RuntimeError, TypeError) as exc:
+        raise MediaError(f"not audio walloc can read ({str(exc).splitlines()[0]})") from None
+    frames = handle.frames
+    if frames <= 0:
+        raise MediaError("audio has no frames")
+    if not handle.seekable():
+        raise MediaError("audio stream is not seekable")
+    return AudioSource(handle, int(handle.samplerate), int(handle.channels), int(frames), str(handle.subtype))
+
+
+def audio_output_format(suffix: str) -> str:
+    fmt = AUDIO_OUTPUT_FORMATS.get(suffix.lower())
+    if fmt is None:
+        known = ", ".join(sorted(AUDIO_OUTPUT_FORMATS))
+        raise MediaError(f"cannot write audio as {suffix or 'a file without extension'} (use one of {known})")
+    return fmt
+
+
+class AudioSink:
+    """Writes decoded audio window by window into a binary file object."""
+
+    def __init__(self, fileobj: BinaryIO, fmt: str, rate: int, channels: int, subtype: str = "PCM_16") -> None:
+        import soundfile
+
+        if fmt == "OGG":
+            subtype = "VORBIS"
+        elif fmt == "FLAC" and subtype == "FLOAT":
+            raise MediaError("FLAC cannot store floating-point samples; use --pcm 16 or 24")
+        self.handle = soundfile.SoundFile(fileobj, "w", samplerate=rate, channels=channels,
+                                          subtype=subtype, format=fmt)
+
+    def write(self, frames: np.ndarray) -> None:
+        self.handle.write(np.clip(frames, -1.0, 1.0))
+
+    def close(self) -> None:
+        self.handle.close()

@@ -35,6 +35,7 @@ from . import wavelets
 from .entropy import EntropyTables
 
 DEFAULT_IMAGE_MODEL = "rgb-16x"
+DEFAULT_AUDIO_MODEL = "stereo-ms"
 HASH_DIGITS = 16
 
 
@@ -55,6 +56,7 @@ class ModelConfig:
     decoder_width: int
     decoder_blocks: int
     sha256: str              # of the .npz file
+    table_sets: int = 1      # entropy table sets (audio: 2 = mid/mono, side)
     info: dict = field(default_factory=dict, compare=False)  # training facts, measured quality
 
     @property
@@ -126,8 +128,14 @@ class CodecModel:
         self._decoder_arrays = {k[len("decoder."):]: v for k, v in arrays.items() if k.startswith("decoder.")}
         self._decoder = None
         expected = (config.latent_channels, config.coefficient_channels)
-        if self.encoder_weight.shape != expected or self.tables.channels != config.latent_channels:
+        if (self.encoder_weight.shape != expected
+                or self.tables.channels != config.latent_channels * config.table_sets):
             raise ModelError(f"model {config.name}: arrays do not match its config")
+
+    def tables_for(self, table_set: int) -> EntropyTables:
+        """Entropy tables of one set (0 = mid/mono/image, 1 = side)."""
+        latents = self.config.latent_channels
+        return self.tables.select(np.arange(table_set * latents, (table_set + 1) * latents))
 
     # -- transform -----------------------------------------------------------------
     def analyse(self, signal: np.ndarray) -> np.ndarray:
@@ -222,7 +230,7 @@ class CodecModel:
                 q1 = min(positions, q0 + chunk)
                 needed = np.arange(q0 - margin, q1 + margin) % positions
                 parts = []
-                for a, b in _runs(needed):
+                for a, b in contiguous_runs(needed):
                     lo, hi = max(0, a - radius), min(positions, b + radius)
                     z = torch.from_numpy(np.ascontiguousarray(latents[:, lo:hi], dtype=np.float32))[None]
                     parts.append(net(z)[0, :, a - lo : b - lo])
@@ -230,7 +238,7 @@ class CodecModel:
                 yield signal[:, margin * block : (margin + q1 - q0) * block].numpy()
 
 
-def _runs(index: np.ndarray) -> list[tuple[int, int]]:
+def contiguous_runs(index: np.ndarray) -> list[tuple[int, int]]:
     """Split a sequence of positions into maximal runs of consecutive integers [a, b)."""
     breaks = np.flatnonzero(np.diff(index) != 1) + 1
     return [(int(r[0]), int(r[-1]) + 1) for r in np.split(index, breaks)]
