@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test bench train export clean
+.PHONY: install demo test bench train train-audio export fetch-audio clean
 
 install: $(STAMP)
 
@@ -24,13 +24,23 @@ test: install
 	$(BIN)/python -m pytest tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; exit 0; fi; exit $$rc
 
 bench: install
-	$(BIN)/python bench/bench_images.py --data ../shared/data/images/val
+	$(BIN)/python bench/bench_images.py --data ../shared/data/images/val --train ../shared/data/images/train
+	@if [ -d data/audio/val ]; then $(BIN)/python bench/bench_audio.py --data data/audio/val; else echo "audio bench skipped: run ../shared/data/audio/fetch-audio.sh data/audio first"; fi
 
+# Training resumes from runs/<name>/checkpoint.pt; MINUTES is wall-clock time for this call.
+MINUTES ?= 60
 train: install
-	$(BIN)/python -m walloc_cli.train --data ../shared/data/images --run runs/rgb-16x --minutes 75
+	$(BIN)/python -m walloc_cli.train --preset rgb-16x --data ../shared/data/images --run runs/rgb-16x --minutes $(MINUTES)
+
+fetch-audio:
+	bash ../shared/data/audio/fetch-audio.sh data/audio
+
+train-audio: install
+	$(BIN)/python -m walloc_cli.train --preset stereo-ms --data data/audio --run runs/stereo-ms --minutes $(MINUTES)
 
 export: install
-	$(BIN)/python -m walloc_cli.train --data ../shared/data/images --run runs/rgb-16x --export weights/
+	$(BIN)/python -m walloc_cli.train --run runs/rgb-16x --export weights/
+	$(BIN)/python -m walloc_cli.train --run runs/stereo-ms --export weights/
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache

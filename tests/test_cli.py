@@ -163,3 +163,49 @@ def test_pipes_through_a_real_process(work):
     bad = subprocess.run(exe + ["decode", "-", "-o", "-"], input=b"garbage", capture_output=True)
     assert bad.returncode == 1 and bad.stdout == b"" and b"<stdin>" in bad.stderr
     assert b"Traceback" not in bad.stderr
+
+
+@pytest.fixture
+def song(tmp_path: Path) -> Path:
+    import soundfile
+
+    samples, rate = soundfile.read(Path(__file__).parent / "data" / "music.flac", frames=44100)
+    path = tmp_path / "song.wav"
+    soundfile.write(path, samples, rate, subtype="PCM_16")
+    return path
+
+
+def test_audio_encode_decode_by_content(song):
+    import soundfile
+
+    assert run("encode", str(song)).exit_code == 0
+    wlc = song.with_suffix(".wlc")
+    song.rename(song.with_name("original.wav"))
+    r = run("decode", str(wlc))
+    assert r.exit_code == 0, r.output
+    info = soundfile.info(song)
+    assert info.frames == 44100 and info.channels == 2 and info.samplerate == 44100 and info.subtype == "PCM_16"
+    assert run("decode", str(wlc), "-o", str(song.with_suffix(".flac"))).exit_code == 0
+    assert soundfile.info(song.with_suffix(".flac")).format == "FLAC"
+    r = run("info", str(wlc))
+    assert "kbps" in r.output and "sample_rate" in r.output
+    r = run("decode", str(wlc), "-o", str(song.with_suffix(".png")))
+    assert r.exit_code == 1 and "cannot write audio" in r.stderr
+
+
+def test_mixed_folder_of_images_and_audio(work, song):
+    tree = work / "album"
+    tree.mkdir()
+    shutil.copy(work / "a.png", tree / "cover.png")
+    shutil.copy(song, tree / "track.wav")
+    assert run("encode", "-r", str(tree), "-o", str(work / "album-wlc")).exit_code == 0
+    assert run("decode", "-r", str(work / "album-wlc"), "-o", str(work / "back")).exit_code == 0
+    assert sorted(p.name for p in (work / "back").iterdir()) == ["cover.png", "track.wav"]
+
+
+def test_bad_audio_is_one_line(tmp_path):
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF\x10\x00\x00\x00WAVEfmt garbage")
+    r = run("encode", str(bad))
+    assert r.exit_code == 1 and len(r.stderr.strip().splitlines()) == 1 and "bad.wav" in r.stderr
+    assert not bad.with_suffix(".wlc").exists()

@@ -82,3 +82,11 @@ def test_any_int32_values_round_trip(tables, values):
     n = len(values) // 3
     z = np.array(values[: 3 * n], np.int32).reshape(3, n)
     np.testing.assert_array_equal(entropy.decode(entropy.encode(z, tables), tables, z.shape), z)
+
+
+def test_announced_size_is_checked_against_the_payload(tables):
+    z = np.zeros((3, 10, 10), np.int32)
+    data = entropy.encode(z, tables)
+    np.testing.assert_array_equal(entropy.decode(data, tables, z.shape), z)  # the cheapest content passes
+    with pytest.raises(entropy.EntropyError, match="too short"):
+        entropy.decode(data, tables, (3, 10_000, 10_000))

@@ -165,6 +165,12 @@ def _decode_escapes(decoder, count: int) -> np.ndarray:
     return out
 
 
+def minimum_bits(tables: EntropyTables, per_channel: int) -> float:
+    """Fewest bits that ``per_channel`` symbols in every channel can possibly cost."""
+    most_likely = tables.freqs.max(axis=1).astype(np.float64) / TOTAL
+    return float(per_channel * -np.log2(most_likely).sum())
+
+
 def encode(latents: np.ndarray, tables: EntropyTables) -> bytes:
     """Range-code integer latents shaped (C, ...) channel by channel; returns bytes."""
     latents = np.asarray(latents)
@@ -191,9 +197,14 @@ def decode(data: bytes, tables: EntropyTables, shape: tuple[int, ...]) -> np.nda
         raise EntropyError("compressed latents are not a whole number of 32-bit words")
     if shape[0] != tables.channels:
         raise EntropyError(f"expected {tables.channels} latent channels, header says {shape[0]}")
+    per_channel = int(np.prod(shape[1:], dtype=np.int64))
+    if 8 * len(data) + 64 < minimum_bits(tables, per_channel):
+        # A range coder cannot spend fewer bits than the symbols' self-information: a
+        # header announcing far more latents than the payload can hold is refused
+        # before anything of that size is allocated (decompression bomb).
+        raise EntropyError("payload too short for the announced number of latents")
     words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
     decoder = constriction.stream.queue.RangeDecoder(words)
-    per_channel = int(np.prod(shape[1:], dtype=np.int64))
     out = np.empty((tables.channels, per_channel), np.int32)  # int32 throughout: long audio stays small
     masks = []
     try:

@@ -1,0 +1,96 @@
+"""Fuzzing the decoder: whatever the bytes, the result is a decode or a WallocError.
+
+Each case must end in one of the two — never another exception type, a hang or
+a huge allocation (the pixel limit and the payload-size check guard those).
+"""
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from walloc_cli import api, container
+from walloc_cli.errors import WallocError
+
+FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@pytest.fixture(scope="module")
+def wlc(small_path) -> bytes:
+    return api.encode_image(small_path.read_bytes()).data
+
+
+def decode_or_error(data: bytes) -> None:
+    try:
+        api.decode_image(data, max_pixels=1 << 22)
+    except WallocError:
+        pass
+    try:
+        api.info(data)
+    except WallocError:
+        pass
+
+
+def reseal(header: dict, payload: bytes, version: int = container.VERSION) -> bytes:
+    """A file with a valid CRC around an arbitrary header, to get past the checksum."""
+    head = json.dumps(header).encode()
+    body = struct.pack("<4sBI", container.MAGIC, version, len(head)) + head + struct.pack("<Q", len(payload)) + payload
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+@FUZZ
+@given(st.binary(max_size=2048))
+def test_random_bytes(data):
+    decode_or_error(data)
+    decode_or_error(container.MAGIC + data)
+
+
+def test_every_truncation(wlc):
+    for n in range(len(wlc)):
+        with pytest.raises(WallocError):
+            api.decode_image(wlc[:n])
+
+
+@FUZZ
+@given(st.data())
+def test_random_byte_flips_with_valid_crc(wlc, data):
+    """Flip bytes anywhere after the prefix, then repair the CRC so the parser goes deeper."""
+    body = bytearray(wlc[:-4])
+    for _ in range(data.draw(st.integers(1, 8))):
+        i = data.draw(st.integers(9, len(body) - 1))
+        body[i] = data.draw(st.integers(0, 255))
+    decode_or_error(bytes(body) + struct.pack("<I", zlib.crc32(bytes(body))))
+
+
+extreme_ints = st.one_of(st.integers(-(2**63), 2**63), st.sampled_from([0, 1, -1, 2**31, 2**32, 10**18]))
+field_values = st.one_of(extreme_ints, st.none(), st.booleans(), st.text(max_size=5),
+                         st.lists(extreme_ints, max_size=4), st.floats(allow_nan=True))
+
+
+@FUZZ
+@given(st.data())
+def test_header_fields_set_to_extreme_values(wlc, data):
+    box = container.unpack(wlc)
+    header = dict(box.header)
+    for key in data.draw(st.lists(st.sampled_from(sorted(header) + ["sections", "extra"]), min_size=1, max_size=3)):
+        header[key] = data.draw(field_values)
+    sections = [[name, len(b)] for name, b in box.sections.items()]
+    header.setdefault("sections", sections)
+    payload = b"".join(box.sections.values())
+    decode_or_error(reseal(header, payload))
+
+
+@FUZZ
+@given(payload=st.binary(max_size=512), width=st.integers(1, 5000), height=st.integers(1, 5000))
+def test_random_payload_under_a_valid_header(wlc, payload, width, height):
+    box = container.unpack(wlc)
+    block = 8
+    pad = [(-height) % block, (-width) % block]
+    header = {**box.header, "width": width, "height": height, "pad": pad,
+              "latent_shape": [12, (height + pad[0]) // block, (width + pad[1]) // block],
+              "sections": [["latents", len(payload)]]}
+    decode_or_error(reseal(header, payload))
