@@ -121,6 +121,49 @@ def run_opus(items, kbps: int) -> dict | None:
             "log_mel": float(np.mean([r["log_mel"] for r in rows])), "per_clip": rows}
 
 
+def linear_codec_curve(train: Path, items, levels: int, latents: int, steps: list[float]) -> list[dict]:
+    """The purely linear codec (PCA of J-level WPT of mid/side, uniform step, per-role integer
+    tables fitted on training music, real range coding) at several steps."""
+    from walloc_cli import entropy, wavelets
+    from walloc_cli.train import normalise_track
+
+    block = 2**levels
+    rng = np.random.default_rng(0)
+    files = sorted(p for p in train.rglob("*") if p.suffix.lower() in {".ogg", ".flac", ".wav"})
+    coeffs = {0: [], 1: []}
+    for path in [files[i] for i in sorted(rng.choice(len(files), min(40, len(files)), replace=False))]:
+        info = soundfile.info(path)
+        n = min(info.frames, 20 * info.samplerate)
+        start = max(0, info.frames // 2 - n // 2)
+        x, _ = soundfile.read(path, start=start, frames=n - n % block, dtype="float64", always_2d=True)
+        for role, signal in enumerate(normalise_track(x)):
+            coeffs[min(role, 1)].append(wavelets.wpt1d(signal[None], levels).T)
+    pooled = np.concatenate(coeffs[0] + coeffs[1])
+    mean = pooled.mean(0)
+    evals, evecs = np.linalg.eigh(np.cov((pooled - mean).T))
+    basis = evecs[:, np.argsort(evals)[::-1][:latents]]
+    curve = []
+    for step in steps:
+        tables = [entropy.fit_tables(np.rint((np.concatenate(coeffs[r]) - mean) @ basis / step).astype(np.int32))
+                  for r in (0, 1)]
+        kbps, psnrs = [], []
+        for _, x, rate in items:
+            n = len(x) - len(x) % block
+            x = x[:n]
+            mid, side = (x[:, 0] + x[:, 1]) / 2, (x[:, 0] - x[:, 1]) / 2
+            nbytes, rec = 0, []
+            for role, signal in enumerate((mid, side)):
+                c = wavelets.wpt1d(signal[None], levels)
+                z = np.rint((c.T - mean) @ basis / step).astype(np.int32)
+                nbytes += len(entropy.encode(np.ascontiguousarray(z.T), tables[role]))
+                rec.append(wavelets.iwpt1d(((z * step) @ basis.T + mean).T, levels)[0])
+            y = np.stack([rec[0] + rec[1], rec[0] - rec[1]], axis=1)
+            kbps.append(8 * nbytes / (n / rate) / 1000)
+            psnrs.append(psnr(x, y))
+        curve.append({"step": step, "kbps": float(np.mean(kbps)), "psnr": float(np.mean(psnrs))})
+    return curve
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("data/audio/val"))
@@ -128,6 +171,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--train", type=Path, default=None, help="training music, for the linear PCA baseline")
     args = parser.parse_args()
     if not args.data.is_dir():
         sys.exit(f"bench: {args.data}: no such folder (fetch it: ../shared/data/audio/fetch-audio.sh data/audio)")
@@ -143,6 +187,18 @@ def main() -> None:
     for r in results:
         print(f"{r['codec']:24} {r['kbps']:7.1f} {r['psnr']:8.2f} {r['log_mel']:8.3f}")
     w = results[0]
+    if args.train:
+        cfg = load_model(args.model).config
+        curve = linear_codec_curve(args.train, items, cfg.levels, cfg.latent_channels,
+                                   [float(x) for x in np.geomspace(0.005, 0.08, 7)])
+        print(f"linear PCA codec (J={cfg.levels}, {cfg.latent_channels} latents per mid/side signal, real range coding):")
+        for row in curve:
+            print(f"  step {row['step']:.4f}: {row['kbps']:6.1f} kbps  {row['psnr']:.2f} dB")
+        pts = sorted(curve, key=lambda r: r["kbps"])
+        if pts[0]["kbps"] <= w["kbps"] <= pts[-1]["kbps"]:
+            at = float(np.interp(w["kbps"], [p["kbps"] for p in pts], [p["psnr"] for p in pts]))
+            print(f"at {w['kbps']:.1f} kbps: linear {at:.2f} dB vs walloc {w['psnr']:.2f} dB ({w['psnr'] - at:+.2f} dB)")
+        results.append({"codec": "linear PCA", "curve": curve})
     print(f"walloc speed: encode {w['encode_x_realtime']:.0f}× real time, decode {w['decode_x_realtime']:.0f}× "
           "real time (in process, 2 cores)")
     if args.json:

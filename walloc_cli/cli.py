@@ -125,7 +125,7 @@ def with_common_options(f):
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="walloc")
 def main() -> None:
-    """walloc: learned wavelet compression (WaLLoC) for images."""
+    """walloc: learned wavelet compression (WaLLoC) for images and audio."""
 
 
 @main.command()
@@ -164,7 +164,7 @@ def encode(inputs: tuple[str, ...], output: str | None, force: bool, recursive: 
 def decode(inputs: tuple[str, ...], output: str | None, force: bool, recursive: bool, quiet: bool,
            verbose: int, fmt: str | None, pcm: str, max_pixels: int | None) -> None:
     """Decompress .wlc files to images (PNG) or audio (WAV), or the format -o / --format names."""
-    from . import api
+    from . import api, media
 
     forced_suffix = "." + fmt.lower().lstrip(".") if fmt else None
     if forced_suffix and forced_suffix not in media_suffixes():
@@ -182,7 +182,7 @@ def decode(inputs: tuple[str, ...], output: str | None, force: bool, recursive: 
         if modality == "image":
             out = api.decode_to_bytes(data, suffix, limit)
             return out, [], f"{len(out)} bytes", target
-        api.media.audio_output_format(suffix)  # refuse a bad extension before decoding
+        media.audio_output_format(suffix)  # refuse a bad extension before decoding
         return (lambda f: api.decode_audio_to(data, f, suffix, subtype)), [], "audio", target
 
     sys.exit(_run(jobs, work, force, Reporter(quiet, verbose), "decoded"))

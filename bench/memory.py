@@ -1,0 +1,88 @@
+"""Peak memory (RSS) of `walloc encode` / `walloc decode` on huge inputs.
+
+    python bench/memory.py [--hours 1] [--megapixels 96]
+
+Writes a synthetic stereo WAV of the given length (music-like: a few tones and
+noise) and a synthetic 12000×8000 RGB PNG into a temporary folder, then runs
+the real CLI on them in subprocesses and reports each one's wall time and peak
+resident memory (ru_maxrss of the child).
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def run(args: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS in MB of one walloc command (fresh child process)."""
+    code = ("import resource, sys; from walloc_cli.cli import main\n"
+            "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
+            "    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); raise")
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"walloc {' '.join(args)} failed: {done.stderr}")
+    rss_kb = int(done.stderr.strip().splitlines()[-1])
+    return wall, rss_kb / 1024
+
+
+def synthetic_audio(path: Path, hours: float, rate: int = 44100) -> None:
+    import soundfile
+
+    total = int(hours * 3600 * rate)
+    rng = np.random.default_rng(0)
+    with soundfile.SoundFile(path, "w", rate, 2, "PCM_16") as f:
+        step = rate * 60
+        for start in range(0, total, step):
+            n = min(step, total - start)
+            t = (start + np.arange(n)) / rate
+            tone = 0.2 * np.sin(2 * np.pi * 220 * t) + 0.1 * np.sin(2 * np.pi * 330 * t + np.sin(t))
+            noise = 0.02 * rng.standard_normal((n, 2))
+            f.write(np.stack([tone, 0.8 * tone], axis=1) + noise)
+
+
+def synthetic_image(path: Path, megapixels: float) -> None:
+    from PIL import Image
+
+    w = int(np.sqrt(megapixels * 1e6 * 1.5))
+    h = int(megapixels * 1e6 / w)
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    rgb = np.stack([128 + 100 * np.sin(x / 300), 128 + 100 * np.cos(y / 200), 128 + 50 * np.sin((x + y) / 50)], -1)
+    Image.fromarray(rgb.astype(np.uint8)).save(path, compress_level=1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--hours", type=float, default=1.0)
+    parser.add_argument("--megapixels", type=float, default=96.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        if args.hours > 0:
+            wav = tmp / "long.wav"
+            synthetic_audio(wav, args.hours)
+            print(f"audio: {args.hours:g} h stereo 44.1 kHz 16-bit WAV, {wav.stat().st_size / 1e6:.0f} MB")
+            wall, rss = run(["encode", str(wav), "-o", str(tmp / "long.wlc")])
+            print(f"  encode  {wall:7.1f} s  peak RSS {rss:6.0f} MB  -> {(tmp / 'long.wlc').stat().st_size / 1e6:.1f} MB")
+            wall, rss = run(["decode", str(tmp / "long.wlc"), "-o", str(tmp / "back.wav")])
+            print(f"  decode  {wall:7.1f} s  peak RSS {rss:6.0f} MB")
+        if args.megapixels > 0:
+            png = tmp / "huge.png"
+            synthetic_image(png, args.megapixels)
+            print(f"image: {args.megapixels:g} MP RGB PNG")
+            wall, rss = run(["encode", str(png), "-o", str(tmp / "huge.wlc")])
+            print(f"  encode  {wall:7.1f} s  peak RSS {rss:6.0f} MB")
+            wall, rss = run(["decode", str(tmp / "huge.wlc"), "-o", str(tmp / "back.png")])
+            print(f"  decode  {wall:7.1f} s  peak RSS {rss:6.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
