@@ -66,7 +66,10 @@ def bench_model(files: list[Path], model_name: str) -> dict:
 
 
 def _padded_signal(rgb: np.ndarray, block: int) -> np.ndarray:
-    return api._pixels_to_signal(rgb, block)[0]
+    """(3, H', W') in [-0.5, 0.5], mirror-padded to multiples of block, as walloc pads."""
+    h, w = rgb.shape[:2]
+    padded = np.pad(rgb, ((0, (-h) % block), (0, (-w) % block), (0, 0)), mode="symmetric")
+    return padded.transpose(2, 0, 1).astype(np.float64) / 255.0 - 0.5
 
 
 def linear_codec_curve(train_files: list[Path], val_files: list[Path], levels: int, latents: int,

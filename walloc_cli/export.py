@@ -38,7 +38,13 @@ def _latents_for_tables(weight: np.ndarray, bias: np.ndarray, crops: np.ndarray,
 
 
 def export_run(run: Path, out_dir: Path, table_crops: int = 6000) -> Path:
-    cfg = json.loads((run / "config.json").read_text())
+    from dataclasses import asdict, fields
+
+    from .train import TrainConfig
+
+    saved = json.loads((run / "config.json").read_text())
+    known = {f.name for f in fields(TrainConfig)}
+    cfg = asdict(TrainConfig(**{k: v for k, v in saved.items() if k in known}))  # older runs lack newer keys
     state = torch.load(run / "checkpoint.pt", weights_only=True)
     model_state = state["model"]
     history = json.loads((run / "history.json").read_text()) if (run / "history.json").exists() else []

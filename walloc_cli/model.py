@@ -229,13 +229,17 @@ class CodecModel:
             for q0 in range(0, positions, chunk):
                 q1 = min(positions, q0 + chunk)
                 needed = np.arange(q0 - margin, q1 + margin) % positions
+                distinct = np.unique(needed)  # each position is run through the net once
                 parts = []
-                for a, b in contiguous_runs(needed):
+                for a, b in contiguous_runs(distinct):
                     lo, hi = max(0, a - radius), min(positions, b + radius)
                     z = torch.from_numpy(np.ascontiguousarray(latents[:, lo:hi], dtype=np.float32))[None]
-                    parts.append(net(z)[0, :, a - lo : b - lo])
-                signal = self.synthesise(torch.cat(parts, dim=1)[None])[0]
-                yield signal[:, margin * block : (margin + q1 - q0) * block].numpy()
+                    parts.append(net(z)[0, :, a - lo : b - lo].numpy())
+                coefficients = np.concatenate(parts, axis=1)[:, np.searchsorted(distinct, needed)]
+                # The inverse WPT runs in numpy: torch's strided slicing is several times
+                # slower for some shapes (measured 0.08 s vs 0.35–3 s on a 481×321 photo).
+                signal = self.synthesise(coefficients[None])[0]
+                yield signal[:, margin * block : (margin + q1 - q0) * block]
 
 
 def contiguous_runs(index: np.ndarray) -> list[tuple[int, int]]:
