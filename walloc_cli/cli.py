@@ -7,9 +7,11 @@ some file failed (the others are still processed), 2 for usage errors.
 from __future__ import annotations
 
 import json
+import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import click
 
@@ -41,44 +43,113 @@ def _display(source: str) -> str:
     return "<stdin>" if source == batch.STDIO else source
 
 
-Work = Callable[[bytes, batch.Job], tuple[batch.Payload, list[str], str, str]]
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one job, reported by the parent process in input order."""
+
+    source: str
+    target: str
+    error: str | None = None
+    notes: tuple[str, ...] = ()
+    summary: str = ""
 
 
-def _run(jobs: list[batch.Job], work: Work, force: bool, report: Reporter, verb: str) -> int:
-    """Process every job, continuing past failures; returns the exit code."""
-    failed = 0
-    done = 0
+def _encode_work(data: bytes, job: batch.Job, options: dict) -> tuple[batch.Payload, list[str], str, str]:
+    from . import api
+
+    result = api.encode_bytes(data, job.source, options["model"])
+    meta = api.info(result.data)
+    rate = f"{meta['kbps']:.1f} kbps" if "kbps" in meta else f"{meta['bpp']:.3f} bpp"
+    return result.data, result.notes, f"{len(result.data)} bytes, {rate}", job.target
+
+
+def _decode_work(data: bytes, job: batch.Job, options: dict) -> tuple[batch.Payload, list[str], str, str]:
+    from . import api, media
+
+    forced = options["suffix"]
+    modality = api.modality_of(data)
+    default = ".png" if modality == "image" else ".wav"
+    target = job.resolved(forced or default)
+    suffix = forced or (Path(target).suffix if target != batch.STDIO else default) or default
+    if modality == "image":
+        out = api.decode_to_bytes(data, suffix, options["max_pixels"])
+        return out, [], f"{len(out)} bytes", target
+    media.audio_output_format(suffix)  # refuse a bad extension before decoding
+    subtype = options["subtype"]
+    return (lambda f: api.decode_audio_to(data, f, suffix, subtype)), [], "audio", target
+
+
+WORK = {"encode": _encode_work, "decode": _decode_work}
+
+
+def process(kind: str, job: batch.Job, options: dict, force: bool) -> Outcome:
+    """Read, code and write one file; every expected failure becomes a one-line error."""
+    try:
+        if job.problem:
+            raise WallocError(job.problem)
+        known_target = job.target != batch.STDIO and not job.suffix_from_content
+        if known_target and Path(job.target).exists() and not force:  # fail before the work
+            raise FileExistsError(f"{job.target} exists (use --force to overwrite)")
+        data = batch.read_input(job.source)
+        out, notes, summary, target = WORK[kind](data, job, options)
+        batch.write_atomic(target, out, force)
+        return Outcome(job.source, target, None, tuple(notes), summary)
+    except (WallocError, FileExistsError) as exc:
+        message = str(exc)
+    except FileNotFoundError:
+        message = "no such file"
+    except IsADirectoryError:
+        message = "is a directory (use -r to process folders)"
+    except PermissionError as exc:
+        message = f"permission denied ({exc.filename})"
+    except OSError as exc:
+        message = exc.strerror or str(exc)
+    return Outcome(job.source, job.target, message)
+
+
+def _process_star(args: tuple) -> Outcome:
+    return process(*args)
+
+
+def _worker_init(threads: int) -> None:
+    # Parallel decoders must not each start one torch thread per core.
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    os.environ.setdefault("MKL_NUM_THREADS", str(threads))
+
+
+def _outcomes(kind: str, jobs: list[batch.Job], options: dict, force: bool, workers: int) -> Iterator[Outcome]:
+    tasks = [(kind, job, options, force) for job in jobs]
+    uses_stdio = any(j.source == batch.STDIO or j.target == batch.STDIO for j in jobs)
+    if workers <= 1 or len(jobs) <= 1 or uses_stdio:
+        yield from map(_process_star, tasks)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    # spawn, not fork: forking a process that already runs torch's thread pools can deadlock.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init,
+                             initargs=(threads,)) as pool:
+        # map keeps input order; each worker holds one file at a time, so memory is bounded by -j.
+        yield from pool.map(_process_star, tasks, chunksize=1)
+
+
+def _run(kind: str, jobs: list[batch.Job], options: dict, force: bool, workers: int, report: Reporter) -> int:
+    """Process every job (in parallel with -j), continuing past failures; returns the exit code."""
+    verb = {"encode": "encoded", "decode": "decoded"}[kind]
+    failed = done = 0
     show_bar = len(jobs) > 1 and sys.stderr.isatty() and not report.quiet and not report.verbose
     bar = click.progressbar(length=len(jobs), label=verb.capitalize(), file=sys.stderr) if show_bar else None
     try:
-        for job in jobs:
-            try:
-                if job.problem:
-                    raise WallocError(job.problem)
-                known_target = job.target != batch.STDIO and not job.suffix_from_content
-                if known_target and Path(job.target).exists() and not force:  # fail before the work
-                    raise FileExistsError(f"{job.target} exists (use --force to overwrite)")
-                data = batch.read_input(job.source)
-                out, notes, summary, target = work(data, job)
-                batch.write_atomic(target, out, force)
-                for n in notes:
-                    report.note(job.source, n)
-                report.detail(f"{_display(job.source)} -> {_display(target)}: {summary}")
+        for outcome in _outcomes(kind, jobs, options, force, workers):
+            if outcome.error is None:
+                for n in outcome.notes:
+                    report.note(outcome.source, n)
+                report.detail(f"{_display(outcome.source)} -> {_display(outcome.target)}: {outcome.summary}")
                 done += 1
-            except (WallocError, FileExistsError) as exc:
-                report.error(job.source, str(exc))
-                failed += 1
-            except FileNotFoundError:
-                report.error(job.source, "no such file")
-                failed += 1
-            except IsADirectoryError:
-                report.error(job.source, "is a directory (use -r to process folders)")
-                failed += 1
-            except PermissionError as exc:
-                report.error(job.source, f"permission denied ({exc.filename})")
-                failed += 1
-            except OSError as exc:
-                report.error(job.source, f"{exc.strerror or exc}")
+            else:
+                report.error(outcome.source, outcome.error)
                 failed += 1
             if bar is not None:
                 bar.update(1)
@@ -113,6 +184,8 @@ common_options = [
     click.option("-r", "--recursive", is_flag=True, help="Descend into folders; the tree is mirrored under -o."),
     click.option("--quiet", is_flag=True, help="Print errors only."),
     click.option("-v", "--verbose", count=True, help="Print a line per file."),
+    click.option("-j", "--jobs", "workers", type=click.IntRange(1, 256), default=1, show_default=True,
+                 help="Files processed in parallel (processes). Output is identical to -j 1."),
 ]
 
 
@@ -134,21 +207,14 @@ def main() -> None:
 @click.option("-m", "--model", "model_name", default=None,
               help="Model name (see `walloc models`). Default: rgb-16x for images, stereo-ms for audio.")
 def encode(inputs: tuple[str, ...], output: str | None, force: bool, recursive: bool, quiet: bool,
-           verbose: int, model_name: str | None) -> None:
+           verbose: int, workers: int, model_name: str | None) -> None:
     """Compress images (PNG, JPEG, WebP, TIFF, ...) and audio (WAV, FLAC, OGG, ...) to .wlc files."""
-    from . import api, media
+    from . import media
 
     accepted = media.IMAGE_SUFFIXES | media.AUDIO_SUFFIXES
     jobs = _plan(inputs, output, recursive, ".wlc", lambda p: p.suffix.lower() in accepted)
     _check_stdout(jobs)
-
-    def work(data: bytes, job: batch.Job) -> tuple[batch.Payload, list[str], str, str]:
-        result = api.encode_bytes(data, job.source, model_name)
-        meta = api.info(result.data)
-        rate = f"{meta['kbps']:.1f} kbps" if "kbps" in meta else f"{meta['bpp']:.3f} bpp"
-        return result.data, result.notes, f"{len(result.data)} bytes, {rate}", job.target
-
-    sys.exit(_run(jobs, work, force, Reporter(quiet, verbose), "encoded"))
+    sys.exit(_run("encode", jobs, {"model": model_name}, force, workers, Reporter(quiet, verbose)))
 
 
 @main.command()
@@ -162,30 +228,18 @@ def encode(inputs: tuple[str, ...], output: str | None, force: bool, recursive: 
 @click.option("--max-pixels", type=click.IntRange(1), default=None,
               help="Refuse images larger than this many pixels (default 2^28).")
 def decode(inputs: tuple[str, ...], output: str | None, force: bool, recursive: bool, quiet: bool,
-           verbose: int, fmt: str | None, pcm: str, max_pixels: int | None) -> None:
+           verbose: int, workers: int, fmt: str | None, pcm: str, max_pixels: int | None) -> None:
     """Decompress .wlc files to images (PNG) or audio (WAV), or the format -o / --format names."""
-    from . import api, media
+    from . import api
 
     forced_suffix = "." + fmt.lower().lstrip(".") if fmt else None
     if forced_suffix and forced_suffix not in media_suffixes():
         raise click.UsageError(f"unknown output format {fmt!r}")
     jobs = _plan(inputs, output, recursive, forced_suffix, lambda p: p.suffix.lower() == ".wlc")
     _check_stdout(jobs)
-    limit = max_pixels or api.DEFAULT_MAX_PIXELS
-    subtype = {"16": "PCM_16", "24": "PCM_24", "float": "FLOAT"}[pcm]
-
-    def work(data: bytes, job: batch.Job) -> tuple[batch.Payload, list[str], str, str]:
-        modality = api.modality_of(data)
-        default = ".png" if modality == "image" else ".wav"
-        target = job.resolved(forced_suffix or default)
-        suffix = forced_suffix or (Path(target).suffix if target != batch.STDIO else default) or default
-        if modality == "image":
-            out = api.decode_to_bytes(data, suffix, limit)
-            return out, [], f"{len(out)} bytes", target
-        media.audio_output_format(suffix)  # refuse a bad extension before decoding
-        return (lambda f: api.decode_audio_to(data, f, suffix, subtype)), [], "audio", target
-
-    sys.exit(_run(jobs, work, force, Reporter(quiet, verbose), "decoded"))
+    options = {"suffix": forced_suffix, "max_pixels": max_pixels or api.DEFAULT_MAX_PIXELS,
+               "subtype": {"16": "PCM_16", "24": "PCM_24", "float": "FLOAT"}[pcm]}
+    sys.exit(_run("decode", jobs, options, force, workers, Reporter(quiet, verbose)))
 
 
 def media_suffixes() -> set[str]:

@@ -225,21 +225,23 @@ class CodecModel:
         positions = latents.shape[1]
         margin, radius, block = self.context_margin, self.decoder_radius, self.config.block
         net = self.decoder()
-        with torch.inference_mode():
-            for q0 in range(0, positions, chunk):
-                q1 = min(positions, q0 + chunk)
-                needed = np.arange(q0 - margin, q1 + margin) % positions
-                distinct = np.unique(needed)  # each position is run through the net once
-                parts = []
+        for q0 in range(0, positions, chunk):
+            q1 = min(positions, q0 + chunk)
+            needed = np.arange(q0 - margin, q1 + margin) % positions
+            distinct = np.unique(needed)  # each position is run through the net once
+            parts = []
+            # Inference mode is entered per window and left before yielding: a generator
+            # suspended inside it would leave the caller's thread in inference mode.
+            with torch.inference_mode():
                 for a, b in contiguous_runs(distinct):
                     lo, hi = max(0, a - radius), min(positions, b + radius)
                     z = torch.from_numpy(np.ascontiguousarray(latents[:, lo:hi], dtype=np.float32))[None]
                     parts.append(net(z)[0, :, a - lo : b - lo].numpy())
-                coefficients = np.concatenate(parts, axis=1)[:, np.searchsorted(distinct, needed)]
-                # The inverse WPT runs in numpy: torch's strided slicing is several times
-                # slower for some shapes (measured 0.08 s vs 0.35–3 s on a 481×321 photo).
-                signal = self.synthesise(coefficients[None])[0]
-                yield signal[:, margin * block : (margin + q1 - q0) * block]
+            coefficients = np.concatenate(parts, axis=1)[:, np.searchsorted(distinct, needed)]
+            # The inverse WPT runs in numpy: torch's strided slicing is several times
+            # slower for some shapes (measured 0.08 s vs 0.35–3 s on a 481×321 photo).
+            signal = self.synthesise(coefficients[None])[0]
+            yield signal[:, margin * block : (margin + q1 - q0) * block]
 
 
 def contiguous_runs(index: np.ndarray) -> list[tuple[int, int]]:

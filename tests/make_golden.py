@@ -1,0 +1,65 @@
+"""Write the golden .wlc files of tests/data/golden (run once per format or model version).
+
+    python -m tests.make_golden
+
+Each golden file is kept with the integer latents it holds (``.latents.npy``) and
+its decoded content (``.expected.npy``), so later versions of walloc can prove
+that they still read it.  Never regenerate existing files to make a test pass:
+add new ones.
+"""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import soundfile
+from PIL import Image
+
+from walloc_cli import api, container, entropy
+from walloc_cli.model import find_model
+
+DATA = Path(__file__).parent / "data"
+GOLDEN = DATA / "golden"
+AUDIO = os.environ.get("WALLOC_GOLDEN_AUDIO") == "1"  # only once the audio weights are final
+
+
+def _save(name: str, wlc: bytes, expected: np.ndarray) -> None:
+    path = GOLDEN / f"{name}.wlc"
+    if path.exists():
+        print(f"{path} exists, kept")
+        return
+    box = container.unpack(wlc)
+    m = find_model(box.header["model"], box.header["weights"])
+    sets = [0] if box.header["modality"] == "image" else api._channel_mixes(box.header["channels"])[2]
+    tables = entropy.EntropyTables.stack([m.tables_for(t) for t in sets])
+    latents = entropy.decode(box.sections["latents"], tables, tuple(box.header["latent_shape"]))
+    path.write_bytes(wlc)
+    np.save(path.with_suffix(".latents.npy"), latents)
+    np.save(path.with_suffix(".expected.npy"), expected)
+    print(f"wrote {path}")
+
+
+def main() -> None:
+    GOLDEN.mkdir(parents=True, exist_ok=True)
+    small = Image.open(DATA / "small.png").convert("RGB")
+    wlc = api.encode_image((DATA / "small.png").read_bytes()).data
+    _save(f"v{container.VERSION}-rgb", wlc, api.decode_image(wlc).rgb)
+    la = small.convert("L")
+    la.putalpha(Image.fromarray((np.arange(64 * 96) % 251).astype(np.uint8).reshape(64, 96)))
+    buf = io.BytesIO()
+    la.save(buf, format="PNG")
+    wlc = api.encode_image(buf.getvalue()).data
+    _save(f"v{container.VERSION}-gray-alpha", wlc, api.decode_image(wlc).rgb)
+    samples, rate = soundfile.read(DATA / "music.flac", frames=22050)
+    buf = io.BytesIO()
+    soundfile.write(buf, samples, rate, subtype="PCM_16", format="WAV")
+    wlc = api.encode_audio(buf.getvalue()).data
+    decoded, _ = soundfile.read(io.BytesIO(api.decode_audio(wlc)), dtype="int16", always_2d=True)
+    if AUDIO:
+        _save(f"v{container.VERSION}-stereo", wlc, decoded)
+
+
+if __name__ == "__main__":
+    main()
