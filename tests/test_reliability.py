@@ -153,3 +153,28 @@ def test_golden_latents_are_bit_exact():
         z = entropy.decode(box.sections["latents"], tables, tuple(box.header["latent_shape"]))
         np.testing.assert_array_equal(z, np.load(path.with_suffix(".latents.npy")))
     assert GOLDEN, "no golden files in tests/data/golden"
+
+
+def test_full_disk_leaves_nothing_behind(tmp_path):
+    """A write that fails half-way (ENOSPC) removes its temporary file and reports one line."""
+    import errno
+
+    from walloc_cli import batch, cli
+
+    def half_then_full(f):
+        f.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    target = tmp_path / "out.wlc"
+    with pytest.raises(OSError):
+        batch.write_atomic(str(target), half_then_full, force=False)
+    assert list(tmp_path.iterdir()) == []
+
+    original = batch.write_atomic
+    try:
+        batch.write_atomic = lambda t, p, force: original(t, half_then_full, force)
+        outcome = cli.process("encode", batch.Job(str(DATA / "small.png"), str(target)), {"model": None}, False)
+    finally:
+        batch.write_atomic = original
+    assert outcome.error == "No space left on device"
+    assert list(tmp_path.iterdir()) == []

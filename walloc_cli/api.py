@@ -47,13 +47,13 @@ def _mirror(index: np.ndarray, size: int) -> np.ndarray:
 
 
 def _image_reader(rgb: np.ndarray, padded_width: int):
-    """read(rows) for :meth:`CodecModel.to_latents`: padded rows as float (3, rows, W') in [-0.5, 0.5]."""
+    """read(rows) for :meth:`CodecModel.to_latents`: padded rows as float32 (3, rows, W') in [-0.5, 0.5]."""
     height, width = rgb.shape[:2]
     columns = _mirror(np.arange(padded_width), width)
 
     def read(rows: np.ndarray) -> np.ndarray:
         window = rgb[_mirror(rows, height)][:, columns]
-        return window.transpose(2, 0, 1).astype(np.float64) / 255.0 - 0.5
+        return window.transpose(2, 0, 1).astype(np.float32) / np.float32(255.0) - np.float32(0.5)
 
     return read
 

@@ -155,8 +155,13 @@ class CodecModel:
         return z.reshape(self.config.latent_channels, *coefficients.shape[1:])
 
     def latents_of_window(self, signal: np.ndarray) -> np.ndarray:
-        """Signal window (C, *spatial) in model units -> integer latents (int32)."""
-        z = np.rint(self.project(self.analyse(signal.astype(np.float64))))
+        """Signal window (C, *spatial) in model units -> integer latents (int32).
+
+        The WPT runs in float32 (half the memory traffic of float64, and our own
+        fixed-order arithmetic, so it does not vary with threads); the projection
+        accumulates in float64.
+        """
+        z = np.rint(self.project(self.analyse(np.asarray(signal, dtype=np.float32))))
         limit = np.iinfo(np.int32).max
         return np.clip(z, -limit, limit).astype(np.int32)
 
