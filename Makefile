@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test bench train train-audio export fetch-audio clean
+.PHONY: install demo test bench bench-memory train train-audio export fetch-audio clean
 
 install: $(STAMP)
 
@@ -25,7 +25,7 @@ test: install
 
 bench: install
 	$(BIN)/python bench/bench_images.py --data ../shared/data/images/val --train ../shared/data/images/train
-	@if [ -d data/audio/val ]; then $(BIN)/python bench/bench_audio.py --data data/audio/val; else echo "audio bench skipped: run ../shared/data/audio/fetch-audio.sh data/audio first"; fi
+	@if [ -d data/audio/val ]; then $(BIN)/python bench/bench_audio.py --data data/audio/val --train data/audio/train; else echo "audio bench skipped: run ../shared/data/audio/fetch-audio.sh data/audio first"; fi
 
 # Training resumes from runs/<name>/checkpoint.pt; MINUTES is wall-clock time for this call.
 MINUTES ?= 60
@@ -44,3 +44,7 @@ export: install
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache
+
+# Peak memory of huge inputs (1 h stereo audio, 96 MP image): minutes, not part of `make bench`.
+bench-memory: install
+	$(BIN)/python bench/memory.py --hours 1 --megapixels 96

@@ -79,11 +79,11 @@ def read_image(data: bytes) -> ImageData:
     if getattr(im, "n_frames", 1) > 1:
         notes.append(f"only the first of {im.n_frames} frames is coded")
     try:
-        im = ImageOps.exif_transpose(im)
+        ImageOps.exif_transpose(im, in_place=True)  # in place: no second copy of a huge image
     except Exception:  # a broken EXIF block must not make the image unreadable
         notes.append("EXIF orientation could not be read and was ignored")
     icc = im.info.get("icc_profile") or None
-    mode = im.mode
+    mode = original_mode = im.mode
     if mode == "F":
         raise MediaError("32-bit floating-point images are not supported; convert to 8 or 16 bits")
     if mode in ("I", "I;16", "I;16L", "I;16B", "I;16N"):
@@ -106,14 +106,15 @@ def read_image(data: bytes) -> ImageData:
         try:
             im, mode = im.convert("RGB"), "RGB"
         except (ValueError, OSError):
-            raise MediaError(f"unsupported image mode {im.mode}") from None
-        notes.append(f"mode {im.mode} was converted to RGB")
+            raise MediaError(f"unsupported image mode {original_mode}") from None
+        notes.append(f"mode {original_mode} was converted to RGB")
     alpha = np.asarray(im.getchannel("A")) if mode in ("RGBA", "LA") else None
     if mode in ("L", "LA"):
         gray = np.asarray(im.getchannel("L"))
         rgb = np.repeat(gray[:, :, None], 3, axis=2)
     else:
-        rgb = np.asarray(im.convert("RGB"))
+        rgb = np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
+    im.close()  # the pixels now live in numpy; free Pillow's copy before coding starts
     if alpha is not None and alpha.min() == 255:
         notes.append("alpha channel is fully opaque; it is kept anyway")
     return ImageData(np.ascontiguousarray(rgb), mode, alpha, icc, notes)
