@@ -33,7 +33,7 @@ class EncodeResult:
 
 # -- images -----------------------------------------------------------------------------
 ENCODE_WINDOW_SAMPLES = 1 << 22   # float64 samples per encoder window (≈ 32 MB + WPT temporaries)
-DECODE_WINDOW_POSITIONS = 1 << 16  # latent positions per decoder window (≈ 16 MB per activation)
+DECODE_WINDOW_POSITIONS = 1 << 15  # latent positions per decoder window: ≈ 0.5 GB working set
 
 
 def _mirror(index: np.ndarray, size: int) -> np.ndarray:
@@ -71,7 +71,7 @@ def image_to_latents(model: CodecModel, rgb: np.ndarray) -> tuple[np.ndarray, tu
 def latents_to_image(model: CodecModel, latents: np.ndarray, height: int, width: int) -> np.ndarray:
     """Integer latents -> uint8 (H, W, 3), decoded in strips of rows."""
     rgb = np.empty((height, width, 3), np.uint8)
-    chunk = max(8, DECODE_WINDOW_POSITIONS // latents.shape[2])
+    chunk = max(16, DECODE_WINDOW_POSITIONS // latents.shape[2])
     row = 0
     for strip in model.from_latents(latents, chunk):
         rows = min(strip.shape[1], height - row)

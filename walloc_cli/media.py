@@ -135,9 +135,10 @@ def _cmyk_to_srgb(im: Image.Image, icc: bytes | None) -> Image.Image:
 def to_pillow(image: ImageData) -> Image.Image:
     """Assemble the output image in the recorded mode."""
     if image.mode in ("L", "LA"):
-        base = Image.fromarray(image.rgb[:, :, 0], "L")
-    else:
-        base = Image.fromarray(image.rgb, "RGB")
+        base = Image.fromarray(np.ascontiguousarray(image.rgb[:, :, 0]), "L")
+    else:  # frombuffer shares the array's memory: no second copy of a huge image
+        rgb = np.ascontiguousarray(image.rgb)
+        base = Image.frombuffer("RGB", (image.width, image.height), rgb, "raw", "RGB", 0, 1)
     if image.alpha is not None:
         base.putalpha(Image.fromarray(image.alpha, "L"))
     return base
