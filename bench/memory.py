@@ -66,23 +66,22 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        cases = []
         if args.hours > 0:
             wav = tmp / "long.wav"
             synthetic_audio(wav, args.hours)
-            print(f"audio: {args.hours:g} h stereo 44.1 kHz 16-bit WAV, {wav.stat().st_size / 1e6:.0f} MB")
-            wall, rss = run(["encode", str(wav), "-o", str(tmp / "long.wlc")])
-            print(f"  encode  {wall:7.1f} s  peak RSS {rss:6.0f} MB  -> {(tmp / 'long.wlc').stat().st_size / 1e6:.1f} MB")
-            wall, rss = run(["decode", str(tmp / "long.wlc"), "-o", str(tmp / "back.wav")])
-            print(f"  decode  {wall:7.1f} s  peak RSS {rss:6.0f} MB")
+            cases.append((f"audio: {args.hours:g} h stereo 44.1 kHz 16-bit WAV", wav, tmp / "back.wav"))
         if args.megapixels > 0:
             png = tmp / "huge.png"
             synthetic_image(png, args.megapixels)
-            print(f"image: {args.megapixels:g} MP RGB PNG")
-            wall, rss = run(["encode", str(png), "-o", str(tmp / "huge.wlc")])
-            print(f"  encode  {wall:7.1f} s  peak RSS {rss:6.0f} MB")
-            wall, rss = run(["decode", str(tmp / "huge.wlc"), "-o", str(tmp / "back.png")])
-            print(f"  decode  {wall:7.1f} s  peak RSS {rss:6.0f} MB")
-
+            cases.append((f"image: {args.megapixels:g} MP RGB PNG", png, tmp / "back.png"))
+        for title, source, decoded in cases:
+            coded = source.with_suffix(".wlc")
+            print(f"{title}, {source.stat().st_size / 1e6:.0f} MB")
+            for verb, args_ in (("encode", [str(source), "-o", str(coded)]), ("decode", [str(coded), "-o", str(decoded)])):
+                wall, rss = run([verb, *args_])
+                print(f"  {verb}  {wall:7.1f} s  peak RSS {rss:6.0f} MB", flush=True)
+            print(f"  .wlc    {coded.stat().st_size / 1e6:.2f} MB")
 
 if __name__ == "__main__":
     main()

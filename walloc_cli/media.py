@@ -144,12 +144,17 @@ def to_pillow(image: ImageData) -> Image.Image:
     return base
 
 
-def output_format(suffix: str) -> str:
-    fmt = OUTPUT_FORMATS.get(suffix.lower())
+def _format_for(suffix: str, formats: dict[str, str], kind: str) -> str:
+    fmt = formats.get(suffix.lower())
     if fmt is None:
-        known = ", ".join(sorted(OUTPUT_FORMATS))
-        raise MediaError(f"cannot write images as {suffix or 'a file without extension'} (use one of {known})")
+        known = ", ".join(sorted(formats))
+        raise MediaError(f"cannot write {kind} as {suffix or 'a file without extension'} (use one of {known})")
     return fmt
+
+
+def output_format(suffix: str) -> str:
+    """Pillow format name for an image file extension."""
+    return _format_for(suffix, OUTPUT_FORMATS, "images")
 
 
 def write_image(image: ImageData, fmt: str = "PNG") -> bytes:
@@ -226,11 +231,8 @@ def open_audio(data: bytes) -> AudioSource:
 
 
 def audio_output_format(suffix: str) -> str:
-    fmt = AUDIO_OUTPUT_FORMATS.get(suffix.lower())
-    if fmt is None:
-        known = ", ".join(sorted(AUDIO_OUTPUT_FORMATS))
-        raise MediaError(f"cannot write audio as {suffix or 'a file without extension'} (use one of {known})")
-    return fmt
+    """libsndfile format name for an audio file extension."""
+    return _format_for(suffix, AUDIO_OUTPUT_FORMATS, "audio")
 
 
 class AudioSink:

@@ -63,6 +63,7 @@ class TrainConfig:
     target_bpp: float = 0.55         # PCA step: bits per pixel (images) or per sample (audio)
     seed: int = 0
     val_images: int = 24             # validation items used during training
+    train_encoder: bool = True       # False: the encoder stays the PCA projection (learning rate 0)
     val_every: int = 500
     ckpt_every: int = 250
 
@@ -90,11 +91,13 @@ class TrainConfig:
 PRESETS = {
     "rgb-16x": TrainConfig(),
     # J=8 on mono (256 WPT channels) -> 54 latents (4.7×); stereo = mid + side = 108 latents,
-    # the paper's stereo width.  λ puts it near 24 kbps for 44.1 kHz stereo.
+    # the paper's stereo width.  The encoder stays the PCA projection: RD fine-tuning of it
+    # (λ = 1500, 9,230 steps) ended 0.21 dB *below* the linear codec at equal kbps on the
+    # validation clips, while a decoder trained for a fixed PCA quantizer only adds quality.
     "stereo-ms": TrainConfig(
         name="stereo-ms", modality="audio", channels=1, levels=8, latent_channels=54,
         decoder_width=128, decoder_blocks=4, crop=32768, crops_per_image=26, batch=32,
-        lr=4e-4, lmbda=1500.0, mse_scale=1.0, target_bpp=0.27, val_images=4,
+        lr=4e-4, lmbda=1500.0, mse_scale=1.0, target_bpp=0.24, val_images=4, train_encoder=False,
     ),
 }
 
@@ -329,8 +332,8 @@ def train(data: Path, run: Path, minutes: float, cfg: TrainConfig) -> None:
     weights = synthesis_energy(cfg).reshape((1, -1) + (1,) * cfg.dims)
     model = WallocAutoencoder(cfg.coefficient_channels, cfg.latent_channels, cfg.decoder_width,
                               cfg.decoder_blocks, cfg.dims)
-    # The encoder moves slowly (it starts at PCA, already good); the prior adapts fast.
-    groups = [(model.encoder, 0.25), (model.decoder, 1.0), (model.prior, 5.0)]
+    # The encoder moves slowly (it starts at PCA, already good) or not at all; the prior adapts fast.
+    groups = [(model.encoder, 0.25 if cfg.train_encoder else 0.0), (model.decoder, 1.0), (model.prior, 5.0)]
     opt = torch.optim.Adam([{"params": m.parameters(), "lr": cfg.lr * f} for m, f in groups])
     step = 0
     history: list[dict] = []
