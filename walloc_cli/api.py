@@ -224,7 +224,10 @@ def _audio_reader(source: media.AudioSource, mix: np.ndarray):
 
     def read(index: np.ndarray) -> np.ndarray:
         frames = _mirror(index, source.frames)
-        needed = np.unique(frames)
+        if (np.diff(frames) == 1).all():  # the usual window: one contiguous read, no bookkeeping
+            return (source.read(int(frames[0]), len(frames)) @ mix)[None, :]
+        ordered = np.sort(frames)  # sort + dedupe: several times faster than np.unique's hashing here
+        needed = ordered[np.concatenate(([True], np.diff(ordered) != 0))]
         parts = [source.read(a, b - a) for a, b in contiguous_runs(needed)]
         block = np.concatenate(parts, axis=0) @ mix
         return block[np.searchsorted(needed, frames)][None, :]

@@ -233,7 +233,8 @@ class CodecModel:
         for q0 in range(0, positions, chunk):
             q1 = min(positions, q0 + chunk)
             needed = np.arange(q0 - margin, q1 + margin) % positions
-            distinct = np.unique(needed)  # each position is run through the net once
+            ordered = np.sort(needed)  # each position is run through the net once
+            distinct = ordered[np.concatenate(([True], np.diff(ordered) != 0))]
             parts = []
             # Inference mode is entered per window and left before yielding: a generator
             # suspended inside it would leave the caller's thread in inference mode.
