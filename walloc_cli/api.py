@@ -33,6 +33,7 @@ class EncodeResult:
 
 # -- images -----------------------------------------------------------------------------
 ENCODE_WINDOW_SAMPLES = 1 << 22   # float64 samples per encoder window (≈ 32 MB + WPT temporaries)
+AUDIO_WINDOW_SAMPLES = 1 << 20    # samples per audio encoder window (24 s at 44.1 kHz)
 DECODE_WINDOW_POSITIONS = 1 << 15  # latent positions per decoder window: ≈ 0.5 GB working set
 
 
@@ -242,19 +243,23 @@ def _audio_model(name: str) -> CodecModel:
     return model
 
 
-def encode_audio(data: bytes, model_name: str = DEFAULT_AUDIO_MODEL) -> EncodeResult:
-    """Audio file bytes (WAV, FLAC, OGG, AIFF, MP3, ...) -> ``.wlc`` bytes and notes."""
+def encode_audio(data: bytes | str | Path, model_name: str = DEFAULT_AUDIO_MODEL) -> EncodeResult:
+    """Audio file bytes or path (WAV, FLAC, OGG, AIFF, MP3, ...) -> ``.wlc`` bytes and notes.
+
+    Given a path, the file is read window by window and never held in memory whole.
+    """
     source = media.open_audio(data)
     if source.channels > MAX_AUDIO_CHANNELS:
         raise WallocError(f"{source.channels} channels is more than walloc codes ({MAX_AUDIO_CHANNELS})")
     model = _audio_model(model_name)
     block = model.config.block
     pad = (-source.frames) % block
-    chunk = max(8, ENCODE_WINDOW_SAMPLES // block)
+    chunk = max(8, AUDIO_WINDOW_SAMPLES // block)
     coding, mixes, table_sets = _channel_mixes(source.channels)
-    latents = np.concatenate(
-        [model.to_latents(_audio_reader(source, mix), source.frames + pad, chunk) for mix in mixes]
-    )
+    width = model.config.latent_channels
+    latents = np.empty((len(mixes) * width, (source.frames + pad) // block), np.int32)
+    for i, mix in enumerate(mixes):
+        latents[i * width : (i + 1) * width] = model.to_latents(_audio_reader(source, mix), source.frames + pad, chunk)
     tables = entropy.EntropyTables.stack([model.tables_for(t) for t in table_sets])
     header = {
         "modality": "audio",

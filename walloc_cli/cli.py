@@ -54,18 +54,23 @@ class Outcome:
     summary: str = ""
 
 
-def _encode_work(data: bytes, job: batch.Job, options: dict) -> tuple[batch.Payload, list[str], str, str]:
-    from . import api
+def _encode_work(job: batch.Job, options: dict) -> tuple[batch.Payload, list[str], str, str]:
+    from . import api, media
 
-    result = api.encode_bytes(data, job.source, options["model"])
+    if job.source != batch.STDIO and Path(job.source).suffix.lower() in media.AUDIO_SUFFIXES:
+        # audio is read from its file window by window: an hour of WAV never sits in memory
+        result = api.encode_audio(job.source, options["model"] or api.DEFAULT_AUDIO_MODEL)
+    else:
+        result = api.encode_bytes(batch.read_input(job.source), job.source, options["model"])
     meta = api.info(result.data)
     rate = f"{meta['kbps']:.1f} kbps" if "kbps" in meta else f"{meta['bpp']:.3f} bpp"
     return result.data, result.notes, f"{len(result.data)} bytes, {rate}", job.target
 
 
-def _decode_work(data: bytes, job: batch.Job, options: dict) -> tuple[batch.Payload, list[str], str, str]:
+def _decode_work(job: batch.Job, options: dict) -> tuple[batch.Payload, list[str], str, str]:
     from . import api, media
 
+    data = batch.read_input(job.source)
     forced = options["suffix"]
     modality = api.modality_of(data)
     default = ".png" if modality == "image" else ".wav"
@@ -90,8 +95,7 @@ def process(kind: str, job: batch.Job, options: dict, force: bool) -> Outcome:
         known_target = job.target != batch.STDIO and not job.suffix_from_content
         if known_target and Path(job.target).exists() and not force:  # fail before the work
             raise FileExistsError(f"{job.target} exists (use --force to overwrite)")
-        data = batch.read_input(job.source)
-        out, notes, summary, target = WORK[kind](data, job, options)
+        out, notes, summary, target = WORK[kind](job, options)
         batch.write_atomic(target, out, force)
         return Outcome(job.source, target, None, tuple(notes), summary)
     except (WallocError, FileExistsError) as exc:

@@ -18,6 +18,7 @@ Mode policy (also in the README):
 from __future__ import annotations
 
 import io
+import os
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -214,12 +215,12 @@ class AudioSource:
         return block
 
 
-def open_audio(data: bytes) -> AudioSource:
-    """Open audio bytes (WAV, FLAC, OGG/Vorbis, AIFF, MP3, ... via libsndfile)."""
+def open_audio(data: bytes | str | os.PathLike) -> AudioSource:
+    """Open audio bytes or a path (WAV, FLAC, OGG/Vorbis, AIFF, MP3, ... via libsndfile)."""
     import soundfile
 
     try:
-        handle = soundfile.SoundFile(io.BytesIO(data))
+        handle = soundfile.SoundFile(io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data)
     except (soundfile.LibsndfileError, RuntimeError, TypeError) as exc:
         raise MediaError(f"not audio walloc can read ({str(exc).splitlines()[0]})") from None
     frames = handle.frames

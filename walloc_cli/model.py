@@ -210,12 +210,15 @@ class CodecModel:
         """
         block, margin = self.config.block, self.context_margin
         positions = length // block
-        pieces = []
+        out = None
         for p0 in range(0, positions, chunk):
             p1 = min(positions, p0 + chunk)
             index = np.arange((p0 - margin) * block, (p1 + margin) * block) % length
-            pieces.append(self.latents_of_window(read(index))[:, margin : margin + p1 - p0])
-        return np.concatenate(pieces, axis=1)
+            z = self.latents_of_window(read(index))[:, margin : margin + p1 - p0]
+            if out is None:  # filled in place: long audio holds its latents once, not twice
+                out = np.empty((z.shape[0], positions) + z.shape[2:], np.int32)
+            out[:, p0:p1] = z
+        return out
 
     def from_latents(self, latents: np.ndarray, chunk: int) -> Iterator[np.ndarray]:
         """Reconstructed signal (C, samples, ...) float32, yielded window by window along axis 1.
