@@ -5,12 +5,11 @@
 Writes a synthetic stereo WAV of the given length (music-like: a few tones and
 noise) and a synthetic 12000×8000 RGB PNG into a temporary folder, then runs
 the real CLI on them in subprocesses and reports each one's wall time and peak
-resident memory (ru_maxrss of the child).
+resident memory (VmHWM of the child).
 """
 from __future__ import annotations
 
 import argparse
-import resource
 import subprocess
 import sys
 import tempfile
@@ -22,9 +21,12 @@ import numpy as np
 
 def run(args: list[str]) -> tuple[float, float]:
     """Wall seconds and peak RSS in MB of one walloc command (fresh child process)."""
-    code = ("import resource, sys; from walloc_cli.cli import main\n"
+    # VmHWM of the child's own address space: ru_maxrss would carry over the parent's
+    # high-water mark across fork+exec on Linux.
+    code = ("import sys; from walloc_cli.cli import main\n"
             "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
-            "    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); raise")
+            "    hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"
+            "    print(hwm, file=sys.stderr); raise")
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
     wall = time.perf_counter() - started

@@ -37,7 +37,29 @@ def _latents_for_tables(weight: np.ndarray, bias: np.ndarray, crops: np.ndarray,
     return np.concatenate(out)
 
 
-def export_run(run: Path, out_dir: Path, table_crops: int = 6000) -> Path:
+def _track_latents(weight: np.ndarray, bias: np.ndarray, cfg: dict, tracks: Path) -> list[np.ndarray]:
+    """Integer latents (N, L) of mid and side signals of up to 60 training tracks (middle 30 s)."""
+    import soundfile
+
+    from .train import normalise_track
+
+    block = 2 ** cfg["levels"]
+    files = sorted(p for p in tracks.rglob("*") if p.suffix.lower() in {".ogg", ".flac", ".wav"})
+    rng = np.random.default_rng(cfg["seed"] + 3)
+    roles: list[list[np.ndarray]] = [[], []]
+    for path in [files[i] for i in sorted(rng.choice(len(files), min(60, len(files)), replace=False))]:
+        info = soundfile.info(path)
+        n = min(info.frames, 30 * info.samplerate)
+        n -= n % block
+        x, _ = soundfile.read(path, start=max(0, info.frames // 2 - n // 2), frames=n, dtype="float64", always_2d=True)
+        for role, signal in enumerate(normalise_track(x)):
+            c = wavelets.wpt1d(signal[None].astype(np.float32), cfg["levels"], cfg["wavelet"])
+            z = np.rint(weight.astype(np.float64) @ c.astype(np.float64) + bias.astype(np.float64)[:, None])
+            roles[min(role, 1)].append(z.T.astype(np.int32))
+    return [np.concatenate(r) for r in roles]
+
+
+def export_run(run: Path, out_dir: Path, table_crops: int = 6000, tracks: Path | None = None) -> Path:
     from dataclasses import asdict, fields
 
     from .train import TrainConfig
@@ -66,6 +88,13 @@ def export_run(run: Path, out_dir: Path, table_crops: int = 6000) -> Path:
         per_set.append(tables)
         outside = (latents < tables.lo) | (latents >= tables.lo + tables.size)
         escapes.append(float(outside.mean()))
+    if cfg["modality"] == "audio" and tracks is not None:
+        # Refit on whole training tracks at their normalised level (no random gain): the
+        # augmented crops spread the histograms wider than real music at that level.
+        per_set, escapes = [], []
+        for latents in _track_latents(weight, bias, cfg, tracks):
+            per_set.append(entropy.fit_tables(latents))
+            escapes.append(float(((latents < per_set[-1].lo) | (latents >= per_set[-1].lo + per_set[-1].size)).mean()))
     tables = entropy.EntropyTables.stack(per_set)
     arrays = {
         "encoder.weight": weight,

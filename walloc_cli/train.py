@@ -406,11 +406,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--export", type=Path, help="write weights for the run's checkpoint into this folder and exit")
+    parser.add_argument("--tables-from", type=Path, default=None,
+                        help="audio export: fit entropy tables on these training tracks instead of the crops")
     args = parser.parse_args(argv)
     if args.export:
         from .export import export_run
 
-        export_run(args.run, args.export)
+        export_run(args.run, args.export, tracks=args.tables_from)
         return
     cfg = replace(PRESETS[args.preset], seed=args.seed)
     if args.lr is not None:
