@@ -33,7 +33,7 @@ def _save(name: str, wlc: bytes, expected: np.ndarray) -> None:
     box = container.unpack(wlc)
     m = find_model(box.header["model"], box.header["weights"])
     sets = [0] if box.header["modality"] == "image" else api._channel_mixes(box.header["channels"])[2]
-    tables = entropy.EntropyTables.stack([m.tables_for(t) for t in sets])
+    tables = m.tables_for(*sets)
     latents = entropy.decode(box.sections["latents"], tables, tuple(box.header["latent_shape"]))
     path.write_bytes(wlc)
     np.save(path.with_suffix(".latents.npy"), latents)

@@ -56,7 +56,7 @@ def test_latents_decode_bit_exactly(small_path):
     model = load_model(DEFAULT_IMAGE_MODEL)
     wlc = api.encode_image(small_path.read_bytes()).data
     box = container.unpack(wlc)
-    z = entropy.decode(box.sections["latents"], model.tables, tuple(box.header["latent_shape"]))
+    z = entropy.decode(box.sections["latents"], model.tables_for(0), tuple(box.header["latent_shape"]))
     rgb = np.asarray(Image.open(small_path).convert("RGB"))
     np.testing.assert_array_equal(z, api.image_to_latents(model, rgb)[0])
 

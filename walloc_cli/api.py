@@ -83,28 +83,30 @@ def latents_to_image(model: CodecModel, latents: np.ndarray, height: int, width:
     return rgb
 
 
+def _model_of_kind(name: str, modality: str) -> CodecModel:
+    model = load_model(name)
+    if model.config.modality != modality:
+        raise WallocError(f"model {name} codes {model.config.modality}, not {modality}")
+    return model
+
+
+def _header(model: CodecModel, modality: str, **fields: Any) -> dict[str, Any]:
+    """The header fields every .wlc file has, plus the modality's own."""
+    return {"modality": modality, "model": model.config.name, "weights": model.config.short_hash,
+            "coder": entropy.CODER, **fields}
+
+
 def encode_image_data(image: media.ImageData, model_name: str = DEFAULT_IMAGE_MODEL) -> bytes:
     """Code an :class:`~walloc_cli.media.ImageData` into ``.wlc`` bytes."""
-    model = load_model(model_name)
-    if model.config.modality != "image":
-        raise WallocError(f"model {model_name} codes {model.config.modality}, not images")
+    model = _model_of_kind(model_name, "image")
     latents, pad = image_to_latents(model, image.rgb)
-    sections = {"latents": entropy.encode(latents, model.tables)}
+    sections = {"latents": entropy.encode(latents, model.tables_for(0))}
     if image.alpha is not None:
         sections["alpha"] = zlib.compress(np.ascontiguousarray(image.alpha).tobytes(), 9)
     if image.icc:
         sections["icc"] = bytes(image.icc)
-    header = {
-        "modality": "image",
-        "model": model.config.name,
-        "weights": model.config.short_hash,
-        "coder": entropy.CODER,
-        "width": image.width,
-        "height": image.height,
-        "mode": image.mode,
-        "pad": list(pad),
-        "latent_shape": list(latents.shape),
-    }
+    header = _header(model, "image", width=image.width, height=image.height, mode=image.mode,
+                     pad=list(pad), latent_shape=list(latents.shape))
     return container.pack(header, sections)
 
 
@@ -141,26 +143,28 @@ def _image_layout(header: dict[str, Any], model: CodecModel, max_pixels: int) ->
     return width, height, shape
 
 
-def _model_for(header: dict[str, Any]) -> CodecModel:
+def _open(data: bytes, modality: str) -> tuple[container.Container, CodecModel]:
+    """Verify a file, that it holds ``modality``, and find the exact weights it was written with."""
+    box = container.unpack(data)
+    header = box.header
+    if header.get("modality") != modality:
+        raise WallocError(f"file holds {header.get('modality')!r}, not {modality}")
     name, weights = header.get("model"), header.get("weights")
     if not isinstance(name, str) or not isinstance(weights, str):
         raise container.FormatError("corrupt header (model fields)")
     if header.get("coder") != entropy.CODER:
         raise container.FormatError(f"unsupported entropy coder {header.get('coder')!r}")
-    return find_model(name, weights)
+    if "latents" not in box.sections:
+        raise container.FormatError("corrupt file (no latents section)")
+    return box, find_model(name, weights)
 
 
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> media.ImageData:
     """``.wlc`` bytes -> :class:`~walloc_cli.media.ImageData` (mode, alpha, ICC restored)."""
-    box = container.unpack(data)
+    box, model = _open(data, "image")
     header = box.header
-    if header.get("modality") != "image":
-        raise WallocError(f"file holds {header.get('modality')!r}, not an image")
-    model = _model_for(header)
     width, height, shape = _image_layout(header, model, max_pixels)
-    if "latents" not in box.sections:
-        raise container.FormatError("corrupt file (no latents section)")
-    latents = entropy.decode(box.sections["latents"], model.tables, shape)
+    latents = entropy.decode(box.sections["latents"], model.tables_for(0), shape)
     rgb = latents_to_image(model, latents, height, width)
     mode = header["mode"]
     if mode in ("L", "LA"):
@@ -236,13 +240,6 @@ def _audio_reader(source: media.AudioSource, mix: np.ndarray):
     return read
 
 
-def _audio_model(name: str) -> CodecModel:
-    model = load_model(name)
-    if model.config.modality != "audio":
-        raise WallocError(f"model {name} codes {model.config.modality}, not audio")
-    return model
-
-
 def encode_audio(data: bytes | str | Path, model_name: str = DEFAULT_AUDIO_MODEL) -> EncodeResult:
     """Audio file bytes or path (WAV, FLAC, OGG, AIFF, MP3, ...) -> ``.wlc`` bytes and notes.
 
@@ -251,7 +248,7 @@ def encode_audio(data: bytes | str | Path, model_name: str = DEFAULT_AUDIO_MODEL
     source = media.open_audio(data)
     if source.channels > MAX_AUDIO_CHANNELS:
         raise WallocError(f"{source.channels} channels is more than walloc codes ({MAX_AUDIO_CHANNELS})")
-    model = _audio_model(model_name)
+    model = _model_of_kind(model_name, "audio")
     block = model.config.block
     pad = (-source.frames) % block
     chunk = max(8, AUDIO_WINDOW_SAMPLES // block)
@@ -260,20 +257,9 @@ def encode_audio(data: bytes | str | Path, model_name: str = DEFAULT_AUDIO_MODEL
     latents = np.empty((len(mixes) * width, (source.frames + pad) // block), np.int32)
     for i, mix in enumerate(mixes):
         latents[i * width : (i + 1) * width] = model.to_latents(_audio_reader(source, mix), source.frames + pad, chunk)
-    tables = entropy.EntropyTables.stack([model.tables_for(t) for t in table_sets])
-    header = {
-        "modality": "audio",
-        "model": model.config.name,
-        "weights": model.config.short_hash,
-        "coder": entropy.CODER,
-        "sample_rate": source.rate,
-        "channels": source.channels,
-        "frames": source.frames,
-        "pad": pad,
-        "coding": coding,
-        "source_subtype": source.subtype,
-        "latent_shape": list(latents.shape),
-    }
+    tables = model.tables_for(*table_sets)
+    header = _header(model, "audio", sample_rate=source.rate, channels=source.channels, frames=source.frames,
+                     pad=pad, coding=coding, source_subtype=source.subtype, latent_shape=list(latents.shape))
     notes = []
     if source.channels > 2:
         notes.append(f"{source.channels} channels are coded as independent mono signals")
@@ -305,16 +291,10 @@ def decode_audio_to(data: bytes, fileobj: BinaryIO, suffix: str = ".wav", subtyp
                     max_frames: int = DEFAULT_MAX_FRAMES) -> None:
     """``.wlc`` bytes -> audio written to ``fileobj`` window by window (bounded memory)."""
     fmt = media.audio_output_format(suffix)
-    box = container.unpack(data)
-    if box.header.get("modality") != "audio":
-        raise WallocError(f"file holds {box.header.get('modality')!r}, not audio")
-    model = _model_for(box.header)
+    box, model = _open(data, "audio")
     rate, channels, frames, coding, shape = _audio_layout(box.header, model, max_frames)
-    if "latents" not in box.sections:
-        raise container.FormatError("corrupt file (no latents section)")
     _, mixes, table_sets = _channel_mixes(channels)
-    tables = entropy.EntropyTables.stack([model.tables_for(t) for t in table_sets])
-    latents = entropy.decode(box.sections["latents"], tables, shape)
+    latents = entropy.decode(box.sections["latents"], model.tables_for(*table_sets), shape)
     width = model.config.latent_channels
     chunk = max(8, DECODE_WINDOW_POSITIONS // 4)
     streams = [model.from_latents(latents[i * width : (i + 1) * width], chunk) for i in range(len(mixes))]

@@ -132,10 +132,10 @@ class CodecModel:
                 or self.tables.channels != config.latent_channels * config.table_sets):
             raise ModelError(f"model {config.name}: arrays do not match its config")
 
-    def tables_for(self, table_set: int) -> EntropyTables:
-        """Entropy tables of one set (0 = mid/mono/image, 1 = side)."""
+    def tables_for(self, *table_sets: int) -> EntropyTables:
+        """Tables for latents coded with these sets in order (0 = image/mid/mono, 1 = side)."""
         latents = self.config.latent_channels
-        return self.tables.select(np.arange(table_set * latents, (table_set + 1) * latents))
+        return self.tables.select(np.concatenate([np.arange(t * latents, (t + 1) * latents) for t in table_sets]))
 
     # -- transform -----------------------------------------------------------------
     def analyse(self, signal: np.ndarray) -> np.ndarray:
