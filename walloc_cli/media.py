@@ -180,7 +180,6 @@ def write_image(image: ImageData, fmt: str = "PNG") -> bytes:
 # -- audio --------------------------------------------------------------------------------------
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", ".aifc", ".mp3", ".w64", ".caf"}
 AUDIO_OUTPUT_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".aiff": "AIFF", ".aif": "AIFF"}
-AUDIO_SUBTYPES = ("PCM_16", "PCM_24", "FLOAT")
 
 
 def looks_like_audio(data: bytes) -> bool:
