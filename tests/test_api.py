@@ -250,6 +250,6 @@ def test_windowed_decoding_matches_whole_image_decoding(photo_path, chunk):
     import torch
 
     with torch.inference_mode():
-        whole = model.synthesise(model.decoder()(torch.from_numpy(latents.astype(np.float32))[None]))[0].numpy()
+        whole = model.synthesise(model.decoder()(torch.from_numpy(latents.astype(np.float32))[None])[0].numpy())
     strips = np.concatenate(list(model.from_latents(latents, chunk)), axis=1)
     np.testing.assert_allclose(strips, whole, atol=2e-5)

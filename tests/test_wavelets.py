@@ -81,3 +81,38 @@ def test_torch_transform_is_differentiable():
 def test_odd_length_is_refused():
     with pytest.raises(ValueError):
         wavelets.analysis_1d(np.zeros(7))
+
+
+def test_builtin_taps_are_pywts():
+    """The bior4.4 taps are written out (pywt's import is slow); they must be pywt's, exactly."""
+    w = pywt.Wavelet("bior4.4")
+    assert wavelets.filter_bank("bior4.4") == tuple(tuple(f) for f in (w.dec_lo, w.dec_hi, w.rec_lo, w.rec_hi))
+
+
+@pytest.mark.parametrize("levels", [1, 2, 3])
+@pytest.mark.parametrize("shape", [(3, 24, 40), (1, 8, 8), (2, 64, 16)])
+def test_block_filter_transform_matches_reference(rng, levels, shape):
+    block = 2**levels
+    if shape[1] % block or shape[2] % block:
+        pytest.skip("size not a multiple of the block")
+    x = rng.standard_normal(shape)
+    reference = wavelets.wpt2d(x, levels)
+    np.testing.assert_allclose(wavelets.fast_wpt2d(x, levels), reference, atol=1e-12)
+    np.testing.assert_allclose(wavelets.fast_iwpt2d(reference, levels), x, atol=1e-9)
+    positions = wavelets.wpt2d_positions(x.transpose(1, 2, 0), levels)
+    np.testing.assert_allclose(wavelets.iwpt2d_positions(positions, levels), x.transpose(1, 2, 0), atol=1e-9)
+
+
+@pytest.mark.parametrize("levels", [1, 3, 5])
+def test_block_filter_transform_1d_matches_reference(rng, levels):
+    x = rng.standard_normal((2, 2**levels * 12))
+    reference = wavelets.wpt1d(x, levels)
+    np.testing.assert_allclose(wavelets.fast_wpt1d(x, levels), reference, atol=1e-12)
+    np.testing.assert_allclose(wavelets.fast_iwpt1d(reference, levels), x, atol=1e-9)
+
+
+def test_block_filter_transform_keeps_float32(rng):
+    x = rng.standard_normal((3, 32, 32)).astype(np.float32)
+    y = wavelets.fast_wpt2d(x, 3)
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y, wavelets.wpt2d(x.astype(np.float64), 3), atol=1e-4)

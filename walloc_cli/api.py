@@ -53,8 +53,11 @@ def _image_reader(rgb: np.ndarray, padded_width: int):
     columns = _mirror(np.arange(padded_width), width)
 
     def read(rows: np.ndarray) -> np.ndarray:
-        window = rgb[_mirror(rows, height)][:, columns]
-        return window.transpose(2, 0, 1).astype(np.float32) / np.float32(255.0) - np.float32(0.5)
+        window = rgb[_mirror(rows, height)]
+        if padded_width != width:
+            window = window[:, columns]
+        # (C, rows, W) as a view of channel-last memory: the encoder's fast path wants (H, W, C)
+        return (window.astype(np.float32) * np.float32(1 / 255.0) - np.float32(0.5)).transpose(2, 0, 1)
 
     return read
 
