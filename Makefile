@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-stamp
 # environment variable pointing there.
 LOCAL_WHEELS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels)
 
-.PHONY: install demo test bench bench-memory train train-audio export fetch-audio clean
+.PHONY: install demo test bench bench-rd bench-memory train train-audio export fetch-audio clean
 
 install: $(STAMP)
 
@@ -29,6 +29,11 @@ test: install
 bench: install
 	$(BIN)/python bench/bench_images.py --data ../shared/data/images/val --train ../shared/data/images/train
 	@if [ -d data/audio/val ]; then $(BIN)/python bench/bench_audio.py --data data/audio/val --train data/audio/train; else echo "audio bench skipped: run ../shared/data/audio/fetch-audio.sh data/audio first"; fi
+
+# Rate–distortion curves and BD-rates of walloc against JPEG / WebP / AVIF (matplotlib: the [bench] extra).
+bench-rd: install
+	@$(BIN)/python -c "import matplotlib" 2>/dev/null || $(BIN)/python -m pip install --quiet --disable-pip-version-check 'matplotlib>=3.7'
+	$(BIN)/python -m walloc_cli bench ../shared/data/images/val --plot bench/rd.png --json bench/rd.json
 
 # Training resumes from runs/<name>/checkpoint.pt; MINUTES is wall-clock time for this call.
 MINUTES ?= 60

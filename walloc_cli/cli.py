@@ -294,6 +294,56 @@ def models() -> None:
             click.echo(f"{name:12} unusable: {exc}")
 
 
+@main.command()
+@click.argument("directory", metavar="DIR")
+@click.option("--codecs", default="walloc,jpeg,webp,avif", show_default=True,
+              help="Comma-separated codecs to sweep: walloc, jpeg, webp, avif.")
+@click.option("--plot", "plot_path", default=None, metavar="FILE.png",
+              help="Draw PSNR and MS-SSIM vs bpp curves (needs matplotlib: pip install 'walloc[bench]').")
+@click.option("--json", "json_path", default=None, metavar="FILE",
+              help="Write every per-image measurement, the summary and the BD-rates as JSON.")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N images (sorted by name).")
+def bench(directory: str, codecs: str, plot_path: str | None, json_path: str | None, limit: int | None) -> None:
+    """Rate–distortion benchmark on a folder of images: bpp, PSNR, MS-SSIM, speed, BD-rate."""
+    from . import benchmark
+
+    report = Reporter(False, 0)
+    try:
+        names = benchmark.parse_codecs(codecs)
+    except benchmark.BenchError as exc:
+        raise click.BadParameter(str(exc), param_hint="--codecs") from None
+    if plot_path:
+        try:
+            benchmark.check_plot_target(plot_path)  # before the long run, not after it
+        except benchmark.BenchError as exc:
+            report.error("--plot", str(exc))
+            sys.exit(EXIT_FAILED)
+    try:
+        job = benchmark.plan(directory, names, limit)
+    except benchmark.BenchError as exc:
+        report.error(directory, str(exc))
+        sys.exit(EXIT_FAILED)
+    for note in job.notes:
+        click.echo(f"walloc: {note}", err=True)
+    warnings: list[str] = []
+    with click.progressbar(length=job.steps, label=f"bench {len(job.images)} images", file=sys.stderr,
+                           item_show_func=lambda item: item) as bar:
+        result = benchmark.run(job, progress=lambda label: bar.update(1, label), warn=warnings.append)
+    for message in warnings:
+        click.echo(f"walloc: {message}", err=True)
+    if not result.measurements:
+        report.error(directory, "no image could be measured")
+        sys.exit(EXIT_FAILED)
+    click.echo(benchmark.format_table(result))
+    if json_path:
+        benchmark.write_json(result, json_path)
+        click.echo(f"walloc: wrote {json_path}", err=True)
+    if plot_path:
+        benchmark.plot(result, plot_path)
+        click.echo(f"walloc: wrote {plot_path}", err=True)
+    sys.exit(EXIT_FAILED if result.skipped else 0)
+
+
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
               add_help_option=False)
 @click.pass_context
