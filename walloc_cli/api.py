@@ -339,6 +339,31 @@ def modality_of(data: bytes) -> str:
     return modality
 
 
+# -- latents ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FileLatents:
+    """The integer latents stored in a ``.wlc`` file and how to read them as floats."""
+
+    latents: np.ndarray   # int32 (L, H', W') for images, (signals·L, T') for audio
+    step: float           # float latents = latents · step (the decoder's input)
+    model: str
+    modality: str
+
+
+def file_latents(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, max_frames: int = DEFAULT_MAX_FRAMES) -> FileLatents:
+    """The latents of a ``.wlc`` file by entropy decoding alone: no neural decoder, no torch."""
+    modality = modality_of(data)
+    box, model = _open(data, modality)
+    if modality == "image":
+        _, _, shape = _image_layout(box.header, model, max_pixels)
+        tables = model.tables_for(0)
+    else:
+        _, channels, _, _, shape = _audio_layout(box.header, model, max_frames)
+        tables = model.tables_for(*_channel_mixes(channels)[2])
+    latents = entropy.decode(box.sections["latents"], tables, shape)
+    return FileLatents(latents, 1.0, model.config.name, modality)
+
+
 # -- inspection -------------------------------------------------------------------------
 def info(data: bytes) -> dict[str, Any]:
     """Header fields plus derived figures (bytes, bpp); reads no model."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 from .errors import WallocError
 
 from dataclasses import dataclass
+from typing import Any
 
 import constriction
 import numpy as np
@@ -230,3 +231,189 @@ def decode(data: bytes, tables: EntropyTables, shape: tuple[int, ...]) -> np.nda
             raise EntropyError("decoded latent value out of range")
         out[c, mask] = values
     return out.reshape(shape)
+
+
+# -- context-adaptive coding (the quality-ladder models) -----------------------------------
+# A wide model's latents are coded channel by channel (in order of decreasing variance).
+# Every latent chooses its table by an integer *context*: the activity around it in the
+# channels already coded — the sum of |latent| over its 3×3 neighbourhood in the previous
+# ``context_depth`` channels.  Texture and edges light up many channels at the same place,
+# so a latent next to large, already-known values is likely large itself; one table per
+# (quality anchor, channel, activity bin) captures that with no floating point: contexts
+# are integer sums, bins are integer thresholds, tables are integer frequencies.  All
+# latents of one (channel, bin) are coded with one constriction call, so the cost in Python
+# is per table, not per symbol.
+CONTEXT_CODER = "constriction.queue.RangeEncoder/u32/p24/context-v1"
+
+
+@dataclass(frozen=True)
+class RaggedTables:
+    """Many integer tables of different sizes in one flat array (rows are (anchor, channel, bin))."""
+
+    lo: np.ndarray       # (rows,) int32
+    size: np.ndarray     # (rows,) int32, in-range values; frequency ``size`` is the escape
+    offset: np.ndarray   # (rows + 1,) int64 into ``freqs``
+    freqs: np.ndarray    # (sum(size + 1),) int32; each row sums to 2^24
+
+    def validate(self) -> None:
+        rows = self.lo.shape[0]
+        if self.size.shape != (rows,) or self.offset.shape != (rows + 1,):
+            raise ValueError("entropy tables have inconsistent shapes")
+        if self.offset[0] != 0 or self.offset[-1] != self.freqs.size or (np.diff(self.offset) != self.size + 1).any():
+            raise ValueError("entropy table offsets do not match their sizes")
+        if (self.size < 1).any() or self.freqs.min(initial=1) < 1:
+            raise ValueError("entropy tables contain empty or zero-probability entries")
+        sums = np.add.reduceat(self.freqs.astype(np.int64), self.offset[:-1])
+        if (sums != TOTAL).any():
+            raise ValueError(f"an entropy table is not a valid 2^{PRECISION} distribution")
+
+    def row(self, r: int) -> np.ndarray:
+        return self.freqs[self.offset[r] : self.offset[r + 1]]
+
+    @classmethod
+    def from_rows(cls, rows: list[tuple[int, np.ndarray]]) -> "RaggedTables":
+        """From (lo, frequencies including the escape) pairs."""
+        sizes = np.array([len(f) - 1 for _, f in rows], np.int32)
+        offset = np.concatenate([[0], np.cumsum(sizes.astype(np.int64) + 1)])
+        freqs = np.concatenate([np.asarray(f, np.int32) for _, f in rows]) if rows else np.zeros(0, np.int32)
+        return cls(np.array([lo for lo, _ in rows], np.int32), sizes, offset, freqs)
+
+
+class _ModelCache:
+    """constriction models built on first use: a file touches only its quality's tables."""
+
+    def __init__(self, tables: RaggedTables) -> None:
+        self.tables = tables
+        self._models: dict[int, Any] = {}
+
+    def __call__(self, r: int):
+        model = self._models.get(r)
+        if model is None:
+            probabilities = self.tables.row(r).astype(np.float64) / TOTAL
+            model = self._models[r] = constriction.stream.model.Categorical(probabilities, perfect=True)
+        return model
+
+
+def fit_row(values: np.ndarray, coverage: float = 0.9999, prior_count: float = 0.5,
+            max_size: int = 512) -> tuple[int, np.ndarray]:
+    """One (lo, frequencies) table row for integer ``values``; see :func:`fit_tables`."""
+    v = np.asarray(values, np.int64)
+    if v.size == 0:
+        return 0, quantize_distribution(np.array([1.0, 1e-3]))
+    tail = (1.0 - coverage) / 2
+    lo = int(np.floor(np.quantile(v, tail)))
+    hi = int(np.ceil(np.quantile(v, 1 - tail)))
+    if hi - lo + 1 > max_size:
+        centre = int(np.round(np.median(v)))
+        lo, hi = centre - max_size // 2, centre - max_size // 2 + max_size - 1
+    size = hi - lo + 1
+    inside = (v >= lo) & (v <= hi)
+    counts = np.bincount(v[inside] - lo, minlength=size).astype(np.float64) + prior_count
+    escapes = float((~inside).sum()) + prior_count
+    return lo, quantize_distribution(np.append(counts, escapes))
+
+
+def box_sum_3x3(a: np.ndarray) -> np.ndarray:
+    """Sum over each position's 3×3 neighbourhood (zeros outside) of an integer map (H, W)."""
+    p = np.pad(a, 1)
+    rows = p[:-2] + p[1:-1] + p[2:]
+    return rows[:, :-2] + rows[:, 1:-1] + rows[:, 2:]
+
+
+class ActivityContext:
+    """Running context state while channels are coded in order: integer and order-exact."""
+
+    def __init__(self, shape: tuple[int, int], depth: int) -> None:
+        self.depth = depth
+        self.history: list[np.ndarray] = []
+        self.activity = np.zeros(shape, np.int64)
+
+    def current(self) -> np.ndarray:
+        return self.activity
+
+    def push(self, channel: np.ndarray) -> None:
+        box = box_sum_3x3(np.abs(channel.astype(np.int64)))
+        self.history.append(box)
+        self.activity = self.activity + box
+        if len(self.history) > self.depth:
+            self.activity = self.activity - self.history.pop(0)
+
+
+def context_bins(activity: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Bin index of each position: number of thresholds <= activity."""
+    return np.searchsorted(thresholds, activity, side="right")
+
+
+def _split_escapes(values: np.ndarray, lo: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    symbols = values - lo
+    outside = (symbols < 0) | (symbols >= size)
+    escaped = np.where(symbols < 0, symbols, symbols - size + 1)[outside]
+    return np.where(outside, size, symbols).astype(np.int32), escaped
+
+
+def encode_with_context(latents: np.ndarray, tables: RaggedTables, first_row: int,
+                        thresholds: np.ndarray, depth: int) -> bytes:
+    """Code int latents (L, H, W); channel c, bin k uses table ``first_row + c·bins + k``.
+
+    ``thresholds`` is (L, bins − 1) int64.  Escapes are coded right after their
+    group, so the decoder knows every value before it computes the next context.
+    """
+    channels = latents.shape[0]
+    bins = thresholds.shape[1] + 1
+    encoder = constriction.stream.queue.RangeEncoder()
+    models = _ModelCache(tables)
+    context = ActivityContext(latents.shape[1:], depth)
+    for c in range(channels):
+        values = latents[c].astype(np.int64)
+        which = context_bins(context.current(), thresholds[c])
+        for k in range(bins):
+            group = values[which == k]
+            if group.size:
+                r = first_row + c * bins + k
+                symbols, escaped = _split_escapes(group, int(tables.lo[r]), int(tables.size[r]))
+                encoder.encode(symbols, models(r))
+                _encode_escapes(encoder, escaped)
+        context.push(values)
+    return encoder.get_compressed().astype("<u4").tobytes()
+
+
+def decode_with_context(data: bytes, tables: RaggedTables, first_row: int, thresholds: np.ndarray,
+                        depth: int, shape: tuple[int, int, int]) -> np.ndarray:
+    """Inverse of :func:`encode_with_context`: int32 latents of ``shape`` (L, H, W)."""
+    if len(data) % 4:
+        raise EntropyError("compressed latents are not a whole number of 32-bit words")
+    channels = shape[0]
+    bins = thresholds.shape[1] + 1
+    if thresholds.shape[0] != channels or first_row + channels * bins > tables.lo.shape[0]:
+        raise EntropyError("latent shape does not match the model's tables")
+    decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
+    models = _ModelCache(tables)
+    context = ActivityContext(shape[1:], depth)
+    out = np.empty(shape, np.int32)
+    try:
+        for c in range(channels):
+            which = context_bins(context.current(), thresholds[c])
+            values = np.empty(shape[1:], np.int64)
+            for k in range(bins):
+                mask = which == k
+                count = int(mask.sum())
+                if not count:
+                    continue
+                r = first_row + c * bins + k
+                lo, size = int(tables.lo[r]), int(tables.size[r])
+                symbols = decoder.decode(models(r), count).astype(np.int64)
+                escape = symbols == size
+                group = symbols + lo
+                if escape.any():
+                    e = _decode_escapes(decoder, int(escape.sum()))
+                    group[escape] = np.where(e < 0, lo + e, lo + size - 1 + e)
+                values[mask] = group
+            if np.abs(values).max(initial=0) > np.iinfo(np.int32).max:
+                raise EntropyError("decoded latent value out of range")
+            out[c] = values
+            context.push(values)
+    except EntropyError:
+        raise
+    except Exception as exc:  # constriction raises plain exceptions on exhausted/garbled input
+        raise EntropyError(f"range decoder failed: {exc}") from None
+    return out

@@ -57,6 +57,10 @@ class ModelConfig:
     decoder_blocks: int
     sha256: str              # of the .npz file
     table_sets: int = 1      # entropy table sets (audio: 2 = mid/mono, side)
+    coding: str = "static"   # "static": one table per channel; "context": quality ladder + context tables
+    decoder_kind: str = "neural"  # "neural": torch conv decoder; "linear": numpy 1×1 map, no torch
+    context_depth: int = 0   # context models: previous channels whose activity picks the table
+    context_bins: int = 1    # context models: tables per (quality anchor, channel)
     info: dict = field(default_factory=dict, compare=False)  # training facts, measured quality
 
     @property
@@ -131,6 +135,12 @@ class CodecModel:
         if (self.encoder_weight.shape != expected
                 or self.tables.channels != config.latent_channels * config.table_sets):
             raise ModelError(f"model {config.name}: arrays do not match its config")
+        self.ladder = QualityLadder.from_arrays(arrays, config) if config.coding == "context" else None
+
+    @property
+    def has_quality(self) -> bool:
+        """Whether files of this model carry a quality (a quantization step) of their own."""
+        return self.ladder is not None
 
     def tables_for(self, *table_sets: int) -> EntropyTables:
         """Tables for latents coded with these sets in order (0 = image/mid/mono, 1 = side)."""
@@ -140,12 +150,14 @@ class CodecModel:
     # -- transform -----------------------------------------------------------------
     def analyse(self, signal: np.ndarray) -> np.ndarray:
         """Signal (C, *spatial), sides multiples of ``block`` -> WPT coefficients (C·4^J | C·2^J, …)."""
-        transform = wavelets.fast_wpt2d if self.config.dims == 2 else wavelets.fast_wpt1d
+        # Audio keeps the level-by-level transform: at J = 8 a block filter has 2,048 taps
+        # per band (more arithmetic than 8 levels of 10-tap filters) and costs seconds to derive.
+        transform = wavelets.fast_wpt2d if self.config.dims == 2 else wavelets.wpt1d
         return transform(signal, self.config.levels, self.config.wavelet)
 
     def synthesise(self, coefficients: np.ndarray) -> np.ndarray:
         """WPT coefficients (C·4^J | C·2^J, *latent_shape) -> signal (C, *spatial)."""
-        transform = wavelets.fast_iwpt2d if self.config.dims == 2 else wavelets.fast_iwpt1d
+        transform = wavelets.fast_iwpt2d if self.config.dims == 2 else wavelets.iwpt1d
         return transform(coefficients, self.config.levels, self.config.wavelet)
 
     # -- encoder (numpy) -------------------------------------------------------------
@@ -183,16 +195,27 @@ class CodecModel:
             return z.reshape(hb, wb, -1).transpose(2, 0, 1)
         return self.project(self.analyse(np.asarray(signal, dtype=np.float32)))
 
-    def latents_of_window(self, signal: np.ndarray) -> np.ndarray:
+    def latents_of_window(self, signal: np.ndarray, quality: int | None = None) -> np.ndarray:
         """Signal window (C, *spatial) in model units -> integer latents (int32).
 
         The WPT runs in float32 (half the memory traffic of float64; each
         coefficient is one fixed-length dot product, so it does not vary with
-        the window); the projection accumulates in float64.
+        the window); the projection accumulates in float64.  Ladder models
+        divide by the quality's per-channel steps and round with a dead zone.
         """
-        z = np.rint(self.float_latents(signal))
+        z = self.float_latents(signal)
+        if self.ladder is None:
+            z = np.rint(z)
+        else:
+            z = self.ladder.quantize(z, quality)
         limit = np.iinfo(np.int32).max
         return np.clip(z, -limit, limit).astype(np.int32)
+
+    def dequantize(self, latents: np.ndarray, quality: int | None = None) -> np.ndarray:
+        """Integer latents -> the float latents the decoder takes (float32)."""
+        if self.ladder is None:
+            return latents.astype(np.float32)
+        return self.ladder.dequantize(latents, quality)
 
     # -- decoder (torch) -------------------------------------------------------------
     def decoder(self):
@@ -228,9 +251,37 @@ class CodecModel:
     @property
     def decoder_radius(self) -> int:
         """Receptive radius of the decoder net in latent positions (one per 3-tap conv)."""
+        if self.config.decoder_kind == "linear":
+            return 0
         return 2 * self.config.decoder_blocks + 2
 
-    def to_latents(self, read: Callable[[np.ndarray], np.ndarray], length: int, chunk: int) -> np.ndarray:
+    def _linear_decoder(self) -> Callable[[np.ndarray], np.ndarray]:
+        """float latents (L, …) -> coefficients: the 1×1 map alone, in numpy (no torch import)."""
+        weight = self._decoder_arrays["linear.weight"].reshape(self.config.coefficient_channels, -1).astype(np.float32)
+        bias = self._decoder_arrays["linear.bias"].astype(np.float32)
+
+        def run(z: np.ndarray) -> np.ndarray:
+            flat = z.reshape(z.shape[0], -1)
+            return (weight @ flat + bias[:, None]).reshape(weight.shape[0], *z.shape[1:])
+
+        return run
+
+    def _neural_decoder(self) -> Callable[[np.ndarray], np.ndarray]:
+        import torch
+
+        net = self.decoder()
+
+        def run(z: np.ndarray) -> np.ndarray:
+            # Inference mode is entered per call and left before returning: from_latents
+            # is a generator, and one suspended inside it would leave the caller's thread
+            # in inference mode.
+            with torch.inference_mode():
+                return net(torch.from_numpy(np.ascontiguousarray(z))[None])[0].numpy()
+
+        return run
+
+    def to_latents(self, read: Callable[[np.ndarray], np.ndarray], length: int, chunk: int,
+                   quality: int | None = None) -> np.ndarray:
         """Integer latents of a signal of ``length`` samples along axis 1.
 
         ``read(index)`` returns the signal in model units at the sample positions
@@ -240,48 +291,116 @@ class CodecModel:
         block, margin = self.config.block, self.context_margin
         positions = length // block
         if positions <= chunk:  # one window holds everything: the periodic transform needs no margin
-            return self.latents_of_window(read(np.arange(length)))
+            return self.latents_of_window(read(np.arange(length)), quality)
         out = None
         for p0 in range(0, positions, chunk):
             p1 = min(positions, p0 + chunk)
             index = np.arange((p0 - margin) * block, (p1 + margin) * block) % length
-            z = self.latents_of_window(read(index))[:, margin : margin + p1 - p0]
+            z = self.latents_of_window(read(index), quality)[:, margin : margin + p1 - p0]
             if out is None:  # filled in place: long audio holds its latents once, not twice
                 out = np.empty((z.shape[0], positions) + z.shape[2:], np.int32)
             out[:, p0:p1] = z
         return out
 
-    def from_latents(self, latents: np.ndarray, chunk: int) -> Iterator[np.ndarray]:
+    def from_latents(self, latents: np.ndarray, chunk: int, quality: int | None = None) -> Iterator[np.ndarray]:
         """Reconstructed signal (C, samples, ...) float32, yielded window by window along axis 1.
 
-        The decoder net runs on contiguous runs of latents with its own receptive
+        The decoder runs on contiguous runs of latents with its own receptive
         radius of context (zero padding only at the true ends, as in training);
         the inverse WPT then gets `context_margin` positions of decoded
         coefficients on each side, wrapped around the ends as periodization needs.
         """
-        import torch
-
         positions = latents.shape[1]
         margin, radius, block = self.context_margin, self.decoder_radius, self.config.block
-        net = self.decoder()
+        decode = self._linear_decoder() if self.config.decoder_kind == "linear" else self._neural_decoder()
+        if positions <= chunk:  # one window: the periodic inverse needs no margin
+            yield self.synthesise(decode(self.dequantize(latents, quality)))
+            return
         for q0 in range(0, positions, chunk):
             q1 = min(positions, q0 + chunk)
             needed = np.arange(q0 - margin, q1 + margin) % positions
-            ordered = np.sort(needed)  # each position is run through the net once
+            ordered = np.sort(needed)  # each position is decoded once
             distinct = ordered[np.concatenate(([True], np.diff(ordered) != 0))]
             parts = []
-            # Inference mode is entered per window and left before yielding: a generator
-            # suspended inside it would leave the caller's thread in inference mode.
-            with torch.inference_mode():
-                for a, b in contiguous_runs(distinct):
-                    lo, hi = max(0, a - radius), min(positions, b + radius)
-                    z = torch.from_numpy(np.ascontiguousarray(latents[:, lo:hi], dtype=np.float32))[None]
-                    parts.append(net(z)[0, :, a - lo : b - lo].numpy())
+            for a, b in contiguous_runs(distinct):
+                lo, hi = max(0, a - radius), min(positions, b + radius)
+                parts.append(decode(self.dequantize(latents[:, lo:hi], quality))[:, a - lo : b - lo])
             coefficients = np.concatenate(parts, axis=1)[:, np.searchsorted(distinct, needed)]
             # The inverse WPT runs in numpy: torch's strided slicing is several times
             # slower for some shapes (measured 0.08 s vs 0.35–3 s on a 481×321 photo).
             signal = self.synthesise(coefficients)
             yield signal[:, margin * block : (margin + q1 - q0) * block]
+
+
+class QualityLadder:
+    """How a ladder model turns a quality 1–100 into quantization and entropy tables.
+
+    ``step[q]`` (float) and per-anchor channel ``gain`` set the quantization
+    steps; only the *encoder* and the dequantizer use those floats.  The entropy
+    decoder needs just the integer ``anchor[q]`` (which table set), the integer
+    context thresholds and the integer tables, so decoding is bit-exact.
+    """
+
+    QUALITIES = range(1, 101)
+
+    def __init__(self, step: np.ndarray, anchor: np.ndarray, gain: np.ndarray, deadzone: float,
+                 offset: np.ndarray, thresholds: np.ndarray, tables: "RaggedTables", depth: int) -> None:
+        self.step, self.anchor, self.gain = step, anchor, gain
+        self.deadzone, self.offset = deadzone, offset
+        self.thresholds, self.tables, self.depth = thresholds, tables, depth
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], config: ModelConfig) -> "QualityLadder":
+        from .entropy import RaggedTables
+
+        try:
+            tables = RaggedTables(arrays["context.lo"].astype(np.int32), arrays["context.size"].astype(np.int32),
+                                  arrays["context.offset"].astype(np.int64), arrays["context.freqs"].astype(np.int32))
+            tables.validate()
+            ladder = cls(arrays["quality.step"].astype(np.float64), arrays["quality.anchor"].astype(np.int64),
+                         arrays["quality.gain"].astype(np.float64), float(arrays["quality.deadzone"]),
+                         arrays["quality.offset"].astype(np.float64), arrays["context.thresholds"].astype(np.int64),
+                         tables, config.context_depth)
+        except (KeyError, ValueError) as exc:
+            raise ModelError(f"model {config.name}: quality ladder arrays missing or invalid ({exc})") from None
+        anchors, channels, _ = ladder.thresholds.shape
+        rows = anchors * channels * config.context_bins
+        if (ladder.step.shape != (101,) or ladder.anchor.shape != (101,) or ladder.anchor.min() < 0
+                or ladder.anchor.max() >= anchors or channels != config.latent_channels
+                or ladder.gain.shape != (anchors, channels) or ladder.offset.shape != (anchors, channels)
+                or ladder.thresholds.shape[2] != config.context_bins - 1 or tables.lo.shape[0] != rows):
+            raise ModelError(f"model {config.name}: quality ladder arrays do not match its config")
+        return ladder
+
+    def check(self, quality: int | None) -> int:
+        if quality is None or isinstance(quality, bool) or not isinstance(quality, (int, np.integer)) \
+                or not 1 <= quality <= 100:
+            raise WallocError(f"quality must be an integer from 1 to 100, got {quality!r}")
+        return int(quality)
+
+    def steps(self, quality: int) -> np.ndarray:
+        """Per-channel quantization steps (L,) at this quality."""
+        q = self.check(quality)
+        return self.step[q] * self.gain[self.anchor[q]]
+
+    def quantize(self, z: np.ndarray, quality: int) -> np.ndarray:
+        """Dead-zone rounding: small values go to zero a little more readily (fewer bits, same PSNR)."""
+        y = z / self.steps(quality).reshape(-1, *([1] * (z.ndim - 1)))
+        return np.sign(y) * np.floor(np.abs(y) + (0.5 - self.deadzone))
+
+    def dequantize(self, latents: np.ndarray, quality: int) -> np.ndarray:
+        """Reconstruct each value at its bin's expected position (slightly toward zero)."""
+        q = self.check(quality)
+        shape = (-1, *([1] * (latents.ndim - 1)))
+        steps = self.steps(q).reshape(shape)
+        offset = self.offset[self.anchor[q]].reshape(shape)
+        return (np.sign(latents) * np.maximum(np.abs(latents) - offset, 0) * steps).astype(np.float32)
+
+    def table_rows(self, quality: int) -> tuple[int, np.ndarray]:
+        """(first table row, integer context thresholds (L, bins − 1)) for this quality."""
+        a = int(self.anchor[self.check(quality)])
+        channels, bins = self.thresholds.shape[1], self.thresholds.shape[2] + 1
+        return a * channels * bins, self.thresholds[a]
 
 
 def contiguous_runs(index: np.ndarray) -> list[tuple[int, int]]:

@@ -246,21 +246,23 @@ def packet_filters(levels: int, wavelet: str = DEFAULT_WAVELET) -> tuple[BlockFi
     """
     block = 2**levels
     taps = len(filter_bank(wavelet)[0])
-    blocks = 4 * (taps + 2)  # responses span < (taps - 1)·2 blocks each way
+    blocks = 2 * taps + 4  # a response spans fewer than taps blocks on either side
     n = block * blocks
-    eye = np.eye(n)
-    analysis = wpt1d(eye[:, None, :], levels, wavelet)        # (n inputs, B bands, blocks)
-    synthesis = iwpt1d(eye.reshape(n, block, blocks), levels, wavelet)[:, 0]  # (n coefficients, n samples)
-    # analysis: out[b, 0] depends on in[t]; block offset m = floor(t / B) taken around 0
+    # Shift invariance: B impulses (one block of samples, or one position of bands) suffice.
+    samples = np.zeros((block, 1, n))
+    samples[np.arange(block), 0, np.arange(block)] = 1.0
+    analysis = wpt1d(samples, levels, wavelet)             # (B impulses p, B bands, blocks positions)
+    bands = np.zeros((block, block, blocks))
+    bands[np.arange(block), np.arange(block), 0] = 1.0
+    synthesis = iwpt1d(bands, levels, wavelet)[:, 0]        # (B bands b, n samples)
     centre = blocks // 2
     a_by_offset: dict[int, np.ndarray] = {}
     s_by_offset: dict[int, np.ndarray] = {}
     for m in range(-centre, centre):
-        samples = (np.arange(block) + m * block) % n
-        a_by_offset[m] = analysis[samples, :, 0].T                       # (B bands, B samples)
-        # synthesis: samples of block 0 from coefficients at block position -m … as offset m
-        coefficient = np.arange(block) * blocks + (m % blocks)           # band b at position m
-        s_by_offset[m] = synthesis[coefficient][:, :block].T              # (B samples, B bands)
+        # out[b, n'] += h[b, t]·in[B·n' + t]: taps t = B·m + p come from impulse p at position -m
+        a_by_offset[m] = analysis[:, :, (-m) % blocks].T                  # (B bands, B samples)
+        # block 0's samples p from bands at position m: g[b, p - B·m]
+        s_by_offset[m] = synthesis[:, (np.arange(block) - block * m) % n].T  # (B samples, B bands)
     return _trim(a_by_offset), _trim(s_by_offset)
 
 
