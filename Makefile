@@ -27,6 +27,7 @@ test: install
 	$(BIN)/python -m pytest tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; exit 0; fi; exit $$rc
 
 bench: install
+	$(BIN)/python bench/speed.py --data ../shared/data/images/val
 	$(BIN)/python bench/bench_images.py --data ../shared/data/images/val --train ../shared/data/images/train
 	@if [ -d data/audio/val ]; then $(BIN)/python bench/bench_audio.py --data data/audio/val --train data/audio/train; else echo "audio bench skipped: run ../shared/data/audio/fetch-audio.sh data/audio first"; fi
 

@@ -17,8 +17,7 @@ import numpy as np
 import soundfile
 from PIL import Image
 
-from walloc_cli import api, container, entropy
-from walloc_cli.model import find_model
+from walloc_cli import api, container
 
 DATA = Path(__file__).parent / "data"
 GOLDEN = DATA / "golden"
@@ -30,11 +29,7 @@ def _save(name: str, wlc: bytes, expected: np.ndarray) -> None:
     if path.exists():
         print(f"{path} exists, kept")
         return
-    box = container.unpack(wlc)
-    m = find_model(box.header["model"], box.header["weights"])
-    sets = [0] if box.header["modality"] == "image" else api._channel_mixes(box.header["channels"])[2]
-    tables = m.tables_for(*sets)
-    latents = entropy.decode(box.sections["latents"], tables, tuple(box.header["latent_shape"]))
+    latents = api.file_latents(wlc).latents
     path.write_bytes(wlc)
     np.save(path.with_suffix(".latents.npy"), latents)
     np.save(path.with_suffix(".expected.npy"), expected)
@@ -44,13 +39,16 @@ def _save(name: str, wlc: bytes, expected: np.ndarray) -> None:
 def main() -> None:
     GOLDEN.mkdir(parents=True, exist_ok=True)
     small = Image.open(DATA / "small.png").convert("RGB")
-    wlc = api.encode_image((DATA / "small.png").read_bytes()).data
+    wlc = api.encode_image((DATA / "small.png").read_bytes(), "rgb-16x").data
     _save(f"v{container.VERSION}-rgb", wlc, api.decode_image(wlc).rgb)
+    for quality in (20, 75):  # the quality-ladder model: context-coded latents, linear decoder
+        wlc = api.encode_image((DATA / "photo.jpg").read_bytes(), "rgb-1x", quality).data
+        _save(f"v{container.VERSION}-rgb-1x-q{quality}", wlc, api.decode_image(wlc).rgb)
     la = small.convert("L")
     la.putalpha(Image.fromarray((np.arange(64 * 96) % 251).astype(np.uint8).reshape(64, 96)))
     buf = io.BytesIO()
     la.save(buf, format="PNG")
-    wlc = api.encode_image(buf.getvalue()).data
+    wlc = api.encode_image(buf.getvalue(), "rgb-16x").data
     _save(f"v{container.VERSION}-gray-alpha", wlc, api.decode_image(wlc).rgb)
     samples, rate = soundfile.read(DATA / "music.flac", frames=22050)
     buf = io.BytesIO()

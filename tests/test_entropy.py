@@ -90,3 +90,31 @@ def test_announced_size_is_checked_against_the_payload(tables):
     np.testing.assert_array_equal(entropy.decode(data, tables, z.shape), z)  # the cheapest content passes
     with pytest.raises(entropy.EntropyError, match="too short"):
         entropy.decode(data, tables, (3, 10_000, 10_000))
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 6), (5, 3), (41, 61), (64, 96)])
+def test_integer_haar_lifting_is_exactly_invertible(shape):
+    rng = np.random.default_rng(sum(shape))
+    x = rng.integers(-(2**31) + 1, 2**31 - 1, size=shape, dtype=np.int64)
+    for levels in (1, 3, 7):
+        y = entropy.lift_forward(x, levels)
+        np.testing.assert_array_equal(entropy.lift_inverse(y, levels), x)
+        assert entropy.lift_level_map(*shape, levels).shape == shape
+
+
+def test_lifting_concentrates_smooth_maps():
+    """A smooth (DC-like) map becomes mostly small differences: the point of lifting it."""
+    x = (np.add.outer(np.arange(40), np.arange(60)) * 3 + 500).astype(np.int64)
+    y = entropy.lift_forward(x, 7)
+    levels = entropy.lift_level_map(40, 60, 7)
+    assert np.abs(y[levels == 0]).max() <= 3 and np.abs(x).min() >= 500
+
+
+def test_activity_of_all_matches_the_decoders_running_context():
+    rng = np.random.default_rng(3)
+    latents = rng.integers(-4, 5, size=(20, 6, 9))
+    everything = entropy.activity_of_all(latents, 8)
+    running = entropy.ActivityContext(latents.shape[1:], 8)
+    for c in range(latents.shape[0]):
+        np.testing.assert_array_equal(running.current(), everything[c])
+        running.push(latents[c])

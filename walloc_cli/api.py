@@ -23,6 +23,8 @@ from .errors import WallocError
 from .model import DEFAULT_AUDIO_MODEL, DEFAULT_IMAGE_MODEL, CodecModel, contiguous_runs, find_model, load_model
 
 DEFAULT_MAX_PIXELS = 1 << 28  # 268 MP: far above any camera, far below an allocation bomb
+DEFAULT_QUALITY = 75          # ladder models: cwebp's and cjxl's default, a good photo at ~1 bpp
+BENCH_QUALITIES = (5, 15, 25, 35, 45, 55, 65, 75, 85, 95)  # `walloc bench`'s sweep
 
 
 @dataclass(frozen=True)
@@ -62,22 +64,23 @@ def _image_reader(rgb: np.ndarray, padded_width: int):
     return read
 
 
-def image_to_latents(model: CodecModel, rgb: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+def image_to_latents(model: CodecModel, rgb: np.ndarray, quality: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
     """uint8 (H, W, 3) -> integer latents (L, H'/2^J, W'/2^J) and the padding (rows, columns)."""
     block = model.config.block
     h, w = rgb.shape[:2]
     pad = ((-h) % block, (-w) % block)
     padded_w = w + pad[1]
     chunk = max(8, ENCODE_WINDOW_SAMPLES // (3 * padded_w * block))
-    return model.to_latents(_image_reader(rgb, padded_w), h + pad[0], chunk), pad
+    return model.to_latents(_image_reader(rgb, padded_w), h + pad[0], chunk, quality), pad
 
 
-def latents_to_image(model: CodecModel, latents: np.ndarray, height: int, width: int) -> np.ndarray:
+def latents_to_image(model: CodecModel, latents: np.ndarray, height: int, width: int,
+                     quality: int | None = None) -> np.ndarray:
     """Integer latents -> uint8 (H, W, 3), decoded in strips of rows."""
     rgb = np.empty((height, width, 3), np.uint8)
     chunk = max(16, DECODE_WINDOW_POSITIONS // latents.shape[2])
     row = 0
-    for strip in model.from_latents(latents, chunk):
+    for strip in model.from_latents(latents, chunk, quality):
         rows = min(strip.shape[1], height - row)
         if rows > 0:
             pixels = np.rint((strip[:, :rows, :width] + 0.5) * 255.0)
@@ -96,27 +99,60 @@ def _model_of_kind(name: str, modality: str) -> CodecModel:
 def _header(model: CodecModel, modality: str, **fields: Any) -> dict[str, Any]:
     """The header fields every .wlc file has, plus the modality's own."""
     return {"modality": modality, "model": model.config.name, "weights": model.config.short_hash,
-            "coder": entropy.CODER, **fields}
+            "coder": _coder(model), **fields}
 
 
-def encode_image_data(image: media.ImageData, model_name: str = DEFAULT_IMAGE_MODEL) -> bytes:
-    """Code an :class:`~walloc_cli.media.ImageData` into ``.wlc`` bytes."""
+def _quality_of(model: CodecModel, quality: int | None) -> int | None:
+    """The quality a file of ``model`` is written at (None for single-point models)."""
+    if not model.has_quality:
+        if quality is not None:
+            raise WallocError(f"model {model.config.name} has a single operating point (no --quality); "
+                              f"use {DEFAULT_IMAGE_MODEL} for a quality ladder")
+        return None
+    return model.ladder.check(DEFAULT_QUALITY if quality is None else quality)
+
+
+def _encode_latents(model: CodecModel, latents: np.ndarray, quality: int | None) -> bytes:
+    if model.has_quality:
+        first_row, thresholds = model.ladder.table_rows(quality)
+        return entropy.encode_with_context(latents, model.ladder.tables, first_row, thresholds, model.ladder.depth,
+                                           model.ladder.lifted)
+    return entropy.encode(latents, model.tables_for(0))
+
+
+def _decode_latents(model: CodecModel, payload: bytes, quality: int | None, shape: tuple[int, ...]) -> np.ndarray:
+    if model.has_quality:
+        first_row, thresholds = model.ladder.table_rows(quality)
+        return entropy.decode_with_context(payload, model.ladder.tables, first_row, thresholds, model.ladder.depth,
+                                           shape, model.ladder.lifted)
+    return entropy.decode(payload, model.tables_for(0), shape)
+
+
+def encode_image_data(image: media.ImageData, model_name: str = DEFAULT_IMAGE_MODEL,
+                      quality: int | None = None) -> bytes:
+    """Code an :class:`~walloc_cli.media.ImageData` into ``.wlc`` bytes.
+
+    ``quality`` (1–100, default :data:`DEFAULT_QUALITY`) applies to ladder models;
+    single-point models such as ``rgb-16x`` refuse it.
+    """
     model = _model_of_kind(model_name, "image")
-    latents, pad = image_to_latents(model, image.rgb)
-    sections = {"latents": entropy.encode(latents, model.tables_for(0))}
+    quality = _quality_of(model, quality)
+    latents, pad = image_to_latents(model, image.rgb, quality)
+    sections = {"latents": _encode_latents(model, latents, quality)}
     if image.alpha is not None:
         sections["alpha"] = zlib.compress(np.ascontiguousarray(image.alpha).tobytes(), 9)
     if image.icc:
         sections["icc"] = bytes(image.icc)
+    fields = {} if quality is None else {"quality": quality}
     header = _header(model, "image", width=image.width, height=image.height, mode=image.mode,
-                     pad=list(pad), latent_shape=list(latents.shape))
+                     pad=list(pad), latent_shape=list(latents.shape), **fields)
     return container.pack(header, sections)
 
 
-def encode_image(data: bytes, model_name: str = DEFAULT_IMAGE_MODEL) -> EncodeResult:
+def encode_image(data: bytes, model_name: str = DEFAULT_IMAGE_MODEL, quality: int | None = None) -> EncodeResult:
     """Image file bytes (PNG, JPEG, WebP, TIFF, BMP, ...) -> ``.wlc`` bytes and notes."""
     image = media.read_image(data)
-    return EncodeResult(encode_image_data(image, model_name), image.notes)
+    return EncodeResult(encode_image_data(image, model_name, quality), image.notes)
 
 
 def _int_field(header: dict[str, Any], key: str, minimum: int = 0) -> int:
@@ -155,11 +191,22 @@ def _open(data: bytes, modality: str) -> tuple[container.Container, CodecModel]:
     name, weights = header.get("model"), header.get("weights")
     if not isinstance(name, str) or not isinstance(weights, str):
         raise container.FormatError("corrupt header (model fields)")
-    if header.get("coder") != entropy.CODER:
-        raise container.FormatError(f"unsupported entropy coder {header.get('coder')!r}")
     if "latents" not in box.sections:
         raise container.FormatError("corrupt file (no latents section)")
-    return box, find_model(name, weights)
+    model = find_model(name, weights)
+    if header.get("coder") != _coder(model):
+        raise container.FormatError(f"unsupported entropy coder {header.get('coder')!r}")
+    if model.has_quality:
+        quality = header.get("quality")
+        if not isinstance(quality, int) or isinstance(quality, bool) or not 1 <= quality <= 100:
+            raise container.FormatError("corrupt header (field 'quality')")
+    elif "quality" in header:
+        raise container.FormatError("corrupt header (quality given for a single-point model)")
+    return box, model
+
+
+def _coder(model: CodecModel) -> str:
+    return entropy.CONTEXT_CODER if model.has_quality else entropy.CODER
 
 
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> media.ImageData:
@@ -167,8 +214,9 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> media.Ima
     box, model = _open(data, "image")
     header = box.header
     width, height, shape = _image_layout(header, model, max_pixels)
-    latents = entropy.decode(box.sections["latents"], model.tables_for(0), shape)
-    rgb = latents_to_image(model, latents, height, width)
+    quality = header.get("quality")
+    latents = _decode_latents(model, box.sections["latents"], quality, shape)
+    rgb = latents_to_image(model, latents, height, width, quality)
     mode = header["mode"]
     if mode in ("L", "LA"):
         gray = np.clip(np.rint(rgb.astype(np.float32).mean(axis=2)), 0, 255).astype(np.uint8)
@@ -322,13 +370,50 @@ def decode_audio(data: bytes, suffix: str = ".wav", subtype: str = "PCM_16",
     return buf.getvalue()
 
 
-def encode_bytes(data: bytes, name_hint: str = "", model_name: str | None = None) -> EncodeResult:
-    """Image or audio bytes -> ``.wlc``; the kind is told by the file name, else by sniffing."""
+def encode_image_to_bpp(data: bytes, target_bpp: float, model_name: str = DEFAULT_IMAGE_MODEL) -> EncodeResult:
+    """The highest quality whose file fits ``target_bpp`` (file bytes, header included).
+
+    Binary search over q = 1…100 (size grows with q): about 7 encodes.  Falls
+    back to q = 1 with a note if even that is larger.
+    """
+    image = media.read_image(data)
+    model = _model_of_kind(model_name, "image")
+    if not model.has_quality:
+        raise WallocError(f"model {model_name} has a single operating point (no --bpp)")
+    pixels = image.width * image.height
+    best, lo, hi = None, 1, 100
+    while lo <= hi:
+        q = (lo + hi) // 2
+        wlc = encode_image_data(image, model_name, q)
+        if 8 * len(wlc) <= target_bpp * pixels:
+            best, lo = (q, wlc), q + 1
+        else:
+            hi = q - 1
+    notes = list(image.notes)
+    if best is None:
+        best = (1, encode_image_data(image, model_name, 1))
+        notes.append(f"even quality 1 needs {8 * len(best[1]) / pixels:.3f} bpp, above the {target_bpp} asked")
+    else:
+        notes.append(f"quality {best[0]}")
+    return EncodeResult(best[1], notes)
+
+
+def encode_bytes(data: bytes, name_hint: str = "", model_name: str | None = None,
+                 quality: int | None = None, target_bpp: float | None = None) -> EncodeResult:
+    """Image or audio bytes -> ``.wlc``; the kind is told by the file name, else by sniffing.
+
+    ``quality`` / ``target_bpp`` apply to images; audio notes that it ignores them.
+    """
     suffix = Path(name_hint).suffix.lower()
     audio = suffix in media.AUDIO_SUFFIXES or (suffix not in media.IMAGE_SUFFIXES and media.looks_like_audio(data))
     if audio:
-        return encode_audio(data, model_name or DEFAULT_AUDIO_MODEL)
-    return encode_image(data, model_name or DEFAULT_IMAGE_MODEL)
+        result = encode_audio(data, model_name or DEFAULT_AUDIO_MODEL)
+        if quality is not None or target_bpp is not None:
+            result.notes.append("--quality/--bpp apply to images; audio has one operating point")
+        return result
+    if target_bpp is not None:
+        return encode_image_to_bpp(data, target_bpp, model_name or DEFAULT_IMAGE_MODEL)
+    return encode_image(data, model_name or DEFAULT_IMAGE_MODEL, quality)
 
 
 def modality_of(data: bytes) -> str:
@@ -345,7 +430,7 @@ class FileLatents:
     """The integer latents stored in a ``.wlc`` file and how to read them as floats."""
 
     latents: np.ndarray   # int32 (L, H', W') for images, (signals·L, T') for audio
-    step: float           # float latents = latents · step (the decoder's input)
+    step: float | np.ndarray  # float latents = latents · step (ladder models: per-channel (L, 1, 1))
     model: str
     modality: str
 
@@ -356,12 +441,13 @@ def file_latents(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, max_frames: 
     box, model = _open(data, modality)
     if modality == "image":
         _, _, shape = _image_layout(box.header, model, max_pixels)
-        tables = model.tables_for(0)
-    else:
-        _, channels, _, _, shape = _audio_layout(box.header, model, max_frames)
-        tables = model.tables_for(*_channel_mixes(channels)[2])
-    latents = entropy.decode(box.sections["latents"], tables, shape)
-    return FileLatents(latents, 1.0, model.config.name, modality)
+        quality = box.header.get("quality")
+        latents = _decode_latents(model, box.sections["latents"], quality, shape)
+        return FileLatents(latents, model.ladder.steps(quality)[:, None, None] if model.has_quality else 1.0,
+                           model.config.name, modality)
+    _, channels, _, _, shape = _audio_layout(box.header, model, max_frames)
+    tables = model.tables_for(*_channel_mixes(channels)[2])
+    return FileLatents(entropy.decode(box.sections["latents"], tables, shape), 1.0, model.config.name, modality)
 
 
 # -- inspection -------------------------------------------------------------------------

@@ -57,13 +57,18 @@ class Outcome:
 def _encode_work(job: batch.Job, options: dict) -> tuple[batch.Payload, list[str], str, str]:
     from . import api, media
 
+    quality, bpp = options.get("quality"), options.get("bpp")
     if job.source != batch.STDIO and Path(job.source).suffix.lower() in media.AUDIO_SUFFIXES:
         # audio is read from its file window by window: an hour of WAV never sits in memory
         result = api.encode_audio(job.source, options["model"] or api.DEFAULT_AUDIO_MODEL)
+        if quality is not None or bpp is not None:
+            result.notes.append("--quality/--bpp apply to images; audio has one operating point")
     else:
-        result = api.encode_bytes(batch.read_input(job.source), job.source, options["model"])
+        result = api.encode_bytes(batch.read_input(job.source), job.source, options["model"], quality, bpp)
     meta = api.info(result.data)
     rate = f"{meta['kbps']:.1f} kbps" if "kbps" in meta else f"{meta['bpp']:.3f} bpp"
+    if "quality" in meta:
+        rate += f", quality {meta['quality']}"
     return result.data, result.notes, f"{len(result.data)} bytes, {rate}", job.target
 
 
@@ -209,16 +214,25 @@ def main() -> None:
 @click.argument("inputs", nargs=-1, required=True)
 @with_common_options
 @click.option("-m", "--model", "model_name", default=None,
-              help="Model name (see `walloc models`). Default: rgb-16x for images, stereo-ms for audio.")
+              help="Model name (see `walloc models`). Default: rgb-1x for images, stereo-ms for audio.")
+@click.option("-q", "--quality", type=click.IntRange(1, 100), default=None,
+              help="Image quality 1–100 (default 75; higher = larger and better; "
+                   "about 0.1 bpp at 5 to 2.5 bpp at 95 on photos).")
+@click.option("--bpp", "target_bpp", type=click.FloatRange(0, min_open=True), default=None,
+              help="Instead of -q: the highest quality whose file stays within this many bits per pixel.")
 def encode(inputs: tuple[str, ...], output: str | None, force: bool, recursive: bool, quiet: bool,
-           verbose: int, workers: int, model_name: str | None) -> None:
+           verbose: int, workers: int, model_name: str | None, quality: int | None,
+           target_bpp: float | None) -> None:
     """Compress images (PNG, JPEG, WebP, TIFF, ...) and audio (WAV, FLAC, OGG, ...) to .wlc files."""
     from . import media
 
+    if quality is not None and target_bpp is not None:
+        raise click.UsageError("give either --quality or --bpp, not both")
     accepted = media.IMAGE_SUFFIXES | media.AUDIO_SUFFIXES
     jobs = _plan(inputs, output, recursive, ".wlc", lambda p: p.suffix.lower() in accepted)
     _check_stdout(jobs)
-    sys.exit(_run("encode", jobs, {"model": model_name}, force, workers, Reporter(quiet, verbose)))
+    options = {"model": model_name, "quality": quality, "bpp": target_bpp}
+    sys.exit(_run("encode", jobs, options, force, workers, Reporter(quiet, verbose)))
 
 
 @main.command()
@@ -287,9 +301,11 @@ def models() -> None:
 
     for name in available_models():
         try:
-            cfg = load_model(name).config
-            click.echo(f"{name:12} {cfg.modality:6} J={cfg.levels} latents={cfg.latent_channels} "
-                       f"weights={cfg.short_hash}")
+            loaded = load_model(name)
+            cfg = loaded.config
+            kind = "quality 1-100" if loaded.has_quality else "one operating point"
+            click.echo(f"{name:12} {cfg.modality:6} J={cfg.levels} latents={cfg.latent_channels:<4} "
+                       f"{cfg.decoder_kind} decoder, {kind}, weights={cfg.short_hash}")
         except ModelError as exc:
             click.echo(f"{name:12} unusable: {exc}")
 
@@ -352,3 +368,43 @@ def train(ctx: click.Context) -> None:
     from .train import main as train_main
 
     train_main(list(ctx.args))
+
+
+# -- walloc latents ------------------------------------------------------------------------------
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--output", type=str, default=None,
+              help="FILE.npy (one input), FILE.npz (any number), DIR/ (one .npy each) or - (stdout, one input). "
+                   "Default: INPUT.npy next to one input, latents.npz for several.")
+@click.option("--float", "as_float", is_flag=True,
+              help="Write float32 dequantized latents (latents·step, the decoder's input), not int32.")
+@click.option("-m", "--model", "model_name", default=None,
+              help="Model for images and audio (default rgb-16x / stereo-ms); a .wlc file uses its own.")
+@click.option("-q", "--quality", type=click.IntRange(1, 100), default=None,
+              help="Image quality 1–100 for quality-ladder models (-m); as in `walloc encode`.")
+@click.option("-f", "--force", is_flag=True, help="Overwrite existing output files.")
+@click.option("--quiet", is_flag=True, help="Print errors only.")
+@click.option("-v", "--verbose", count=True, help="Print a line per file (shape, dtype).")
+def latents(inputs: tuple[str, ...], output: str | None, as_float: bool, model_name: str | None,
+            quality: int | None, force: bool, quiet: bool, verbose: int) -> None:
+    """Write the latents of images, audio or .wlc files as NumPy arrays (.npy / .npz).
+
+    Images and audio go through the encoder; .wlc files are only entropy-decoded
+    (no neural decoder, no torch). An image's latents cover it mirror-padded to a
+    multiple of 8 pixels (bottom, right); a .npz also holds KEY.meta, a JSON string
+    with the original size, padding, model and step.
+    """
+    from . import latents as product
+
+    try:
+        plan = product.plan(inputs, output)
+    except product.UsageProblem as exc:
+        raise click.UsageError(str(exc)) from None
+    if (plan.archive == batch.STDIO or batch.STDIO in plan.targets) and sys.stdout.isatty():
+        raise click.UsageError("refusing to write binary data to a terminal; use -o FILE or redirect stdout")
+    report = Reporter(quiet, verbose)
+    failed = product.run_command(plan, as_float, model_name, quality, force, report)
+    if len(inputs) > 1 and not quiet:
+        tail = f", {failed} failed" if failed else ""
+        click.echo(f"walloc: latents of {len(inputs) - failed} of {len(inputs)} files{tail}", err=True)
+    sys.exit(EXIT_FAILED if failed else 0)

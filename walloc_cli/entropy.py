@@ -155,7 +155,7 @@ def _decode_escapes(decoder, count: int) -> np.ndarray:
     for i in range(count):
         negative = int(decoder.decode(uniform(2), 1)[0])
         nbits = int(decoder.decode(uniform(33), 1)[0]) + 1
-        if nbits > 32:
+        if nbits > 33:
             raise EntropyError("escaped latent value out of range")
         u, remaining = 1, nbits - 1
         while remaining > 0:
@@ -270,6 +270,16 @@ class RaggedTables:
     def row(self, r: int) -> np.ndarray:
         return self.freqs[self.offset[r] : self.offset[r + 1]]
 
+    def model(self, r: int):
+        """constriction model of row ``r``, built on first use and kept: a file touches only
+        its quality's tables, and a batch reuses them."""
+        cache = self.__dict__.setdefault("_models", {})
+        model = cache.get(r)
+        if model is None:
+            probabilities = self.row(r).astype(np.float64) / TOTAL
+            model = cache[r] = constriction.stream.model.Categorical(probabilities, perfect=True)
+        return model
+
     @classmethod
     def from_rows(cls, rows: list[tuple[int, np.ndarray]]) -> "RaggedTables":
         """From (lo, frequencies including the escape) pairs."""
@@ -277,21 +287,6 @@ class RaggedTables:
         offset = np.concatenate([[0], np.cumsum(sizes.astype(np.int64) + 1)])
         freqs = np.concatenate([np.asarray(f, np.int32) for _, f in rows]) if rows else np.zeros(0, np.int32)
         return cls(np.array([lo for lo, _ in rows], np.int32), sizes, offset, freqs)
-
-
-class _ModelCache:
-    """constriction models built on first use: a file touches only its quality's tables."""
-
-    def __init__(self, tables: RaggedTables) -> None:
-        self.tables = tables
-        self._models: dict[int, Any] = {}
-
-    def __call__(self, r: int):
-        model = self._models.get(r)
-        if model is None:
-            probabilities = self.tables.row(r).astype(np.float64) / TOTAL
-            model = self._models[r] = constriction.stream.model.Categorical(probabilities, perfect=True)
-        return model
 
 
 def fit_row(values: np.ndarray, coverage: float = 0.9999, prior_count: float = 0.5,
@@ -314,14 +309,25 @@ def fit_row(values: np.ndarray, coverage: float = 0.9999, prior_count: float = 0
 
 
 def box_sum_3x3(a: np.ndarray) -> np.ndarray:
-    """Sum over each position's 3×3 neighbourhood (zeros outside) of an integer map (H, W)."""
-    p = np.pad(a, 1)
-    rows = p[:-2] + p[1:-1] + p[2:]
-    return rows[:, :-2] + rows[:, 1:-1] + rows[:, 2:]
+    """Sum over each position's 3×3 neighbourhood (zeros outside) of integer maps (..., H, W)."""
+    pad = [(0, 0)] * (a.ndim - 2) + [(1, 1), (1, 1)]
+    p = np.pad(a, pad)
+    rows = p[..., :-2, :] + p[..., 1:-1, :] + p[..., 2:, :]
+    return rows[..., :-2] + rows[..., 1:-1] + rows[..., 2:]
+
+
+def activity_of_all(latents: np.ndarray, depth: int) -> np.ndarray:
+    """Context activity of every latent (L, H, W) at once — what the decoder computes channel by channel."""
+    boxes = box_sum_3x3(np.abs(latents.astype(np.int64)))
+    running = np.cumsum(boxes, axis=0)
+    activity = np.zeros_like(running)
+    activity[1:] = running[:-1]                      # channels before c …
+    activity[depth + 1 :] -= running[: -depth - 1]   # … but only the last `depth` of them
+    return activity
 
 
 class ActivityContext:
-    """Running context state while channels are coded in order: integer and order-exact."""
+    """The decoder's running context state while channels arrive in order (integer, exact)."""
 
     def __init__(self, shape: tuple[int, int], depth: int) -> None:
         self.depth = depth
@@ -340,45 +346,120 @@ class ActivityContext:
 
 
 def context_bins(activity: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """Bin index of each position: number of thresholds <= activity."""
-    return np.searchsorted(thresholds, activity, side="right")
+    """Bin index of each position: number of thresholds <= activity (thresholds broadcast)."""
+    if thresholds.ndim == 1:
+        return np.searchsorted(thresholds, activity, side="right")
+    # (L, bins−1) thresholds against (L, …) activity, channel by channel
+    return np.stack([np.searchsorted(t, a, side="right") for t, a in zip(thresholds, activity)])
 
 
-def _split_escapes(values: np.ndarray, lo: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-    symbols = values - lo
-    outside = (symbols < 0) | (symbols >= size)
-    escaped = np.where(symbols < 0, symbols, symbols - size + 1)[outside]
-    return np.where(outside, size, symbols).astype(np.int32), escaped
+# The first latent channels of an image model are block averages (the DC of each colour):
+# smooth across space, with no neighbouring activity to condition on.  They are coded after
+# a reversible integer Haar transform (the S-transform: integer in, integer out, exactly
+# invertible), with one table per transform level instead of per activity bin.
+def _s_pairs(x: np.ndarray, axis: int) -> np.ndarray:
+    """One integer Haar step along ``axis``: [sums (⌈n/2⌉) | differences (⌊n/2⌋)]."""
+    x = np.moveaxis(x, axis, 0)
+    n = x.shape[0]
+    even, odd = x[0 : n - n % 2 : 2], x[1 : n - n % 2 : 2]
+    d = odd - even
+    s = even + (d >> 1)
+    parts = [s, x[n - 1 :]] if n % 2 else [s]
+    return np.moveaxis(np.concatenate(parts + [d]), 0, axis)
+
+
+def _s_pairs_inverse(y: np.ndarray, axis: int) -> np.ndarray:
+    y = np.moveaxis(y, axis, 0)
+    n = y.shape[0]
+    half = n // 2
+    s, d = y[: n - half], y[n - half :]
+    even = s[:half] - (d >> 1)
+    x = np.empty_like(y)
+    x[0 : 2 * half : 2], x[1 : 2 * half : 2] = even, d + even
+    if n % 2:
+        x[n - 1] = s[half]
+    return np.moveaxis(x, 0, axis)
+
+
+def _lift_regions(h: int, w: int, levels: int) -> list[tuple[int, int]]:
+    regions = [(h, w)]
+    for _ in range(levels):
+        rh, rw = regions[-1]
+        if rh < 2 and rw < 2:
+            break
+        regions.append(((rh + 1) // 2, (rw + 1) // 2))
+    return regions
+
+
+def lift_forward(x: np.ndarray, levels: int) -> np.ndarray:
+    """Integer 2-D Haar (S-transform), ``levels`` times on the low band; same shape, exact."""
+    y = x.astype(np.int64).copy()
+    regions = _lift_regions(*x.shape, levels)
+    for rh, rw in regions[:-1]:
+        y[:rh, :rw] = _s_pairs(_s_pairs(y[:rh, :rw], 1), 0)
+    return y
+
+
+def lift_inverse(y: np.ndarray, levels: int) -> np.ndarray:
+    x = y.astype(np.int64).copy()
+    regions = _lift_regions(*y.shape, levels)
+    for rh, rw in reversed(regions[:-1]):
+        x[:rh, :rw] = _s_pairs_inverse(_s_pairs_inverse(x[:rh, :rw], 0), 1)
+    return x
+
+
+def lift_level_map(h: int, w: int, levels: int) -> np.ndarray:
+    """Each position's transform level: 0 = finest differences, …, the last = the low band."""
+    out = np.zeros((h, w), np.int64)
+    regions = _lift_regions(h, w, levels)
+    for level, (rh, rw) in enumerate(regions[1:], start=1):
+        out[:rh, :rw] = level
+    return out
 
 
 def encode_with_context(latents: np.ndarray, tables: RaggedTables, first_row: int,
-                        thresholds: np.ndarray, depth: int) -> bytes:
+                        thresholds: np.ndarray, depth: int, lifted: int = 0) -> bytes:
     """Code int latents (L, H, W); channel c, bin k uses table ``first_row + c·bins + k``.
 
-    ``thresholds`` is (L, bins − 1) int64.  Escapes are coded right after their
-    group, so the decoder knows every value before it computes the next context.
+    ``thresholds`` is (L, bins − 1) int64.  Within a channel, bin 0's latents come
+    first, then bin 1's, …, each in raster order.  Escapes are coded right after
+    their group, so the decoder knows every value before it computes the next
+    context.  The encoder knows all latents up front and computes every context
+    in one go; the decoder must go channel by channel.
     """
     channels = latents.shape[0]
     bins = thresholds.shape[1] + 1
     encoder = constriction.stream.queue.RangeEncoder()
-    models = _ModelCache(tables)
-    context = ActivityContext(latents.shape[1:], depth)
+    which = context_bins(activity_of_all(latents, depth), thresholds)
+    coded = latents.astype(np.int64)
+    if lifted:
+        levels = bins - 1
+        which[:lifted] = lift_level_map(*latents.shape[1:], levels)
+        coded[:lifted] = [lift_forward(latents[c], levels) for c in range(lifted)]
+    which = which.reshape(channels, -1)
+    order = np.argsort(which, axis=1, kind="stable")
+    counts = np.stack([np.bincount(w, minlength=bins) for w in which])
+    # every latent's table row, symbol and escape distance, for all groups at once
+    rows = np.take_along_axis(which, order, axis=1) + first_row + np.arange(channels)[:, None] * bins
+    values = np.take_along_axis(coded.reshape(channels, -1), order, axis=1)
+    lo, size = tables.lo[rows].astype(np.int64), tables.size[rows].astype(np.int64)
+    symbols = values - lo
+    outside = (symbols < 0) | (symbols >= size)
+    beyond = np.where(symbols < 0, symbols, symbols - size + 1)
+    symbols = np.where(outside, size, symbols).astype(np.int32)
     for c in range(channels):
-        values = latents[c].astype(np.int64)
-        which = context_bins(context.current(), thresholds[c])
-        for k in range(bins):
-            group = values[which == k]
-            if group.size:
-                r = first_row + c * bins + k
-                symbols, escaped = _split_escapes(group, int(tables.lo[r]), int(tables.size[r]))
-                encoder.encode(symbols, models(r))
-                _encode_escapes(encoder, escaped)
-        context.push(values)
+        start = 0
+        for k in np.flatnonzero(counts[c]):
+            end = start + int(counts[c, k])
+            encoder.encode(symbols[c, start:end], tables.model(first_row + c * bins + int(k)))
+            if outside[c, start:end].any():
+                _encode_escapes(encoder, beyond[c, start:end][outside[c, start:end]])
+            start = end
     return encoder.get_compressed().astype("<u4").tobytes()
 
 
 def decode_with_context(data: bytes, tables: RaggedTables, first_row: int, thresholds: np.ndarray,
-                        depth: int, shape: tuple[int, int, int]) -> np.ndarray:
+                        depth: int, shape: tuple[int, int, int], lifted: int = 0) -> np.ndarray:
     """Inverse of :func:`encode_with_context`: int32 latents of ``shape`` (L, H, W)."""
     if len(data) % 4:
         raise EntropyError("compressed latents are not a whole number of 32-bit words")
@@ -387,29 +468,43 @@ def decode_with_context(data: bytes, tables: RaggedTables, first_row: int, thres
     if thresholds.shape[0] != channels or first_row + channels * bins > tables.lo.shape[0]:
         raise EntropyError("latent shape does not match the model's tables")
     decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
-    models = _ModelCache(tables)
     context = ActivityContext(shape[1:], depth)
     out = np.empty(shape, np.int32)
+    positions = shape[1] * shape[2]
+    limit = np.iinfo(np.int32).max
+    level_map = lift_level_map(shape[1], shape[2], bins - 1).reshape(-1) if lifted else None
     try:
         for c in range(channels):
-            which = context_bins(context.current(), thresholds[c])
-            values = np.empty(shape[1:], np.int64)
-            for k in range(bins):
-                mask = which == k
-                count = int(mask.sum())
-                if not count:
-                    continue
-                r = first_row + c * bins + k
+            if c < lifted:
+                which = level_map
+            else:
+                which = context_bins(context.current(), thresholds[c]).reshape(-1)
+            order = np.argsort(which, kind="stable")
+            counts = np.bincount(which, minlength=bins)
+            grouped = np.empty(positions, np.int64)
+            start = 0
+            for k in np.flatnonzero(counts):
+                count = int(counts[k])
+                r = first_row + c * bins + int(k)
                 lo, size = int(tables.lo[r]), int(tables.size[r])
-                symbols = decoder.decode(models(r), count).astype(np.int64)
+                symbols = decoder.decode(tables.model(r), count).astype(np.int64)
                 escape = symbols == size
                 group = symbols + lo
                 if escape.any():
                     e = _decode_escapes(decoder, int(escape.sum()))
                     group[escape] = np.where(e < 0, lo + e, lo + size - 1 + e)
-                values[mask] = group
-            if np.abs(values).max(initial=0) > np.iinfo(np.int32).max:
+                grouped[start : start + count] = group
+                start += count
+            # lifted channels hold sums and differences of int32 latents: 2 more bits of headroom
+            if np.abs(grouped).max(initial=0) > (limit if c >= lifted else 4 * limit):
                 raise EntropyError("decoded latent value out of range")
+            values = np.empty(positions, np.int64)
+            values[order] = grouped
+            values = values.reshape(shape[1:])
+            if c < lifted:
+                values = lift_inverse(values, bins - 1)
+                if np.abs(values).max(initial=0) > limit:
+                    raise EntropyError("decoded latent value out of range")
             out[c] = values
             context.push(values)
     except EntropyError:

@@ -205,8 +205,11 @@ class AudioSource:
 
     def read(self, start: int, count: int) -> np.ndarray:
         """Frames [start, start+count) as float64 (count, channels), checked to be finite."""
-        self.handle.seek(start)
-        block = self.handle.read(count, dtype="float64", always_2d=True)
+        try:
+            self.handle.seek(start)
+            block = self.handle.read(count, dtype="float64", always_2d=True)
+        except Exception as exc:  # libsndfile reports truncated or corrupt frames as plain errors
+            raise MediaError(f"audio unreadable at frame {start} ({exc})") from None
         if len(block) != count:
             raise MediaError(f"audio ended early at frame {start + len(block)} of {self.frames}")
         if not np.isfinite(block).all():

@@ -34,7 +34,10 @@ import numpy as np
 from . import wavelets
 from .entropy import EntropyTables
 
-DEFAULT_IMAGE_MODEL = "rgb-16x"
+DEFAULT_IMAGE_MODEL = "rgb-1x"
+# The compressed-domain representation (12 latents per 8×8 block): what `walloc latents`,
+# to_latents and the torch view default to, whatever the storage default is.
+DEFAULT_LATENT_MODEL = "rgb-16x"
 DEFAULT_AUDIO_MODEL = "stereo-ms"
 HASH_DIGITS = 16
 
@@ -61,6 +64,7 @@ class ModelConfig:
     decoder_kind: str = "neural"  # "neural": torch conv decoder; "linear": numpy 1×1 map, no torch
     context_depth: int = 0   # context models: previous channels whose activity picks the table
     context_bins: int = 1    # context models: tables per (quality anchor, channel)
+    lifted_channels: int = 0  # context models: leading (DC) channels coded after an integer Haar transform
     info: dict = field(default_factory=dict, compare=False)  # training facts, measured quality
 
     @property
@@ -220,6 +224,8 @@ class CodecModel:
     # -- decoder (torch) -------------------------------------------------------------
     def decoder(self):
         """The torch decoder, built on first use (this is where torch gets imported)."""
+        if self.config.decoder_kind != "neural":
+            raise ModelError(f"model {self.config.name} has a linear decoder (no torch network)")
         if self._decoder is None:
             import torch
 
@@ -344,10 +350,11 @@ class QualityLadder:
     QUALITIES = range(1, 101)
 
     def __init__(self, step: np.ndarray, anchor: np.ndarray, gain: np.ndarray, deadzone: float,
-                 offset: np.ndarray, thresholds: np.ndarray, tables: "RaggedTables", depth: int) -> None:
+                 offset: np.ndarray, thresholds: np.ndarray, tables: "RaggedTables", depth: int,
+                 lifted: int) -> None:
         self.step, self.anchor, self.gain = step, anchor, gain
         self.deadzone, self.offset = deadzone, offset
-        self.thresholds, self.tables, self.depth = thresholds, tables, depth
+        self.thresholds, self.tables, self.depth, self.lifted = thresholds, tables, depth, lifted
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], config: ModelConfig) -> "QualityLadder":
@@ -360,7 +367,7 @@ class QualityLadder:
             ladder = cls(arrays["quality.step"].astype(np.float64), arrays["quality.anchor"].astype(np.int64),
                          arrays["quality.gain"].astype(np.float64), float(arrays["quality.deadzone"]),
                          arrays["quality.offset"].astype(np.float64), arrays["context.thresholds"].astype(np.int64),
-                         tables, config.context_depth)
+                         tables, config.context_depth, config.lifted_channels)
         except (KeyError, ValueError) as exc:
             raise ModelError(f"model {config.name}: quality ladder arrays missing or invalid ({exc})") from None
         anchors, channels, _ = ladder.thresholds.shape

@@ -1,0 +1,131 @@
+"""The quality ladder: -q / --bpp, monotonic rate and quality, context coding round trips."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from walloc_cli import api, container, entropy
+from walloc_cli.cli import main
+from walloc_cli.errors import WallocError
+from walloc_cli.model import load_model
+
+DATA = Path(__file__).parent / "data"
+LADDER = "rgb-1x"
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float(10 * np.log10(255.0**2 / mse))
+
+
+@pytest.fixture(scope="module")
+def photo() -> tuple[bytes, np.ndarray]:
+    data = (DATA / "photo.jpg").read_bytes()
+    return data, np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+@pytest.fixture(scope="module")
+def sweep(photo):
+    data, rgb = photo
+    out = []
+    for q in (5, 25, 50, 75, 95):
+        wlc = api.encode_image(data, LADDER, q).data
+        out.append((q, 8 * len(wlc) / (rgb.shape[0] * rgb.shape[1]), psnr(rgb, api.decode_image(wlc).rgb)))
+    return out
+
+
+def test_rate_and_quality_grow_with_q(sweep):
+    bpp = [b for _, b, _ in sweep]
+    quality = [p for _, _, p in sweep]
+    assert all(np.diff(bpp) > 0), sweep
+    assert all(np.diff(quality) > 0), sweep
+
+
+def test_ladder_spans_low_to_high_rates(sweep):
+    """The issue's range: at least 0.1 to 2 bpp on a photo."""
+    assert sweep[0][1] < 0.2 and sweep[-1][1] > 2.0, sweep
+
+
+def test_default_quality_is_recorded(photo):
+    wlc = api.encode_image(photo[0], LADDER).data
+    assert container.unpack(wlc).header["quality"] == api.DEFAULT_QUALITY
+
+
+def test_context_coding_round_trips_exactly(photo):
+    model = load_model(LADDER)
+    for q in (3, 60, 100):
+        latents, _ = api.image_to_latents(model, photo[1], q)
+        first, thresholds = model.ladder.table_rows(q)
+        data = entropy.encode_with_context(latents, model.ladder.tables, first, thresholds, model.ladder.depth)
+        back = entropy.decode_with_context(data, model.ladder.tables, first, thresholds, model.ladder.depth,
+                                           latents.shape)
+        np.testing.assert_array_equal(back, latents)
+
+
+def test_context_coding_codes_any_int32():
+    """Values far outside every table escape and still round-trip."""
+    model = load_model(LADDER)
+    first, thresholds = model.ladder.table_rows(50)
+    rng = np.random.default_rng(5)
+    latents = rng.integers(-3, 4, size=(model.config.latent_channels, 5, 7)).astype(np.int32)
+    latents[0, 0, 0], latents[7, 2, 3], latents[100, 4, 6] = 2**31 - 1, -(2**31) + 1, 77777
+    data = entropy.encode_with_context(latents, model.ladder.tables, first, thresholds, model.ladder.depth)
+    back = entropy.decode_with_context(data, model.ladder.tables, first, thresholds, model.ladder.depth, latents.shape)
+    np.testing.assert_array_equal(back, latents)
+
+
+@pytest.mark.parametrize("bad", [0, 101, -5, 2.5, True, "75"])
+def test_bad_quality_is_refused(photo, bad):
+    with pytest.raises(WallocError, match="quality"):
+        api.encode_image(photo[0], LADDER, bad)
+
+
+def test_single_point_model_refuses_quality(photo):
+    with pytest.raises(WallocError, match="single operating point"):
+        api.encode_image(photo[0], "rgb-16x", 50)
+
+
+def test_corrupt_quality_field_is_a_format_error(photo):
+    wlc = api.encode_image(photo[0], LADDER, 40).data
+    box = container.unpack(wlc)
+    for bad in (0, 101, "40", None):
+        header = {**box.header, "quality": bad}
+        with pytest.raises(WallocError):
+            api.decode_image(container.pack(header, box.sections))
+
+
+def test_target_bpp_picks_the_highest_quality_that_fits(photo):
+    data, rgb = photo
+    pixels = rgb.shape[0] * rgb.shape[1]
+    result = api.encode_image_to_bpp(data, 0.8, LADDER)
+    q = container.unpack(result.data).header["quality"]
+    assert 8 * len(result.data) <= 0.8 * pixels
+    if q < 100:
+        assert 8 * len(api.encode_image(data, LADDER, q + 1).data) > 0.8 * pixels
+
+
+def test_cli_quality_and_bpp(tmp_path):
+    src = tmp_path / "p.jpg"
+    src.write_bytes((DATA / "photo.jpg").read_bytes())
+    runner = CliRunner()
+    r = runner.invoke(main, ["encode", str(src), "-q", "30", "-o", str(tmp_path / "a.wlc")])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(main, ["encode", str(src), "-q", "90", "-o", str(tmp_path / "b.wlc")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "a.wlc").stat().st_size < (tmp_path / "b.wlc").stat().st_size
+    r = runner.invoke(main, ["encode", str(src), "--bpp", "0.5", "-o", str(tmp_path / "c.wlc")])
+    assert r.exit_code == 0, r.output
+    w, h = Image.open(src).size
+    assert 8 * (tmp_path / "c.wlc").stat().st_size <= 0.5 * w * h
+    r = runner.invoke(main, ["encode", str(src), "-q", "101", "-o", str(tmp_path / "d.wlc")])
+    assert r.exit_code == 2 and not (tmp_path / "d.wlc").exists()
+    r = runner.invoke(main, ["encode", str(src), "-q", "50", "--bpp", "1", "-o", str(tmp_path / "e.wlc")])
+    assert r.exit_code == 2 and not (tmp_path / "e.wlc").exists()
+    r = runner.invoke(main, ["decode", str(tmp_path / "a.wlc"), "-o", str(tmp_path / "a.png")])
+    assert r.exit_code == 0, r.output
+    assert Image.open(tmp_path / "a.png").size == (w, h)

@@ -1,0 +1,206 @@
+"""Fit a quality-ladder image model: ``python -m walloc_cli.ladder --data DIR --out weights/``.
+
+The 16× model (``rgb-16x``) is a fixed bottleneck: 12 latents per 8×8 block cap
+its quality near 28 dB however many bits it spends.  A codec that covers
+0.1–2+ bpp needs every one of the 192 WPT channels available, and the bits
+then depend on *how* they are quantized and modelled, not on a bottleneck:
+
+* **Encoder** — the Karhunen–Loève transform (PCA) of the WPT coefficients of
+  the training photos, 192 → 192, orthonormal.  Still a single 1×1 projection,
+  so encoding stays linear and cheap; channels come out in order of
+  decreasing variance, and at low qualities the later ones quantize to zero.
+* **Quality** — q = 1…100 sets one quantization step, log-spaced, shared by all
+  channels (for an orthonormal transform and MSE, equal steps are the optimum
+  at high rate), times per-channel gains tuned for rate–distortion at each
+  *anchor* step (see :func:`tune_gains`), with a dead-zone quantizer.
+* **Entropy model** — per (anchor, channel, activity bin) integer tables, the
+  activity being the 3×3 sum of |latents| in the previous channels
+  (:mod:`walloc_cli.entropy`).  Fitted on the training photos' latents.
+* **Decoder** — the transpose of the encoder (orthonormal), with values
+  reconstructed at their bins' centroids rather than centres (fitted offsets):
+  numpy only, no torch import, so decoding a photo takes well under 0.5 s.
+
+Everything here is closed-form or histogram counting: a full fit takes minutes
+on two CPU cores, and the same command reproduces the shipped weights.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import entropy, wavelets
+from .media import read_image
+from .model import save_model
+
+LEVELS = 3
+WAVELET = wavelets.DEFAULT_WAVELET
+BLOCK = 2**LEVELS
+CONTEXT_DEPTH = 8         # previous channels whose 3×3 activity selects the table
+CONTEXT_BINS = 8          # tables per (anchor, channel)
+LIFTED = 3                # leading channels (the DC of each colour: lag-1 correlation 0.8–0.9) coded
+                          # after an integer Haar transform, one table per level
+DEADZONE = 0.15           # rounding threshold 0.5 + DEADZONE (in steps) for leaving zero
+# q = 1 … 100 maps log-linearly onto these steps (model units: pixels/255 − 0.5)
+STEP_AT_Q1 = 3.0
+STEP_AT_Q100 = 0.025
+ANCHORS = 16              # table sets, log-spaced over the same range
+
+
+def _log(message: str) -> None:
+    print(f"[ladder {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def image_coefficients(path: Path) -> np.ndarray:
+    """WPT coefficients (H', W', 192) of one photo, padded exactly as ``walloc encode`` pads."""
+    rgb = read_image(path.read_bytes()).rgb
+    h, w = rgb.shape[:2]
+    padded = np.pad(rgb, ((0, (-h) % BLOCK), (0, (-w) % BLOCK), (0, 0)), mode="symmetric")
+    x = padded.astype(np.float32) * np.float32(1 / 255.0) - np.float32(0.5)
+    c = wavelets.wpt2d_positions(x, LEVELS, WAVELET)
+    return c.reshape(c.shape[0], c.shape[1], -1)
+
+
+def fit_pca(coefficients: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (192,) and orthonormal basis (192, 192), columns by decreasing variance."""
+    flat = np.concatenate([c.reshape(-1, c.shape[-1]) for c in coefficients]).astype(np.float64)
+    mean = flat.mean(axis=0)
+    values, vectors = np.linalg.eigh(np.cov((flat - mean).T))
+    order = np.argsort(-values)
+    vectors = vectors[:, order]
+    vectors *= np.sign(vectors[np.abs(vectors).argmax(axis=0), np.arange(vectors.shape[1])])  # deterministic signs
+    return mean, vectors
+
+
+def quality_steps() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(step per q (index 0 unused), anchor index per q, anchor steps)."""
+    q = np.arange(101)
+    t = np.clip((q - 1) / 99.0, 0.0, 1.0)
+    steps = np.exp(np.log(STEP_AT_Q1) + t * (np.log(STEP_AT_Q100) - np.log(STEP_AT_Q1)))
+    anchors = np.exp(np.linspace(np.log(STEP_AT_Q1), np.log(STEP_AT_Q100), ANCHORS))
+    anchor_of_q = np.abs(np.log(steps)[:, None] - np.log(anchors)[None, :]).argmin(axis=1)
+    return steps, anchor_of_q, anchors
+
+
+def quantize(y: np.ndarray) -> np.ndarray:
+    return (np.sign(y) * np.floor(np.abs(y) + (0.5 - DEADZONE))).astype(np.int64)
+
+
+def activity_maps(q: np.ndarray) -> np.ndarray:
+    """Context activity of every latent of one image (H', W', L), as the coder computes it."""
+    return entropy.activity_of_all(q.transpose(2, 0, 1), CONTEXT_DEPTH).transpose(1, 2, 0)
+
+
+def fit_anchor(latents: list[np.ndarray], steps: np.ndarray) -> tuple[list, np.ndarray, np.ndarray]:
+    """Tables, thresholds (L, bins−1) and reconstruction offsets (L,) for one anchor.
+
+    ``latents`` are float latents (H', W', L) per image; ``steps`` the per-channel steps.
+    The first LIFTED channels are tabled per integer-Haar level instead of per activity bin,
+    exactly as :func:`entropy.encode_with_context` codes them.
+    """
+    quantized = [quantize(z / steps) for z in latents]
+    activity = np.concatenate([activity_maps(q).reshape(-1, q.shape[2]) for q in quantized])
+    values = np.concatenate([q.reshape(-1, q.shape[2]) for q in quantized])
+    scaled = np.concatenate([(z / steps).reshape(-1, z.shape[2]) for z in latents])
+    levels = CONTEXT_BINS - 1
+    lifted_values = np.concatenate([
+        np.stack([entropy.lift_forward(q[..., c], levels).reshape(-1) for c in range(LIFTED)], axis=1)
+        for q in quantized])
+    level_maps = np.concatenate([entropy.lift_level_map(*q.shape[:2], levels).reshape(-1) for q in quantized])
+    channels = values.shape[1]
+    thresholds = np.zeros((channels, CONTEXT_BINS - 1), np.int64)
+    rows = []
+    offsets = np.zeros(channels)
+    for c in range(channels):
+        if c < LIFTED:
+            which, coded = level_maps, lifted_values[:, c]
+        else:
+            a = activity[:, c]
+            # equal-population bins over the activity; ties (many zeros) collapse bins, which then stay empty
+            cuts = np.quantile(a, np.linspace(0, 1, CONTEXT_BINS + 1)[1:-1], method="higher").astype(np.int64)
+            cuts = np.maximum.accumulate(np.maximum(cuts, 1))
+            thresholds[c] = cuts
+            which, coded = entropy.context_bins(a, cuts), values[:, c]
+        for k in range(CONTEXT_BINS):
+            rows.append(entropy.fit_row(coded[which == k]))
+        nonzero = values[:, c] != 0
+        if nonzero.any():  # centroid of |y| within its bin, measured from the bin's integer value
+            offsets[c] = np.clip(np.mean(np.abs(values[nonzero, c]) - np.abs(scaled[nonzero, c])), 0.0, 0.45)
+    return rows, thresholds, offsets
+
+
+def fit(data: Path, out: Path, name: str, max_images: int, seed: int) -> Path:
+    started = time.time()
+    files = sorted(p for p in (data / "train").iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"})
+    rng = np.random.default_rng(seed)
+    chosen = sorted(rng.choice(len(files), min(max_images, len(files)), replace=False))
+    _log(f"{len(chosen)} of {len(files)} training photos")
+    coefficients = [image_coefficients(files[i]) for i in chosen]
+    mean, basis = fit_pca(coefficients)
+    weight = basis.T                        # latents = weight @ (coefficients − mean)
+    bias = -weight @ mean
+    latents = [c.astype(np.float64) @ weight.T + bias for c in coefficients]
+    steps, anchor_of_q, anchors = quality_steps()
+    gains = np.ones((ANCHORS, weight.shape[0]))
+    all_rows, thresholds, offsets = [], [], []
+    for a, step in enumerate(anchors):
+        rows, cuts, offs = fit_anchor(latents, step * gains[a])
+        all_rows += rows
+        thresholds.append(cuts)
+        offsets.append(offs)
+        _log(f"anchor {a + 1}/{ANCHORS} (step {step:.4f}) fitted")
+    tables = entropy.RaggedTables.from_rows(all_rows)
+    tables.validate()
+    order = wavelets.packet_order_2d(LEVELS)
+    # encoder weight columns in the reference packet-channel order (see CodecModel)
+    natural = (np.arange(3)[:, None] * order.size + order[None, :]).reshape(-1)
+    weight_packet = weight[:, natural]
+    arrays = {
+        "encoder.weight": weight_packet.astype(np.float64),
+        "encoder.bias": bias.astype(np.float64),
+        "decoder.linear.weight": weight_packet.T.astype(np.float32)[:, :, None, None],
+        "decoder.linear.bias": mean[natural].astype(np.float32),
+        # the static tables are unused by ladder models but keep the file layout uniform
+        "entropy.lo": np.zeros(weight.shape[0], np.int32),
+        "entropy.size": np.ones(weight.shape[0], np.int32),
+        "entropy.freqs": np.tile(np.array([[entropy.TOTAL // 2, entropy.TOTAL // 2]], np.int32), (weight.shape[0], 1)),
+        "context.lo": tables.lo, "context.size": tables.size,
+        "context.offset": tables.offset, "context.freqs": tables.freqs,
+        "context.thresholds": np.stack(thresholds),
+        "quality.step": steps, "quality.anchor": anchor_of_q, "quality.gain": gains,
+        "quality.deadzone": np.array(DEADZONE), "quality.offset": np.stack(offsets),
+    }
+    config = {
+        "name": name, "modality": "image", "channels": 3, "levels": LEVELS, "wavelet": WAVELET,
+        "latent_channels": int(weight.shape[0]), "decoder_width": 0, "decoder_blocks": 0,
+        "table_sets": 1, "coding": "context", "decoder_kind": "linear",
+        "context_depth": CONTEXT_DEPTH, "context_bins": CONTEXT_BINS, "lifted_channels": LIFTED,
+        "info": {
+            "fitted_on": f"{len(chosen)} photos of {data / 'train'} (seed {seed})",
+            "anchor_steps": [round(float(s), 5) for s in anchors],
+            "fit_wall_minutes": round((time.time() - started) / 60, 1),
+            "command": f"python -m walloc_cli.ladder --data {data} --out {out} --name {name} --images {max_images}",
+        },
+    }
+    path = save_model(out, config, arrays)
+    _log(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) in {(time.time() - started) / 60:.1f} min")
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m walloc_cli.ladder", description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, required=True, help="folder with train/ (photos)")
+    parser.add_argument("--out", type=Path, required=True, help="weights folder to write")
+    parser.add_argument("--name", default="rgb-1x")
+    parser.add_argument("--images", type=int, default=400, help="training photos to fit on")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    fit(args.data, args.out, args.name, args.images, args.seed)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,348 @@
+"""Latents as a product: the integer latents of an image, a sound or a ``.wlc`` file.
+
+WaLLoC's latents are a compact, spatially arranged representation that models
+can learn from directly (the "compressed learning" use of the codec).  This
+module gets them without the neural decoder, so it never imports torch:
+
+* images and audio: the numpy encoder (wavelet packet transform + 1×1 projection
+  + rounding), exactly the latents ``walloc encode`` would store;
+* ``.wlc`` files: entropy decoding only (:func:`walloc_cli.api.file_latents`).
+
+It also holds the plumbing of ``walloc latents`` (which output goes where, and
+writing ``.npy`` / ``.npz`` safely); the click command in :mod:`walloc_cli.cli`
+only parses options.
+
+Layout of what comes out (also in the README):
+
+* image: int32 ``(L, H'/B, W'/B)`` where ``B = 2^J`` (8 for ``rgb-16x``) and
+  ``H' × W'`` is the image mirror-padded at the bottom and right to multiples of
+  ``B``; latent ``[:, i, j]`` describes pixels ``[i·B:(i+1)·B, j·B:(j+1)·B]``.
+* audio: int32 ``(S·L, T'/B)``, ``S`` signals stacked on axis 0: mono = 1 signal,
+  stereo = mid (L+R)/2 then side (L−R)/2, more channels = one signal each;
+  ``T'`` is the length padded (mirrored) to a multiple of ``B`` (256 for ``stereo-ms``).
+* ``--float``: float32 dequantized latents, the decoder's input: ``latents · step``
+  (quality-ladder models: per-channel steps, values nudged toward zero to their
+  bins' centroids, as :meth:`walloc_cli.model.CodecModel.dequantize` does).
+
+The default image model is :data:`walloc_cli.model.DEFAULT_LATENT_MODEL` (the
+compact 12-channel representation), whatever ``walloc encode`` stores by default.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from . import api, batch, container, media
+from .errors import WallocError
+from .model import DEFAULT_AUDIO_MODEL, DEFAULT_LATENT_MODEL, CodecModel
+
+# Single-point models round the encoder's output to integers: their step is 1.
+NATIVE_STEP = 1.0
+
+
+@dataclass(frozen=True)
+class Latents:
+    """Integer latents plus what is needed to use them: the model, its quality, the size facts."""
+
+    values: np.ndarray               # int32, layout in the module docstring
+    model: CodecModel
+    quality: int | None = None       # quality-ladder models only
+    meta: dict[str, Any] = field(default_factory=dict)  # JSON-able: modality, model, step, sizes, padding
+
+    def as_float(self) -> np.ndarray:
+        """Dequantized float32 latents: exactly what the decoder takes (values · step for single-point models)."""
+        return self.model.dequantize(self.values, self.quality)
+
+
+# -- what an input is ----------------------------------------------------------------------
+def is_wlc(head: bytes, name: str = "") -> bool:
+    """A ``.wlc`` file: its magic bytes, or its suffix (so a damaged one still gets a .wlc error message)."""
+    return bytes(head[:4]) == container.MAGIC or Path(name).suffix.lower() == ".wlc"
+
+
+def kind_of(name: str, head: bytes) -> str:
+    """"wlc", "audio" or "image": magic bytes first, then the suffix, then sniffing (as encode does)."""
+    if is_wlc(head, name):
+        return "wlc"
+    suffix = Path(name).suffix.lower()
+    if suffix in media.AUDIO_SUFFIXES or (suffix not in media.IMAGE_SUFFIXES and media.looks_like_audio(head)):
+        return "audio"
+    return "image"
+
+
+def _model(model: str | CodecModel | None, modality: str) -> CodecModel:
+    if isinstance(model, CodecModel):
+        return model
+    default = DEFAULT_LATENT_MODEL if modality == "image" else DEFAULT_AUDIO_MODEL
+    return api._model_of_kind(model or default, modality)
+
+
+def step_of(model: CodecModel, quality: int | None) -> float | list[float]:
+    """The quantization step, JSON-able: one number, or one per channel for quality-ladder models."""
+    if quality is None or not model.has_quality:
+        return NATIVE_STEP
+    return [float(s) for s in model.ladder.steps(quality)]
+
+
+def _model_meta(model: CodecModel, modality: str, quality: int | None) -> dict[str, Any]:
+    cfg = model.config
+    meta = {"modality": modality, "model": cfg.name, "weights": cfg.short_hash, "block": cfg.block,
+            "step": step_of(model, quality)}
+    if quality is not None:
+        meta["quality"] = quality
+    return meta
+
+
+# -- latents of each kind -----------------------------------------------------------------------
+def image_latents(image: media.ImageData, model: str | CodecModel | None = None,
+                  quality: int | None = None) -> Latents:
+    """The latents ``walloc encode`` would store for this image (alpha is not part of them).
+
+    ``quality`` applies to quality-ladder models (default: encode's default) and is
+    refused by single-point models, as by ``walloc encode``.
+    """
+    codec = _model(model, "image")
+    quality = api._quality_of(codec, quality)
+    values, pad = api.image_to_latents(codec, image.rgb, quality)
+    meta = {**_model_meta(codec, "image", quality), "height": image.height, "width": image.width,
+            "pad": list(pad), "mode": image.mode}
+    return Latents(values, codec, quality, meta)
+
+
+def audio_latents(source: media.AudioSource, model: str | CodecModel | None = None) -> Latents:
+    """The latents ``walloc encode`` would store for this audio, read window by window.
+
+    The same path as :func:`walloc_cli.api.encode_audio` (same mixes, windows and
+    padding), minus the entropy coding.
+    """
+    if source.channels > api.MAX_AUDIO_CHANNELS:
+        raise WallocError(f"{source.channels} channels is more than walloc codes ({api.MAX_AUDIO_CHANNELS})")
+    codec = _model(model, "audio")
+    block = codec.config.block
+    pad = (-source.frames) % block
+    chunk = max(8, api.AUDIO_WINDOW_SAMPLES // block)
+    coding, mixes, _ = api._channel_mixes(source.channels)
+    width = codec.config.latent_channels
+    values = np.empty((len(mixes) * width, (source.frames + pad) // block), np.int32)
+    for i, mix in enumerate(mixes):
+        values[i * width : (i + 1) * width] = codec.to_latents(api._audio_reader(source, mix),
+                                                               source.frames + pad, chunk)
+    meta = {**_model_meta(codec, "audio", None), "sample_rate": source.rate, "channels": source.channels,
+            "frames": source.frames, "pad": pad, "coding": coding, "signals": len(mixes)}
+    return Latents(values, codec, None, meta)
+
+
+_HEADER_FACTS = {"image": ("height", "width", "pad", "mode"),
+                 "audio": ("sample_rate", "channels", "frames", "pad", "coding")}
+
+
+def wlc_latents(data: bytes, model_name: str | None = None) -> Latents:
+    """The latents stored in a ``.wlc`` file: entropy decoding only, no decoder net, no torch.
+
+    ``model_name``, when given, must be the file's model: the latents of a file
+    are those of the model it was written with, and silently handing back another
+    model's latents would mislabel them.
+    """
+    found = api.file_latents(data)
+    if model_name is not None and model_name != found.model:
+        raise WallocError(f"written with model {found.model}, not {model_name}")
+    header = container.unpack(data).header  # verified already; read again only for the size facts
+    codec = api.load_model(found.model)  # already loaded (and its weights checked) by file_latents
+    quality = header.get("quality") if codec.has_quality else None
+    meta = {**_model_meta(codec, found.modality, quality),
+            **{k: header[k] for k in _HEADER_FACTS[found.modality] if k in header}}
+    if found.modality == "audio":
+        meta["signals"] = found.latents.shape[0] // codec.config.latent_channels
+    return Latents(found.latents, codec, quality, meta)
+
+
+def read_latents(source: str | os.PathLike, model_name: str | None = None, quality: int | None = None) -> Latents:
+    """Latents of a file (image, audio or ``.wlc``), or of stdin when ``source`` is ``"-"``.
+
+    Audio files given by path are read window by window, never whole.  ``quality``
+    applies to images coded with a quality-ladder model.
+    """
+    name = os.fspath(source)
+    if name == batch.STDIO:
+        data = batch.read_input(name)
+        head = data[:12]
+    else:
+        data = None
+        with open(name, "rb") as f:
+            head = f.read(12)
+    kind = kind_of(name if name != batch.STDIO else "", head)
+    if kind == "audio":
+        audio = media.open_audio(data if data is not None else name)
+        try:
+            return audio_latents(audio, model_name)
+        except RuntimeError as exc:  # libsndfile failing mid-file (a truncated FLAC, say)
+            raise media.MediaError(f"unreadable audio ({str(exc).splitlines()[0]})") from None
+        finally:
+            audio.handle.close()
+    if data is None:
+        data = batch.read_input(name)
+    if kind == "wlc":
+        return wlc_latents(data, model_name)
+    return image_latents(media.read_image(data), model_name, quality)
+
+
+# -- the `walloc latents` command -----------------------------------------------------------
+DEFAULT_ARCHIVE = "latents.npz"
+
+
+class UsageProblem(Exception):
+    """The request as a whole cannot be carried out (nothing has been done); exit status 2."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Where the latents go: one ``.npy`` per input (``targets``) or one ``.npz`` (``archive``)."""
+
+    inputs: tuple[str, ...]
+    targets: tuple[str, ...] = ()   # per input, a path or "-" (stdout); empty for an archive
+    archive: str | None = None      # the .npz path (or "-")
+    keys: tuple[str, ...] = ()      # per input, its array's name in the archive
+
+
+def archive_keys(inputs: tuple[str, ...]) -> tuple[str, ...]:
+    """Each input's array name in a ``.npz``: its file name, which must be unique."""
+    keys = tuple("stdin" if s == batch.STDIO else Path(s).name for s in inputs)
+    seen: dict[str, str] = {}
+    for source, key in zip(inputs, keys):
+        if key in seen:
+            raise UsageProblem(f"{seen[key]} and {source} have the same file name {key!r}; "
+                               "write one .npy per input with -o DIR/")
+        seen[key] = source
+    return keys
+
+
+def plan(inputs: tuple[str, ...], output: str | None) -> Plan:
+    """Decide the outputs before any work (rules in the ``walloc latents`` help)."""
+    several = len(inputs) > 1
+    if output is not None and output != batch.STDIO and (Path(output).is_dir() or output.endswith(("/", os.sep))):
+        if batch.STDIO in inputs:
+            raise UsageProblem("stdin input needs -o FILE.npy, -o FILE.npz or -o -")
+        targets = tuple(str(Path(output) / Path(s).with_suffix(".npy").name) for s in inputs)
+        if len(set(targets)) != len(targets):
+            raise UsageProblem("several inputs have the same name; write them to one .npz instead")
+        return Plan(inputs, targets)
+    if output is None:
+        output = DEFAULT_ARCHIVE if several else None
+    if output is not None and output.lower().endswith(".npz"):
+        return Plan(inputs, archive=output, keys=archive_keys(inputs))
+    if several:
+        what = "-o - (stdout) takes exactly one input" if output == batch.STDIO else f"{output}: several inputs"
+        raise UsageProblem(f"{what}; write several to -o FILE.npz or -o DIR/")
+    source = inputs[0]
+    if output is None:
+        output = batch.STDIO if source == batch.STDIO else str(Path(source).with_suffix(".npy"))
+    elif output != batch.STDIO and not output.lower().endswith(".npy"):
+        raise UsageProblem(f"{output}: the output must end in .npy or .npz, be a folder (DIR/), or be -")
+    if output != batch.STDIO and source != batch.STDIO and os.path.realpath(output) == os.path.realpath(source):
+        raise UsageProblem(f"{source}: output would overwrite the input")
+    return Plan(inputs, (output,))
+
+
+def npy_writer(array: np.ndarray) -> Callable[[Any], None]:
+    """Payload for :func:`walloc_cli.batch.write_atomic`: one array as ``.npy``."""
+    return lambda f: np.save(f, array, allow_pickle=False)
+
+
+def npz_writer(arrays: dict[str, np.ndarray]) -> Callable[[Any], None]:
+    """Payload for :func:`walloc_cli.batch.write_atomic`: a compressed ``.npz`` (latents are small integers)."""
+    return lambda f: np.savez_compressed(f, **arrays)
+
+
+def meta_array(meta: dict[str, Any]) -> np.ndarray:
+    """Metadata as a 0-d unicode array: readable with ``allow_pickle=False``, unlike an object array."""
+    return np.array(json.dumps(meta, sort_keys=True))
+
+
+def problem_of(exc: BaseException) -> str | None:
+    """The one-line message of an expected failure, or None for a bug (to be raised)."""
+    if isinstance(exc, (WallocError, FileExistsError)):
+        return str(exc)
+    if isinstance(exc, FileNotFoundError):
+        return "no such file"
+    if isinstance(exc, IsADirectoryError):
+        return "is a directory"
+    if isinstance(exc, PermissionError):
+        return f"permission denied ({exc.filename})"
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    return None
+
+
+def _exists_problem(target: str, force: bool) -> str | None:
+    if target != batch.STDIO and Path(target).exists() and not force:
+        return f"{target} exists (use --force to overwrite)"
+    return None
+
+
+class Report(Protocol):
+    """What :func:`run_command` tells the user (the CLI's Reporter)."""
+
+    def error(self, source: str, message: str) -> None: ...
+    def detail(self, message: str) -> None: ...
+
+
+def _attempt(source: str, work: Callable[[], Any], report: Report) -> tuple[bool, Any]:
+    """Run ``work``; an expected failure becomes one error line and (False, None)."""
+    try:
+        return True, work()
+    except Exception as exc:
+        message = problem_of(exc)
+        if message is None:
+            raise
+    report.error(source, message)
+    return False, None
+
+
+def _array_of(source: str, as_float: bool, model_name: str | None, quality: int | None
+              ) -> tuple[np.ndarray, Latents]:
+    found = read_latents(source, model_name, quality)
+    return (found.as_float() if as_float else found.values), found
+
+
+def run_command(plan_: Plan, as_float: bool, model_name: str | None, quality: int | None, force: bool,
+                report: Report) -> int:
+    """Compute and write the latents of every input, past failures; returns how many inputs failed.
+
+    A failed input costs only its own output: with an archive, the others still go into it.
+    """
+    failed = 0
+    if plan_.archive is None:
+        for source, target in zip(plan_.inputs, plan_.targets):
+            def one(source: str = source, target: str = target) -> None:
+                problem = _exists_problem(target, force)
+                if problem:  # before the work, not after it
+                    raise FileExistsError(problem)
+                array, _ = _array_of(source, as_float, model_name, quality)
+                batch.write_atomic(target, npy_writer(array), force)
+                report.detail(f"{source} -> {target}: {array.dtype} {tuple(array.shape)}")
+
+            failed += not _attempt(source, one, report)[0]
+        return failed
+    problem = _exists_problem(plan_.archive, force)
+    if problem:
+        report.error(plan_.archive, problem)
+        return len(plan_.inputs)
+    arrays: dict[str, np.ndarray] = {}
+    for source, key in zip(plan_.inputs, plan_.keys):
+        ok, got = _attempt(source, lambda source=source: _array_of(source, as_float, model_name, quality), report)
+        if not ok:
+            failed += 1
+            continue
+        array, found = got
+        arrays[key] = array
+        arrays[f"{key}.meta"] = meta_array(found.meta)
+        report.detail(f"{source} -> {plan_.archive}[{key}]: {array.dtype} {tuple(array.shape)}")
+    if arrays and not _attempt(plan_.archive, lambda: batch.write_atomic(plan_.archive, npz_writer(arrays), force),
+                               report)[0]:
+        return len(plan_.inputs)
+    return failed
