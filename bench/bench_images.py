@@ -23,7 +23,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from walloc_cli import api, entropy, wavelets  # noqa: E402
-from walloc_cli.model import DEFAULT_IMAGE_MODEL, load_model  # noqa: E402
+from walloc_cli.model import DEFAULT_LATENT_MODEL, load_model  # noqa: E402
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -120,7 +120,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("../shared/data/images/val"))
     parser.add_argument("--train", type=Path, default=None, help="training photos, for the linear PCA baseline")
-    parser.add_argument("--model", default=DEFAULT_IMAGE_MODEL)
+    parser.add_argument("--model", default=DEFAULT_LATENT_MODEL)
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
