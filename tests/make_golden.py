@@ -41,8 +41,10 @@ def main() -> None:
     small = Image.open(DATA / "small.png").convert("RGB")
     wlc = api.encode_image((DATA / "small.png").read_bytes(), "rgb-16x").data
     _save(f"v{container.VERSION}-rgb", wlc, api.decode_image(wlc).rgb)
+    crop = io.BytesIO()
+    Image.open(DATA / "photo.jpg").convert("RGB").crop((100, 60, 228, 156)).save(crop, format="PNG")
     for quality in (20, 75):  # the quality-ladder model: context-coded latents, linear decoder
-        wlc = api.encode_image((DATA / "photo.jpg").read_bytes(), "rgb-1x", quality).data
+        wlc = api.encode_image(crop.getvalue(), "rgb-1x", quality).data
         _save(f"v{container.VERSION}-rgb-1x-q{quality}", wlc, api.decode_image(wlc).rgb)
     la = small.convert("L")
     la.putalpha(Image.fromarray((np.arange(64 * 96) % 251).astype(np.uint8).reshape(64, 96)))

@@ -136,7 +136,7 @@ def test_usage_errors_exit_2(work):
 def test_info_text_and_json(work):
     run("encode", str(work / "a.png"))
     r = run("info", str(work / "a.wlc"))
-    assert r.exit_code == 0 and "bpp" in r.output and "rgb-16x" in r.output
+    assert r.exit_code == 0 and "bpp" in r.output and "rgb-1x" in r.output and "quality" in r.output
     r = run("info", "--json", str(work / "a.wlc"))
     meta = json.loads(r.output)
     assert meta["width"] == 96 and meta["height"] == 64 and meta["format_version"] == 1

@@ -60,22 +60,35 @@ def test_context_coding_round_trips_exactly(photo):
     model = load_model(LADDER)
     for q in (3, 60, 100):
         latents, _ = api.image_to_latents(model, photo[1], q)
-        first, thresholds = model.ladder.table_rows(q)
-        data = entropy.encode_with_context(latents, model.ladder.tables, first, thresholds, model.ladder.depth)
-        back = entropy.decode_with_context(data, model.ladder.tables, first, thresholds, model.ladder.depth,
-                                           latents.shape)
-        np.testing.assert_array_equal(back, latents)
+        sets = model.ladder.table_sets(q)
+        for lifted in (0, model.ladder.lifted):
+            data = entropy.encode_with_context(latents, model.ladder.tables, sets, model.ladder.depth, lifted)
+            back = entropy.decode_with_context(data, model.ladder.tables, sets, model.ladder.depth,
+                                               latents.shape, lifted)
+            np.testing.assert_array_equal(back, latents)
+
+
+def test_channels_pick_the_cheaper_table_set(photo):
+    """Sending a per-channel choice among neighbouring anchors' tables never costs much and usually saves."""
+    model = load_model(LADDER)
+    latents, _ = api.image_to_latents(model, photo[1], 50)
+    sets = model.ladder.table_sets(50)
+    ladder = model.ladder
+    chosen = entropy.encode_with_context(latents, ladder.tables, sets, ladder.depth, ladder.lifted)
+    own = entropy.encode_with_context(latents, ladder.tables, sets[2:3], ladder.depth, ladder.lifted)
+    assert len(chosen) <= len(own) + 4 * latents.shape[0] // 8 + 8
 
 
 def test_context_coding_codes_any_int32():
     """Values far outside every table escape and still round-trip."""
     model = load_model(LADDER)
-    first, thresholds = model.ladder.table_rows(50)
+    sets = model.ladder.table_sets(50)
     rng = np.random.default_rng(5)
     latents = rng.integers(-3, 4, size=(model.config.latent_channels, 5, 7)).astype(np.int32)
     latents[0, 0, 0], latents[7, 2, 3], latents[100, 4, 6] = 2**31 - 1, -(2**31) + 1, 77777
-    data = entropy.encode_with_context(latents, model.ladder.tables, first, thresholds, model.ladder.depth)
-    back = entropy.decode_with_context(data, model.ladder.tables, first, thresholds, model.ladder.depth, latents.shape)
+    ladder = model.ladder
+    data = entropy.encode_with_context(latents, ladder.tables, sets, ladder.depth, ladder.lifted)
+    back = entropy.decode_with_context(data, ladder.tables, sets, ladder.depth, latents.shape, ladder.lifted)
     np.testing.assert_array_equal(back, latents)
 
 

@@ -114,17 +114,15 @@ def _quality_of(model: CodecModel, quality: int | None) -> int | None:
 
 def _encode_latents(model: CodecModel, latents: np.ndarray, quality: int | None) -> bytes:
     if model.has_quality:
-        first_row, thresholds = model.ladder.table_rows(quality)
-        return entropy.encode_with_context(latents, model.ladder.tables, first_row, thresholds, model.ladder.depth,
-                                           model.ladder.lifted)
+        return entropy.encode_with_context(latents, model.ladder.tables, model.ladder.table_sets(quality),
+                                           model.ladder.depth, model.ladder.lifted)
     return entropy.encode(latents, model.tables_for(0))
 
 
 def _decode_latents(model: CodecModel, payload: bytes, quality: int | None, shape: tuple[int, ...]) -> np.ndarray:
     if model.has_quality:
-        first_row, thresholds = model.ladder.table_rows(quality)
-        return entropy.decode_with_context(payload, model.ladder.tables, first_row, thresholds, model.ladder.depth,
-                                           shape, model.ladder.lifted)
+        return entropy.decode_with_context(payload, model.ladder.tables, model.ladder.table_sets(quality),
+                                           model.ladder.depth, shape, model.ladder.lifted)
     return entropy.decode(payload, model.tables_for(0), shape)
 
 

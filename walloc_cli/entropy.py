@@ -417,56 +417,91 @@ def lift_level_map(h: int, w: int, levels: int) -> np.ndarray:
     return out
 
 
-def encode_with_context(latents: np.ndarray, tables: RaggedTables, first_row: int,
-                        thresholds: np.ndarray, depth: int, lifted: int = 0) -> bytes:
-    """Code int latents (L, H, W); channel c, bin k uses table ``first_row + c·bins + k``.
+Candidate = tuple[int, np.ndarray]  # (first table row, integer thresholds (L, bins − 1)) of one table set
 
-    ``thresholds`` is (L, bins − 1) int64.  Within a channel, bin 0's latents come
-    first, then bin 1's, …, each in raster order.  Escapes are coded right after
-    their group, so the decoder knows every value before it computes the next
-    context.  The encoder knows all latents up front and computes every context
-    in one go; the decoder must go channel by channel.
+
+def _bits(tables: RaggedTables, rows: np.ndarray, values: np.ndarray) -> float:
+    """Estimated cost in bits of coding ``values`` with table ``rows`` (escapes approximated).
+
+    Only the encoder's *choice* between table sets uses this float estimate; the
+    choice itself is transmitted, so the decoder never recomputes it.
     """
-    channels = latents.shape[0]
-    bins = thresholds.shape[1] + 1
-    encoder = constriction.stream.queue.RangeEncoder()
-    which = context_bins(activity_of_all(latents, depth), thresholds)
-    coded = latents.astype(np.int64)
-    if lifted:
-        levels = bins - 1
-        which[:lifted] = lift_level_map(*latents.shape[1:], levels)
-        coded[:lifted] = [lift_forward(latents[c], levels) for c in range(lifted)]
-    which = which.reshape(channels, -1)
-    order = np.argsort(which, axis=1, kind="stable")
-    counts = np.stack([np.bincount(w, minlength=bins) for w in which])
-    # every latent's table row, symbol and escape distance, for all groups at once
-    rows = np.take_along_axis(which, order, axis=1) + first_row + np.arange(channels)[:, None] * bins
-    values = np.take_along_axis(coded.reshape(channels, -1), order, axis=1)
+    cost = tables.__dict__.get("_cost")
+    if cost is None:
+        cost = tables.__dict__["_cost"] = -np.log2(tables.freqs.astype(np.float64) / TOTAL)
     lo, size = tables.lo[rows].astype(np.int64), tables.size[rows].astype(np.int64)
     symbols = values - lo
     outside = (symbols < 0) | (symbols >= size)
-    beyond = np.where(symbols < 0, symbols, symbols - size + 1)
-    symbols = np.where(outside, size, symbols).astype(np.int32)
+    index = tables.offset[rows] + np.where(outside, size, symbols)
+    extra = 2.0 * np.log2(np.abs(values[outside]) + 2.0).sum() + 6.0 * outside.sum()
+    return float(cost[index].sum() + extra)
+
+
+def _groups(which: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Raster order within bins, bins in order: (permutation, count per bin)."""
+    return np.argsort(which, kind="stable"), np.bincount(which, minlength=bins)
+
+
+def encode_with_context(latents: np.ndarray, tables: RaggedTables, candidates: list[Candidate],
+                        depth: int, lifted: int = 0) -> bytes:
+    """Code int latents (L, H, W) channel by channel with context-selected tables.
+
+    For each channel the encoder picks the cheapest of the ``candidates`` table sets
+    (neighbouring quality anchors: an image busier or smoother than the training
+    average codes better with a neighbour's statistics) and sends its index first,
+    uniform over ``len(candidates)``.  With set (first_row, thresholds), latent bin
+    k of channel c uses table ``first_row + c·bins + k``; bin 0's latents come first,
+    then bin 1's, …, each in raster order.  Escapes are coded right after their
+    group, so the decoder knows every value before it computes the next context.
+    """
+    channels = latents.shape[0]
+    bins = candidates[0][1].shape[1] + 1
+    encoder = constriction.stream.queue.RangeEncoder()
+    activity = activity_of_all(latents, depth).reshape(channels, -1)
+    coded = latents.astype(np.int64).reshape(channels, -1)
+    level_map = None
+    if lifted:
+        level_map = lift_level_map(*latents.shape[1:], bins - 1).reshape(-1)
+        for c in range(lifted):
+            coded[c] = lift_forward(latents[c], bins - 1).reshape(-1)
+    choice_model = constriction.stream.model.Uniform(len(candidates)) if len(candidates) > 1 else None
     for c in range(channels):
+        options = []
+        for first_row, thresholds in candidates:
+            which = level_map if c < lifted else np.searchsorted(thresholds[c], activity[c], side="right")
+            rows = first_row + c * bins + which
+            options.append((_bits(tables, rows, coded[c]) if len(candidates) > 1 else 0.0, which, first_row))
+        best = min(range(len(options)), key=lambda j: options[j][0])
+        _, which, first_row = options[best]
+        if len(candidates) > 1:
+            encoder.encode(np.array([best], np.int32), choice_model)
+        order, counts = _groups(which, bins)
+        values = coded[c, order]
         start = 0
-        for k in np.flatnonzero(counts[c]):
-            end = start + int(counts[c, k])
-            encoder.encode(symbols[c, start:end], tables.model(first_row + c * bins + int(k)))
-            if outside[c, start:end].any():
-                _encode_escapes(encoder, beyond[c, start:end][outside[c, start:end]])
+        for k in np.flatnonzero(counts):
+            end = start + int(counts[k])
+            r = first_row + c * bins + int(k)
+            lo, size = int(tables.lo[r]), int(tables.size[r])
+            symbols = values[start:end] - lo
+            outside = (symbols < 0) | (symbols >= size)
+            encoder.encode(np.where(outside, size, symbols).astype(np.int32), tables.model(r))
+            if outside.any():
+                _encode_escapes(encoder, np.where(symbols < 0, symbols, symbols - size + 1)[outside])
             start = end
     return encoder.get_compressed().astype("<u4").tobytes()
 
 
-def decode_with_context(data: bytes, tables: RaggedTables, first_row: int, thresholds: np.ndarray,
+def decode_with_context(data: bytes, tables: RaggedTables, candidates: list[Candidate],
                         depth: int, shape: tuple[int, int, int], lifted: int = 0) -> np.ndarray:
     """Inverse of :func:`encode_with_context`: int32 latents of ``shape`` (L, H, W)."""
     if len(data) % 4:
         raise EntropyError("compressed latents are not a whole number of 32-bit words")
     channels = shape[0]
-    bins = thresholds.shape[1] + 1
-    if thresholds.shape[0] != channels or first_row + channels * bins > tables.lo.shape[0]:
-        raise EntropyError("latent shape does not match the model's tables")
+    bins = candidates[0][1].shape[1] + 1
+    for first_row, thresholds in candidates:
+        if thresholds.shape[0] != channels or first_row + channels * bins > tables.lo.shape[0]:
+            raise EntropyError("latent shape does not match the model's tables")
+    choice_model = constriction.stream.model.Uniform(len(candidates)) if len(candidates) > 1 else None
     decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
     context = ActivityContext(shape[1:], depth)
     out = np.empty(shape, np.int32)
@@ -475,12 +510,13 @@ def decode_with_context(data: bytes, tables: RaggedTables, first_row: int, thres
     level_map = lift_level_map(shape[1], shape[2], bins - 1).reshape(-1) if lifted else None
     try:
         for c in range(channels):
+            choice = int(decoder.decode(choice_model, 1)[0]) if len(candidates) > 1 else 0
+            first_row, thresholds = candidates[choice]
             if c < lifted:
                 which = level_map
             else:
                 which = context_bins(context.current(), thresholds[c]).reshape(-1)
-            order = np.argsort(which, kind="stable")
-            counts = np.bincount(which, minlength=bins)
+            order, counts = _groups(which, bins)
             grouped = np.empty(positions, np.int64)
             start = 0
             for k in np.flatnonzero(counts):

@@ -403,11 +403,18 @@ class QualityLadder:
         offset = self.offset[self.anchor[q]].reshape(shape)
         return (np.sign(latents) * np.maximum(np.abs(latents) - offset, 0) * steps).astype(np.float32)
 
-    def table_rows(self, quality: int) -> tuple[int, np.ndarray]:
-        """(first table row, integer context thresholds (L, bins − 1)) for this quality."""
+    CHOICES = (-2, -1, 0, 1, 2)  # table sets a channel may pick: its quality's anchor and neighbours
+
+    def table_sets(self, quality: int) -> list[tuple[int, np.ndarray]]:
+        """Candidate (first table row, integer context thresholds (L, bins − 1)) per channel.
+
+        The quality's own anchor and its neighbours (clipped at the ends of the
+        ladder): the encoder picks per channel and sends the pick.
+        """
         a = int(self.anchor[self.check(quality)])
-        channels, bins = self.thresholds.shape[1], self.thresholds.shape[2] + 1
-        return a * channels * bins, self.thresholds[a]
+        anchors, channels, cuts = self.thresholds.shape
+        picks = [min(max(a + d, 0), anchors - 1) for d in self.CHOICES]
+        return [(p * channels * (cuts + 1), self.thresholds[p]) for p in picks]
 
 
 def contiguous_runs(index: np.ndarray) -> list[tuple[int, int]]:
