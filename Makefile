@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-stamp
 # environment variable pointing there.
 LOCAL_WHEELS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels)
 
-.PHONY: install demo test bench bench-rd bench-memory train train-audio export fetch-audio clean
+.PHONY: install demo test bench bench-rd bench-memory train train-ladder train-audio export fetch-audio clean
 
 install: $(STAMP)
 
@@ -40,6 +40,10 @@ bench-rd: install
 MINUTES ?= 60
 train: install
 	$(BIN)/python -m walloc_cli.train --preset rgb-16x --data ../shared/data/images --run runs/rgb-16x --minutes $(MINUTES)
+
+# The quality-ladder image model rgb-1x: closed-form fit (PCA + histograms), about 10 minutes on 2 cores.
+train-ladder: install
+	$(BIN)/python -m walloc_cli.ladder --data ../shared/data/images --out weights/ --name rgb-1x --images 300
 
 fetch-audio:
 	bash ../shared/data/audio/fetch-audio.sh data/audio

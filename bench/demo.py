@@ -43,6 +43,15 @@ def main() -> None:
     print(f"walloc file  {size} bytes: ratio {raw / size:.1f}:1 vs raw, {8 * size / (h * w):.3f} bpp")
     print(f"quality      PSNR {psnr:.2f} dB")
     print(f"time         encode {t_enc:.2f} s, decode {t_dec:.2f} s (whole commands, interpreter start included)")
+    print()
+    print("quality ladder (walloc encode -q Q; same photo):")
+    print("   Q      bpp     PSNR")
+    for q in (10, 30, 50, 75, 95):
+        walloc("encode", str(SAMPLE), "-q", str(q), "-o", str(wlc), "--force", "--quiet")
+        walloc("decode", str(wlc), "-o", str(png), "--force", "--quiet")
+        decoded = np.asarray(Image.open(png).convert("RGB")).astype(np.float64)
+        q_psnr = 10 * np.log10(255.0**2 / np.mean((original - decoded) ** 2))
+        print(f"  {q:2d}   {8 * wlc.stat().st_size / (h * w):6.3f}   {q_psnr:5.2f} dB")
 
 
 if __name__ == "__main__":

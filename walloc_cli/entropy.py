@@ -420,8 +420,8 @@ def lift_level_map(h: int, w: int, levels: int) -> np.ndarray:
 Candidate = tuple[int, np.ndarray]  # (first table row, integer thresholds (L, bins − 1)) of one table set
 
 
-def _bits(tables: RaggedTables, rows: np.ndarray, values: np.ndarray) -> float:
-    """Estimated cost in bits of coding ``values`` with table ``rows`` (escapes approximated).
+def _bits_per_channel(tables: RaggedTables, rows: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Estimated cost in bits of each channel (row of ``values``) with tables ``rows`` (escapes approximated).
 
     Only the encoder's *choice* between table sets uses this float estimate; the
     choice itself is transmitted, so the decoder never recomputes it.
@@ -429,12 +429,26 @@ def _bits(tables: RaggedTables, rows: np.ndarray, values: np.ndarray) -> float:
     cost = tables.__dict__.get("_cost")
     if cost is None:
         cost = tables.__dict__["_cost"] = -np.log2(tables.freqs.astype(np.float64) / TOTAL)
-    lo, size = tables.lo[rows].astype(np.int64), tables.size[rows].astype(np.int64)
+    lo, size = tables.lo[rows], tables.size[rows]
     symbols = values - lo
     outside = (symbols < 0) | (symbols >= size)
-    index = tables.offset[rows] + np.where(outside, size, symbols)
-    extra = 2.0 * np.log2(np.abs(values[outside]) + 2.0).sum() + 6.0 * outside.sum()
-    return float(cost[index].sum() + extra)
+    bits = cost[tables.offset[rows] + np.where(outside, size, symbols)].sum(axis=1)
+    if outside.any():
+        escapes = np.where(outside, 2.0 * np.log2(np.abs(values) + 2.0) + 6.0, 0.0)
+        bits += escapes.sum(axis=1)
+    return bits
+
+
+def _bins_of_all(activity: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """:func:`context_bins` for (L, P) activity and (L, bins−1) thresholds in one search.
+
+    Channel c's values and thresholds are shifted by c·2^48 (activities stay far
+    below that), so one sorted array serves every channel.
+    """
+    channels, cuts = thresholds.shape
+    shift = (np.arange(channels, dtype=np.int64) << 48)[:, None]
+    flat = (thresholds.astype(np.int64) + shift).reshape(-1)
+    return np.searchsorted(flat, activity + shift, side="right") - np.arange(channels)[:, None] * cuts
 
 
 def _groups(which: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
@@ -443,7 +457,7 @@ def _groups(which: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def encode_with_context(latents: np.ndarray, tables: RaggedTables, candidates: list[Candidate],
-                        depth: int, lifted: int = 0) -> bytes:
+                        depth: int, lifted: int = 0, default: int | None = None) -> bytes:
     """Code int latents (L, H, W) channel by channel with context-selected tables.
 
     For each channel the encoder picks the cheapest of the ``candidates`` table sets
@@ -453,6 +467,8 @@ def encode_with_context(latents: np.ndarray, tables: RaggedTables, candidates: l
     k of channel c uses table ``first_row + c·bins + k``; bin 0's latents come first,
     then bin 1's, …, each in raster order.  Escapes are coded right after their
     group, so the decoder knows every value before it computes the next context.
+    ``default`` skips the search (≈ half the encoding time, ≈ 1.5 % more bits): every
+    channel takes that candidate.
     """
     channels = latents.shape[0]
     bins = candidates[0][1].shape[1] + 1
@@ -465,16 +481,27 @@ def encode_with_context(latents: np.ndarray, tables: RaggedTables, candidates: l
         for c in range(lifted):
             coded[c] = lift_forward(latents[c], bins - 1).reshape(-1)
     choice_model = constriction.stream.model.Uniform(len(candidates)) if len(candidates) > 1 else None
+    channel_rows = np.arange(channels)[:, None] * bins
+    best = np.zeros(channels, np.int64)
+    best_bits = np.full(channels, np.inf)
+    best_which = np.zeros_like(activity)
+    for j, (first_row, thresholds) in enumerate(candidates):
+        if default is not None and j != default:
+            continue
+        which = _bins_of_all(activity, thresholds)
+        if lifted:
+            which[:lifted] = level_map
+        if len(candidates) > 1 and default is None:
+            bits = _bits_per_channel(tables, first_row + channel_rows + which, coded)
+        else:
+            bits = np.zeros(channels)
+        better = bits < best_bits  # strict: ties keep the earlier candidate
+        best[better], best_bits[better], best_which[better] = j, bits[better], which[better]
     for c in range(channels):
-        options = []
-        for first_row, thresholds in candidates:
-            which = level_map if c < lifted else np.searchsorted(thresholds[c], activity[c], side="right")
-            rows = first_row + c * bins + which
-            options.append((_bits(tables, rows, coded[c]) if len(candidates) > 1 else 0.0, which, first_row))
-        best = min(range(len(options)), key=lambda j: options[j][0])
-        _, which, first_row = options[best]
+        which = best_which[c]
+        first_row = candidates[int(best[c])][0]
         if len(candidates) > 1:
-            encoder.encode(np.array([best], np.int32), choice_model)
+            encoder.encode(np.array([best[c]], np.int32), choice_model)
         order, counts = _groups(which, bins)
         values = coded[c, order]
         start = 0
