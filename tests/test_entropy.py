@@ -118,3 +118,16 @@ def test_activity_of_all_matches_the_decoders_running_context():
     for c in range(latents.shape[0]):
         np.testing.assert_array_equal(running.current(), everything[c])
         running.push(latents[c])
+
+
+def test_checkerboard_table_index():
+    """White squares refine their table by their 4 (black, already known) neighbours."""
+    values = np.zeros((1, 4, 4), np.int64)
+    values[0, 1, 2] = 5   # white ((1 + 2) odd): never a neighbour of another white square
+    values[0, 2, 2] = 3   # black ((2 + 2) even)
+    activity_bin = np.zeros((1, 4, 4), np.int64)
+    index = entropy.table_index(activity_bin, values, 8, (1, 2, 4, 8))
+    assert index[0, 0, 0] == 0                       # black: activity bin only
+    assert index[0, 2, 1] == 8 + 0 * 5 + 2           # white next to |3|: neighbour sum 3 -> bin 2
+    assert index[0, 2, 3] == 8 + 2                   # white, neighbour (2,2) = 3
+    assert entropy.tables_per_channel(8, (1, 2, 4, 8)) == 48 and entropy.tables_per_channel(8, ()) == 8

@@ -61,11 +61,13 @@ def test_context_coding_round_trips_exactly(photo):
     for q in (3, 60, 100):
         latents, _ = api.image_to_latents(model, photo[1], q)
         sets = model.ladder.table_sets(q)
-        for lifted in (0, model.ladder.lifted):
-            data = entropy.encode_with_context(latents, model.ladder.tables, sets, model.ladder.depth, lifted)
-            back = entropy.decode_with_context(data, model.ladder.tables, sets, model.ladder.depth,
-                                               latents.shape, lifted)
-            np.testing.assert_array_equal(back, latents)
+        ladder = model.ladder
+        for lifted, cuts in ((0, ()), (ladder.lifted, ladder.neighbour_cuts)):
+            for default in (None, 2):
+                data = entropy.encode_with_context(latents, ladder.tables, sets, ladder.depth, lifted, default, cuts)
+                back = entropy.decode_with_context(data, ladder.tables, sets, ladder.depth, latents.shape, lifted,
+                                                   cuts)
+                np.testing.assert_array_equal(back, latents)
 
 
 def test_channels_pick_the_cheaper_table_set(photo):
@@ -74,9 +76,10 @@ def test_channels_pick_the_cheaper_table_set(photo):
     latents, _ = api.image_to_latents(model, photo[1], 50)
     sets = model.ladder.table_sets(50)
     ladder = model.ladder
-    chosen = entropy.encode_with_context(latents, ladder.tables, sets, ladder.depth, ladder.lifted)
-    own = entropy.encode_with_context(latents, ladder.tables, sets[2:3], ladder.depth, ladder.lifted)
-    assert len(chosen) <= len(own) + 4 * latents.shape[0] // 8 + 8
+    cuts = ladder.neighbour_cuts
+    chosen = entropy.encode_with_context(latents, ladder.tables, sets, ladder.depth, ladder.lifted, None, cuts)
+    own = entropy.encode_with_context(latents, ladder.tables, sets, ladder.depth, ladder.lifted, 2, cuts)
+    assert len(chosen) <= len(own)
 
 
 def test_context_coding_codes_any_int32():
@@ -87,8 +90,9 @@ def test_context_coding_codes_any_int32():
     latents = rng.integers(-3, 4, size=(model.config.latent_channels, 5, 7)).astype(np.int32)
     latents[0, 0, 0], latents[7, 2, 3], latents[100, 4, 6] = 2**31 - 1, -(2**31) + 1, 77777
     ladder = model.ladder
-    data = entropy.encode_with_context(latents, ladder.tables, sets, ladder.depth, ladder.lifted)
-    back = entropy.decode_with_context(data, ladder.tables, sets, ladder.depth, latents.shape, ladder.lifted)
+    cuts = ladder.neighbour_cuts
+    data = entropy.encode_with_context(latents, ladder.tables, sets, ladder.depth, ladder.lifted, None, cuts)
+    back = entropy.decode_with_context(data, ladder.tables, sets, ladder.depth, latents.shape, ladder.lifted, cuts)
     np.testing.assert_array_equal(back, latents)
 
 

@@ -117,14 +117,14 @@ def _encode_latents(model: CodecModel, latents: np.ndarray, quality: int | None,
     if model.has_quality:
         own = None if effort >= 2 else model.ladder.CHOICES.index(0)
         return entropy.encode_with_context(latents, model.ladder.tables, model.ladder.table_sets(quality),
-                                           model.ladder.depth, model.ladder.lifted, own)
+                                           model.ladder.depth, model.ladder.lifted, own, model.ladder.neighbour_cuts)
     return entropy.encode(latents, model.tables_for(0))
 
 
 def _decode_latents(model: CodecModel, payload: bytes, quality: int | None, shape: tuple[int, ...]) -> np.ndarray:
     if model.has_quality:
         return entropy.decode_with_context(payload, model.ladder.tables, model.ladder.table_sets(quality),
-                                           model.ladder.depth, shape, model.ladder.lifted)
+                                           model.ladder.depth, shape, model.ladder.lifted, model.ladder.neighbour_cuts)
     return entropy.decode(payload, model.tables_for(0), shape)
 
 

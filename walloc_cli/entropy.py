@@ -417,6 +417,35 @@ def lift_level_map(h: int, w: int, levels: int) -> np.ndarray:
     return out
 
 
+# Checkerboard: after a channel's "black" positions ((i + j) even) are coded, each "white"
+# position knows its four neighbours in the same channel.  Their |latents| sum, binned by
+# ``neighbour_cuts``, refines the activity bin: white latents use table
+# ``bins + activity_bin · (len(cuts) + 1) + neighbour_bin``, black ones ``activity_bin``.
+def neighbour_sum(values: np.ndarray) -> np.ndarray:
+    """Sum of |v| over the 4 neighbours (zeros outside) of maps (..., H, W)."""
+    a = np.abs(values)
+    p = np.pad(a, [(0, 0)] * (a.ndim - 2) + [(1, 1), (1, 1)])
+    return p[..., :-2, 1:-1] + p[..., 2:, 1:-1] + p[..., 1:-1, :-2] + p[..., 1:-1, 2:]
+
+
+def white_mask(h: int, w: int) -> np.ndarray:
+    return ((np.arange(h)[:, None] + np.arange(w)[None, :]) % 2).astype(bool)
+
+
+def tables_per_channel(bins: int, neighbour_cuts: tuple[int, ...]) -> int:
+    return bins * (len(neighbour_cuts) + 2) if neighbour_cuts else bins
+
+
+def table_index(activity_bin: np.ndarray, values: np.ndarray, bins: int,
+                neighbour_cuts: tuple[int, ...]) -> np.ndarray:
+    """Table index within a channel for maps (..., H, W): activity bin, refined on white squares."""
+    if not neighbour_cuts:
+        return activity_bin
+    near = np.searchsorted(np.asarray(neighbour_cuts), neighbour_sum(values), side="right")
+    white = white_mask(*values.shape[-2:])
+    return np.where(white, bins + activity_bin * (len(neighbour_cuts) + 1) + near, activity_bin)
+
+
 Candidate = tuple[int, np.ndarray]  # (first table row, integer thresholds (L, bins − 1)) of one table set
 
 
@@ -457,7 +486,8 @@ def _groups(which: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def encode_with_context(latents: np.ndarray, tables: RaggedTables, candidates: list[Candidate],
-                        depth: int, lifted: int = 0, default: int | None = None) -> bytes:
+                        depth: int, lifted: int = 0, default: int | None = None,
+                        neighbour_cuts: tuple[int, ...] = ()) -> bytes:
     """Code int latents (L, H, W) channel by channel with context-selected tables.
 
     For each channel the encoder picks the cheapest of the ``candidates`` table sets
@@ -472,6 +502,7 @@ def encode_with_context(latents: np.ndarray, tables: RaggedTables, candidates: l
     """
     channels = latents.shape[0]
     bins = candidates[0][1].shape[1] + 1
+    per_channel = tables_per_channel(bins, neighbour_cuts)
     encoder = constriction.stream.queue.RangeEncoder()
     activity = activity_of_all(latents, depth).reshape(channels, -1)
     coded = latents.astype(np.int64).reshape(channels, -1)
@@ -481,14 +512,15 @@ def encode_with_context(latents: np.ndarray, tables: RaggedTables, candidates: l
         for c in range(lifted):
             coded[c] = lift_forward(latents[c], bins - 1).reshape(-1)
     choice_model = constriction.stream.model.Uniform(len(candidates)) if len(candidates) > 1 else None
-    channel_rows = np.arange(channels)[:, None] * bins
+    channel_rows = np.arange(channels)[:, None] * per_channel
     best = np.zeros(channels, np.int64)
     best_bits = np.full(channels, np.inf)
     best_which = np.zeros_like(activity)
     for j, (first_row, thresholds) in enumerate(candidates):
         if default is not None and j != default:
             continue
-        which = _bins_of_all(activity, thresholds)
+        which = table_index(_bins_of_all(activity, thresholds).reshape(latents.shape), latents.astype(np.int64),
+                            bins, neighbour_cuts).reshape(channels, -1)
         if lifted:
             which[:lifted] = level_map
         if len(candidates) > 1 and default is None:
@@ -502,12 +534,12 @@ def encode_with_context(latents: np.ndarray, tables: RaggedTables, candidates: l
         first_row = candidates[int(best[c])][0]
         if len(candidates) > 1:
             encoder.encode(np.array([best[c]], np.int32), choice_model)
-        order, counts = _groups(which, bins)
+        order, counts = _groups(which, per_channel)
         values = coded[c, order]
         start = 0
         for k in np.flatnonzero(counts):
             end = start + int(counts[k])
-            r = first_row + c * bins + int(k)
+            r = first_row + c * per_channel + int(k)
             lo, size = int(tables.lo[r]), int(tables.size[r])
             symbols = values[start:end] - lo
             outside = (symbols < 0) | (symbols >= size)
@@ -518,56 +550,79 @@ def encode_with_context(latents: np.ndarray, tables: RaggedTables, candidates: l
     return encoder.get_compressed().astype("<u4").tobytes()
 
 
+def _decode_groups(decoder, tables: RaggedTables, first_row: int, which: np.ndarray,
+                   count_of_tables: int) -> tuple[np.ndarray, np.ndarray]:
+    """Decode the latents whose table indices are ``which`` (bins in order, raster within).
+
+    Returns (permutation of the positions, their values in that order).
+    """
+    order, counts = _groups(which, count_of_tables)
+    grouped = np.empty(which.size, np.int64)
+    start = 0
+    for k in np.flatnonzero(counts):
+        count = int(counts[k])
+        r = first_row + int(k)
+        lo, size = int(tables.lo[r]), int(tables.size[r])
+        symbols = decoder.decode(tables.model(r), count).astype(np.int64)
+        escape = symbols == size
+        group = symbols + lo
+        if escape.any():
+            e = _decode_escapes(decoder, int(escape.sum()))
+            group[escape] = np.where(e < 0, lo + e, lo + size - 1 + e)
+        grouped[start : start + count] = group
+        start += count
+    return order, grouped
+
+
 def decode_with_context(data: bytes, tables: RaggedTables, candidates: list[Candidate],
-                        depth: int, shape: tuple[int, int, int], lifted: int = 0) -> np.ndarray:
+                        depth: int, shape: tuple[int, int, int], lifted: int = 0,
+                        neighbour_cuts: tuple[int, ...] = ()) -> np.ndarray:
     """Inverse of :func:`encode_with_context`: int32 latents of ``shape`` (L, H, W)."""
     if len(data) % 4:
         raise EntropyError("compressed latents are not a whole number of 32-bit words")
-    channels = shape[0]
+    channels, height, width = shape
     bins = candidates[0][1].shape[1] + 1
+    per_channel = tables_per_channel(bins, neighbour_cuts)
     for first_row, thresholds in candidates:
-        if thresholds.shape[0] != channels or first_row + channels * bins > tables.lo.shape[0]:
+        if thresholds.shape[0] != channels or first_row + channels * per_channel > tables.lo.shape[0]:
             raise EntropyError("latent shape does not match the model's tables")
     choice_model = constriction.stream.model.Uniform(len(candidates)) if len(candidates) > 1 else None
     decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
-    context = ActivityContext(shape[1:], depth)
+    context = ActivityContext((height, width), depth)
     out = np.empty(shape, np.int32)
-    positions = shape[1] * shape[2]
+    positions = height * width
     limit = np.iinfo(np.int32).max
-    level_map = lift_level_map(shape[1], shape[2], bins - 1).reshape(-1) if lifted else None
+    level_map = lift_level_map(height, width, bins - 1).reshape(-1) if lifted else None
+    white = white_mask(height, width).reshape(-1)
+    phases = [np.flatnonzero(~white), np.flatnonzero(white)] if neighbour_cuts else [np.arange(positions)]
     try:
         for c in range(channels):
             choice = int(decoder.decode(choice_model, 1)[0]) if len(candidates) > 1 else 0
             first_row, thresholds = candidates[choice]
+            base = first_row + c * per_channel
+            values = np.zeros(positions, np.int64)
             if c < lifted:
-                which = level_map
-            else:
-                which = context_bins(context.current(), thresholds[c]).reshape(-1)
-            order, counts = _groups(which, bins)
-            grouped = np.empty(positions, np.int64)
-            start = 0
-            for k in np.flatnonzero(counts):
-                count = int(counts[k])
-                r = first_row + c * bins + int(k)
-                lo, size = int(tables.lo[r]), int(tables.size[r])
-                symbols = decoder.decode(tables.model(r), count).astype(np.int64)
-                escape = symbols == size
-                group = symbols + lo
-                if escape.any():
-                    e = _decode_escapes(decoder, int(escape.sum()))
-                    group[escape] = np.where(e < 0, lo + e, lo + size - 1 + e)
-                grouped[start : start + count] = group
-                start += count
-            # lifted channels hold sums and differences of int32 latents: 2 more bits of headroom
-            if np.abs(grouped).max(initial=0) > (limit if c >= lifted else 4 * limit):
-                raise EntropyError("decoded latent value out of range")
-            values = np.empty(positions, np.int64)
-            values[order] = grouped
-            values = values.reshape(shape[1:])
-            if c < lifted:
-                values = lift_inverse(values, bins - 1)
-                if np.abs(values).max(initial=0) > limit:
+                order, grouped = _decode_groups(decoder, tables, base, level_map, per_channel)
+                # lifted channels hold sums and differences of int32 latents: 2 more bits of headroom
+                if np.abs(grouped).max(initial=0) > 4 * limit:
                     raise EntropyError("decoded latent value out of range")
+                values[order] = grouped
+                values = lift_inverse(values.reshape(height, width), bins - 1).reshape(-1)
+            else:
+                activity_bin = context_bins(context.current(), thresholds[c]).reshape(-1)
+                for phase, where in enumerate(phases):
+                    which = activity_bin[where]
+                    if phase:  # white squares: all four neighbours are black, hence known
+                        near = neighbour_sum(values.reshape(height, width)).reshape(-1)[where]
+                        which = bins + which * (len(neighbour_cuts) + 1) + np.searchsorted(
+                            np.asarray(neighbour_cuts), near, side="right")
+                    order, grouped = _decode_groups(decoder, tables, base, which, per_channel)
+                    if np.abs(grouped).max(initial=0) > limit:
+                        raise EntropyError("decoded latent value out of range")
+                    values[where[order]] = grouped
+            if np.abs(values).max(initial=0) > limit:
+                raise EntropyError("decoded latent value out of range")
+            values = values.reshape(height, width)
             out[c] = values
             context.push(values)
     except EntropyError:

@@ -42,6 +42,7 @@ WAVELET = wavelets.DEFAULT_WAVELET
 BLOCK = 2**LEVELS
 CONTEXT_DEPTH = 8         # previous channels whose 3×3 activity selects the table
 CONTEXT_BINS = 8          # tables per (anchor, channel)
+NEIGHBOUR_CUTS = (1, 2, 4, 8)  # checkerboard: white squares' 4-neighbour |latent| sum, 5 bins
 LIFTED = 3                # leading channels (the DC of each colour: lag-1 correlation 0.8–0.9) coded
                           # after an integer Haar transform, one table per level
 DEADZONE = 0.15           # rounding threshold 0.5 + DEADZONE (in steps) for leaving zero
@@ -111,7 +112,11 @@ def fit_anchor(latents: list[np.ndarray], steps: np.ndarray) -> tuple[list, np.n
         np.stack([entropy.lift_forward(q[..., c], levels).reshape(-1) for c in range(LIFTED)], axis=1)
         for q in quantized])
     level_maps = np.concatenate([entropy.lift_level_map(*q.shape[:2], levels).reshape(-1) for q in quantized])
+    neighbours = np.concatenate([entropy.neighbour_sum(q.transpose(2, 0, 1)).reshape(q.shape[2], -1).T
+                                 for q in quantized])
+    white = np.concatenate([entropy.white_mask(*q.shape[:2]).reshape(-1) for q in quantized])
     channels = values.shape[1]
+    per_channel = entropy.tables_per_channel(CONTEXT_BINS, NEIGHBOUR_CUTS)
     thresholds = np.zeros((channels, CONTEXT_BINS - 1), np.int64)
     rows = []
     offsets = np.zeros(channels)
@@ -124,9 +129,14 @@ def fit_anchor(latents: list[np.ndarray], steps: np.ndarray) -> tuple[list, np.n
             cuts = np.quantile(a, np.linspace(0, 1, CONTEXT_BINS + 1)[1:-1], method="higher").astype(np.int64)
             cuts = np.maximum.accumulate(np.maximum(cuts, 1))
             thresholds[c] = cuts
-            which, coded = entropy.context_bins(a, cuts), values[:, c]
-        for k in range(CONTEXT_BINS):
-            rows.append(entropy.fit_row(coded[which == k]))
+            which = entropy.context_bins(a, cuts)
+            if NEIGHBOUR_CUTS:  # as entropy.table_index, on flattened positions
+                near = np.searchsorted(np.asarray(NEIGHBOUR_CUTS), neighbours[:, c], side="right")
+                which = np.where(white, CONTEXT_BINS + which * (len(NEIGHBOUR_CUTS) + 1) + near, which)
+            coded = values[:, c]
+        order = np.argsort(which, kind="stable")
+        groups = np.split(coded[order], np.cumsum(np.bincount(which, minlength=per_channel))[:-1])
+        rows += [entropy.fit_row(g) for g in groups]
         nonzero = values[:, c] != 0
         if nonzero.any():  # centroid of |y| within its bin, measured from the bin's integer value
             offsets[c] = np.clip(np.mean(np.abs(values[nonzero, c]) - np.abs(scaled[nonzero, c])), 0.0, 0.45)
@@ -179,6 +189,7 @@ def fit(data: Path, out: Path, name: str, max_images: int, seed: int) -> Path:
         "latent_channels": int(weight.shape[0]), "decoder_width": 0, "decoder_blocks": 0,
         "table_sets": 1, "coding": "context", "decoder_kind": "linear",
         "context_depth": CONTEXT_DEPTH, "context_bins": CONTEXT_BINS, "lifted_channels": LIFTED,
+        "neighbour_cuts": list(NEIGHBOUR_CUTS),
         "info": {
             "fitted_on": f"{len(chosen)} photos of {data / 'train'} (seed {seed})",
             "anchor_steps": [round(float(s), 5) for s in anchors],

@@ -65,6 +65,7 @@ class ModelConfig:
     context_depth: int = 0   # context models: previous channels whose activity picks the table
     context_bins: int = 1    # context models: tables per (quality anchor, channel)
     lifted_channels: int = 0  # context models: leading (DC) channels coded after an integer Haar transform
+    neighbour_cuts: tuple = ()  # context models: checkerboard refinement of white squares' tables
     info: dict = field(default_factory=dict, compare=False)  # training facts, measured quality
 
     @property
@@ -87,6 +88,8 @@ class ModelConfig:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "ModelConfig":
         fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        if "neighbour_cuts" in fields:
+            fields["neighbour_cuts"] = tuple(int(v) for v in fields["neighbour_cuts"])
         return cls(**fields)
 
 
@@ -351,10 +354,11 @@ class QualityLadder:
 
     def __init__(self, step: np.ndarray, anchor: np.ndarray, gain: np.ndarray, deadzone: float,
                  offset: np.ndarray, thresholds: np.ndarray, tables: "RaggedTables", depth: int,
-                 lifted: int) -> None:
+                 lifted: int, neighbour_cuts: tuple[int, ...]) -> None:
         self.step, self.anchor, self.gain = step, anchor, gain
         self.deadzone, self.offset = deadzone, offset
         self.thresholds, self.tables, self.depth, self.lifted = thresholds, tables, depth, lifted
+        self.neighbour_cuts = neighbour_cuts
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], config: ModelConfig) -> "QualityLadder":
@@ -367,11 +371,13 @@ class QualityLadder:
             ladder = cls(arrays["quality.step"].astype(np.float64), arrays["quality.anchor"].astype(np.int64),
                          arrays["quality.gain"].astype(np.float64), float(arrays["quality.deadzone"]),
                          arrays["quality.offset"].astype(np.float64), arrays["context.thresholds"].astype(np.int64),
-                         tables, config.context_depth, config.lifted_channels)
+                         tables, config.context_depth, config.lifted_channels, config.neighbour_cuts)
         except (KeyError, ValueError) as exc:
             raise ModelError(f"model {config.name}: quality ladder arrays missing or invalid ({exc})") from None
+        from .entropy import tables_per_channel
+
         anchors, channels, _ = ladder.thresholds.shape
-        rows = anchors * channels * config.context_bins
+        rows = anchors * channels * tables_per_channel(config.context_bins, config.neighbour_cuts)
         if (ladder.step.shape != (101,) or ladder.anchor.shape != (101,) or ladder.anchor.min() < 0
                 or ladder.anchor.max() >= anchors or channels != config.latent_channels
                 or ladder.gain.shape != (anchors, channels) or ladder.offset.shape != (anchors, channels)
@@ -411,10 +417,13 @@ class QualityLadder:
         The quality's own anchor and its neighbours (clipped at the ends of the
         ladder): the encoder picks per channel and sends the pick.
         """
+        from .entropy import tables_per_channel
+
         a = int(self.anchor[self.check(quality)])
         anchors, channels, cuts = self.thresholds.shape
+        per_channel = tables_per_channel(cuts + 1, self.neighbour_cuts)
         picks = [min(max(a + d, 0), anchors - 1) for d in self.CHOICES]
-        return [(p * channels * (cuts + 1), self.thresholds[p]) for p in picks]
+        return [(p * channels * per_channel, self.thresholds[p]) for p in picks]
 
 
 def contiguous_runs(index: np.ndarray) -> list[tuple[int, int]]:
