@@ -108,22 +108,12 @@ def fit_tables(latents: np.ndarray, coverage: float = 0.9999, prior_count: float
     """
     latents = np.asarray(latents)
     channels = latents.shape[1]
-    tail = (1.0 - coverage) / 2
-    los, sizes, rows = [], [], []
+    los, rows = [], []
     for c in range(channels):
-        v = latents[:, c].astype(np.int64)
-        lo = int(np.floor(np.quantile(v, tail)))
-        hi = int(np.ceil(np.quantile(v, 1 - tail)))
-        if hi - lo + 1 > max_size:
-            centre = int(np.round(np.median(v)))
-            lo, hi = centre - max_size // 2, centre - max_size // 2 + max_size - 1
-        size = hi - lo + 1
-        inside = (v >= lo) & (v <= hi)
-        counts = np.bincount(v[inside] - lo, minlength=size).astype(np.float64) + prior_count
-        escapes = float((~inside).sum()) + prior_count
+        lo, row = fit_row(latents[:, c], coverage, prior_count, max_size)
         los.append(lo)
-        sizes.append(size)
-        rows.append(quantize_distribution(np.append(counts, escapes)))
+        rows.append(row)
+    sizes = [row.size - 1 for row in rows]
     width = max(sizes) + 1
     freqs = np.zeros((channels, width), np.int32)
     for c, row in enumerate(rows):
