@@ -4,7 +4,8 @@
 
 Two figures, as a user meets them:
 
-* **one photo**: wall time of ``walloc encode photo.png`` for a 768×512 photo,
+* **one photo**: wall time of ``walloc encode photo.png`` (the default ``rgb-1x``
+  at -q 75, and ``-m rgb-16x``) for a 768×512 photo,
   interpreter start and imports included (the median of 5 runs), next to
   ``cwebp`` on the same file;
 * **a folder**: throughput in megapixels per second of encoding every photo of a
@@ -88,10 +89,12 @@ def main() -> None:
         q = str(args.quality)
         out = work / "out"
 
-        def walloc_batch(jobs: int):
+        def walloc_batch(jobs: int, model: str | None = None):
+            options = ["-m", model] if model else ["-q", q]
+
             def run() -> None:
                 shutil.rmtree(out, ignore_errors=True)
-                subprocess.run(WALLOC + ["encode", "-r", str(work / "photos"), "-o", str(out), "-q", q,
+                subprocess.run(WALLOC + ["encode", "-r", str(work / "photos"), "-o", str(out), *options,
                                          "-j", str(jobs), "--quiet"], check=True)
             return run
 
@@ -114,10 +117,14 @@ def main() -> None:
 
         results["single_walloc_encode_s"] = _wall(WALLOC + ["encode", str(big), "-o", str(work / "big.wlc"),
                                                              "-f", "-q", q, "--quiet"])
+        results["single_walloc_16x_encode_s"] = _wall(WALLOC + ["encode", str(big), "-o", str(work / "big16.wlc"),
+                                                                 "-f", "-m", "rgb-16x", "--quiet"])
         if cwebp:
             results["single_cwebp_s"] = _wall([cwebp, "-quiet", "-q", q, str(big), "-o", str(work / "big.webp")])
         results["batch_walloc_j1_MPps"] = _throughput(walloc_batch(1), megapixels)
         results["batch_walloc_j2_MPps"] = _throughput(walloc_batch(2), megapixels)
+        results["batch_walloc_16x_j1_MPps"] = _throughput(walloc_batch(1, "rgb-16x"), megapixels)
+        results["batch_walloc_16x_j2_MPps"] = _throughput(walloc_batch(2, "rgb-16x"), megapixels)
         if cwebp:
             results["batch_cwebp_loop_MPps"] = _throughput(cwebp_batch(1), megapixels)
             results["batch_cwebp_2parallel_MPps"] = _throughput(cwebp_batch(2), megapixels)
@@ -127,11 +134,11 @@ def main() -> None:
     width = max(len(k) for k in results)
     for k, v in results.items():
         print(f"{k:{width}}  {v:.3f}" if isinstance(v, float) else f"{k:{width}}  {v}")
-    if "batch_cwebp_loop_MPps" in results:
-        print(f"walloc -j1 / cwebp loop: {results['batch_walloc_j1_MPps'] / results['batch_cwebp_loop_MPps']:.2f}x; "
-              f"walloc -j2 / cwebp ×2: {results['batch_walloc_j2_MPps'] / results['batch_cwebp_2parallel_MPps']:.2f}x")
-    print(f"walloc -j1 / Pillow WebP (in process): "
-          f"{results['batch_walloc_j1_MPps'] / results['batch_pillow_webp_MPps']:.2f}x")
+    for label, key in (("rgb-1x", "batch_walloc"), ("rgb-16x", "batch_walloc_16x")):
+        if "batch_cwebp_loop_MPps" in results:
+            print(f"{label}: -j1 / cwebp loop {results[key + '_j1_MPps'] / results['batch_cwebp_loop_MPps']:.2f}x; "
+                  f"-j2 / cwebp ×2 {results[key + '_j2_MPps'] / results['batch_cwebp_2parallel_MPps']:.2f}x; "
+                  f"-j1 / Pillow WebP {results[key + '_j1_MPps'] / results['batch_pillow_webp_MPps']:.2f}x")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n")
 
