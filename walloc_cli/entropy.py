@@ -519,24 +519,28 @@ def encode_with_context(latents: np.ndarray, tables: RaggedTables, candidates: l
             bits = np.zeros(channels)
         better = bits < best_bits  # strict: ties keep the earlier candidate
         best[better], best_bits[better], best_which[better] = j, bits[better], which[better]
-    for c in range(channels):
-        which = best_which[c]
-        first_row = candidates[int(best[c])][0]
-        if len(candidates) > 1:
-            encoder.encode(np.array([best[c]], np.int32), choice_model)
-        order, counts = _groups(which, per_channel)
-        values = coded[c, order]
-        start = 0
-        for k in np.flatnonzero(counts):
-            end = start + int(counts[k])
-            r = first_row + c * per_channel + int(k)
-            lo, size = int(tables.lo[r]), int(tables.size[r])
-            symbols = values[start:end] - lo
-            outside = (symbols < 0) | (symbols >= size)
-            encoder.encode(np.where(outside, size, symbols).astype(np.int32), tables.model(r))
-            if outside.any():
-                _encode_escapes(encoder, np.where(symbols < 0, symbols, symbols - size + 1)[outside])
-            start = end
+    # Everything per latent is computed at once; the Python loop below only walks the groups
+    # (one constriction call each), in the order the decoder will ask for them.
+    order = np.argsort(best_which, axis=1, kind="stable")
+    first_rows = np.array([candidates[int(b)][0] for b in best], np.int64)
+    rows = (np.take_along_axis(best_which, order, axis=1) + first_rows[:, None] + channel_rows).reshape(-1)
+    values = np.take_along_axis(coded, order, axis=1).reshape(-1)
+    lo, size = tables.lo[rows].astype(np.int64), tables.size[rows].astype(np.int64)
+    symbols = values - lo
+    outside = (symbols < 0) | (symbols >= size)
+    beyond = np.where(symbols < 0, symbols, symbols - size + 1)
+    symbols = np.where(outside, size, symbols).astype(np.int32)
+    starts = np.flatnonzero(np.concatenate(([True], np.diff(rows) != 0)))
+    ends = np.append(starts[1:], rows.size)
+    escapes = np.add.reduceat(outside.astype(np.int64), starts)
+    positions = activity.shape[1]
+    channel_of = starts // positions
+    for i, (a, b) in enumerate(zip(starts.tolist(), ends.tolist())):
+        if choice_model is not None and (i == 0 or channel_of[i] != channel_of[i - 1]):
+            encoder.encode(np.array([best[channel_of[i]]], np.int32), choice_model)
+        encoder.encode(symbols[a:b], tables.model(int(rows[a])))
+        if escapes[i]:
+            _encode_escapes(encoder, beyond[a:b][outside[a:b]])
     return encoder.get_compressed().astype("<u4").tobytes()
 
 
