@@ -103,14 +103,6 @@ def test_block_filter_transform_matches_reference(rng, levels, shape):
     np.testing.assert_allclose(wavelets.iwpt2d_positions(positions, levels), x.transpose(1, 2, 0), atol=1e-9)
 
 
-@pytest.mark.parametrize("levels", [1, 3, 5])
-def test_block_filter_transform_1d_matches_reference(rng, levels):
-    x = rng.standard_normal((2, 2**levels * 12))
-    reference = wavelets.wpt1d(x, levels)
-    np.testing.assert_allclose(wavelets.fast_wpt1d(x, levels), reference, atol=1e-12)
-    np.testing.assert_allclose(wavelets.fast_iwpt1d(reference, levels), x, atol=1e-9)
-
-
 def test_block_filter_transform_keeps_float32(rng):
     x = rng.standard_normal((3, 32, 32)).astype(np.float32)
     y = wavelets.fast_wpt2d(x, 3)

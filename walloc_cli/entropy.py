@@ -336,11 +336,8 @@ class ActivityContext:
 
 
 def context_bins(activity: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """Bin index of each position: number of thresholds <= activity (thresholds broadcast)."""
-    if thresholds.ndim == 1:
-        return np.searchsorted(thresholds, activity, side="right")
-    # (L, bins−1) thresholds against (L, …) activity, channel by channel
-    return np.stack([np.searchsorted(t, a, side="right") for t, a in zip(thresholds, activity)])
+    """Bin index of each position: the number of (sorted, integer) thresholds <= its activity."""
+    return np.searchsorted(thresholds, activity, side="right")
 
 
 # The first latent channels of an image model are block averages (the DC of each colour):

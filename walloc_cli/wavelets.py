@@ -351,22 +351,3 @@ def fast_iwpt2d(y: np.ndarray, levels: int, wavelet: str = DEFAULT_WAVELET) -> n
     natural = np.empty((hb, wb, c, block * block), y.dtype)
     natural[..., packet_order_2d(levels)] = y.reshape(c, block * block, hb, wb).transpose(2, 3, 0, 1)
     return iwpt2d_positions(natural.reshape(hb, wb, c, block, block), levels, wavelet).transpose(2, 0, 1)
-
-
-def fast_wpt1d(x: np.ndarray, levels: int, wavelet: str = DEFAULT_WAVELET) -> np.ndarray:
-    """:func:`wpt1d` for numpy (C, T) arrays via a block filter."""
-    analysis, _ = packet_filters(levels, wavelet)
-    block = 2**levels
-    c, t = x.shape
-    y = _block_filter_rows(x.reshape(c, t // block, block, 1), analysis)  # (C, Tb, B, 1)
-    return y[..., 0].transpose(0, 2, 1).reshape(c * block, t // block)
-
-
-def fast_iwpt1d(y: np.ndarray, levels: int, wavelet: str = DEFAULT_WAVELET) -> np.ndarray:
-    """:func:`iwpt1d` for numpy (C·2^J, T') arrays via a block filter."""
-    _, synthesis = packet_filters(levels, wavelet)
-    block = 2**levels
-    cb, tb = y.shape
-    c = cb // block
-    blocks = y.reshape(c, block, tb).transpose(0, 2, 1)[..., None]      # (C, Tb, B, 1)
-    return _block_filter_rows(np.ascontiguousarray(blocks), synthesis).reshape(c, tb * block)
