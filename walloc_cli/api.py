@@ -14,7 +14,7 @@ import io
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Iterator
 
 import numpy as np
 
@@ -293,24 +293,43 @@ def _audio_reader(source: media.AudioSource, mix: np.ndarray):
     return read
 
 
+def audio_to_latents(model: CodecModel, source: media.AudioSource) -> tuple[np.ndarray, str, int]:
+    """Integer latents of an opened audio file, window by window: (latents, channel coding, padding).
+
+    Stereo gives mid latents then side latents, each ``latent_channels`` rows.
+    """
+    if source.channels > MAX_AUDIO_CHANNELS:
+        raise WallocError(f"{source.channels} channels is more than walloc codes ({MAX_AUDIO_CHANNELS})")
+    block = model.config.block
+    pad = (-source.frames) % block
+    chunk = max(8, AUDIO_WINDOW_SAMPLES // block)
+    coding, mixes, _ = _channel_mixes(source.channels)
+    width = model.config.latent_channels
+    latents = np.empty((len(mixes) * width, (source.frames + pad) // block), np.int32)
+    for i, mix in enumerate(mixes):
+        latents[i * width : (i + 1) * width] = model.to_latents(_audio_reader(source, mix), source.frames + pad, chunk)
+    return latents, coding, pad
+
+
+def latents_to_audio(model: CodecModel, latents: np.ndarray, coding: str) -> Iterator[np.ndarray]:
+    """Decoded audio (samples, channels) float64, window by window, from mixed-signal latents."""
+    width = model.config.latent_channels
+    chunk = max(8, DECODE_WINDOW_POSITIONS // 4)
+    streams = [model.from_latents(latents[i * width : (i + 1) * width], chunk)
+               for i in range(latents.shape[0] // width)]
+    for windows in zip(*streams):
+        yield _unmix(coding, np.stack([w[0] for w in windows], axis=1).astype(np.float64))
+
+
 def encode_audio(data: bytes | str | Path, model_name: str = DEFAULT_AUDIO_MODEL) -> EncodeResult:
     """Audio file bytes or path (WAV, FLAC, OGG, AIFF, MP3, ...) -> ``.wlc`` bytes and notes.
 
     Given a path, the file is read window by window and never held in memory whole.
     """
     source = media.open_audio(data)
-    if source.channels > MAX_AUDIO_CHANNELS:
-        raise WallocError(f"{source.channels} channels is more than walloc codes ({MAX_AUDIO_CHANNELS})")
     model = _model_of_kind(model_name, "audio")
-    block = model.config.block
-    pad = (-source.frames) % block
-    chunk = max(8, AUDIO_WINDOW_SAMPLES // block)
-    coding, mixes, table_sets = _channel_mixes(source.channels)
-    width = model.config.latent_channels
-    latents = np.empty((len(mixes) * width, (source.frames + pad) // block), np.int32)
-    for i, mix in enumerate(mixes):
-        latents[i * width : (i + 1) * width] = model.to_latents(_audio_reader(source, mix), source.frames + pad, chunk)
-    tables = model.tables_for(*table_sets)
+    latents, coding, pad = audio_to_latents(model, source)
+    tables = model.tables_for(*_channel_mixes(source.channels)[2])
     header = _header(model, "audio", sample_rate=source.rate, channels=source.channels, frames=source.frames,
                      pad=pad, coding=coding, source_subtype=source.subtype, latent_shape=list(latents.shape))
     notes = []
@@ -346,20 +365,15 @@ def decode_audio_to(data: bytes, fileobj: BinaryIO, suffix: str = ".wav", subtyp
     fmt = media.audio_output_format(suffix)
     box, model = _open(data, "audio")
     rate, channels, frames, coding, shape = _audio_layout(box.header, model, max_frames)
-    _, mixes, table_sets = _channel_mixes(channels)
-    latents = entropy.decode(box.sections["latents"], model.tables_for(*table_sets), shape)
-    width = model.config.latent_channels
-    chunk = max(8, DECODE_WINDOW_POSITIONS // 4)
-    streams = [model.from_latents(latents[i * width : (i + 1) * width], chunk) for i in range(len(mixes))]
+    latents = entropy.decode(box.sections["latents"], model.tables_for(*_channel_mixes(channels)[2]), shape)
     sink = media.AudioSink(fileobj, fmt, rate, channels, subtype)
     written = 0
     try:
-        for windows in zip(*streams):
-            signals = np.stack([w[0] for w in windows], axis=1).astype(np.float64)
-            take = min(len(signals), frames - written)
+        for samples in latents_to_audio(model, latents, coding):
+            take = min(len(samples), frames - written)
             if take > 0:
-                sink.write(_unmix(coding, signals[:take]))
-            written += len(signals)
+                sink.write(samples[:take])
+            written += len(samples)
     finally:
         sink.close()
 
@@ -436,6 +450,7 @@ class FileLatents:
     step: float | np.ndarray  # float latents = latents · step (ladder models: per-channel (L, 1, 1))
     model: str
     modality: str
+    header: dict[str, Any]
 
 
 def file_latents(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, max_frames: int = DEFAULT_MAX_FRAMES) -> FileLatents:
@@ -447,10 +462,11 @@ def file_latents(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, max_frames: 
         quality = box.header.get("quality")
         latents = _decode_latents(model, box.sections["latents"], quality, shape)
         return FileLatents(latents, model.ladder.steps(quality)[:, None, None] if model.has_quality else 1.0,
-                           model.config.name, modality)
+                           model.config.name, modality, box.header)
     _, channels, _, _, shape = _audio_layout(box.header, model, max_frames)
     tables = model.tables_for(*_channel_mixes(channels)[2])
-    return FileLatents(entropy.decode(box.sections["latents"], tables, shape), 1.0, model.config.name, modality)
+    return FileLatents(entropy.decode(box.sections["latents"], tables, shape), 1.0, model.config.name, modality,
+                       box.header)
 
 
 # -- inspection -------------------------------------------------------------------------

@@ -120,20 +120,11 @@ def audio_latents(source: media.AudioSource, model: str | CodecModel | None = No
     The same path as :func:`walloc_cli.api.encode_audio` (same mixes, windows and
     padding), minus the entropy coding.
     """
-    if source.channels > api.MAX_AUDIO_CHANNELS:
-        raise WallocError(f"{source.channels} channels is more than walloc codes ({api.MAX_AUDIO_CHANNELS})")
     codec = _model(model, "audio")
-    block = codec.config.block
-    pad = (-source.frames) % block
-    chunk = max(8, api.AUDIO_WINDOW_SAMPLES // block)
-    coding, mixes, _ = api._channel_mixes(source.channels)
-    width = codec.config.latent_channels
-    values = np.empty((len(mixes) * width, (source.frames + pad) // block), np.int32)
-    for i, mix in enumerate(mixes):
-        values[i * width : (i + 1) * width] = codec.to_latents(api._audio_reader(source, mix),
-                                                               source.frames + pad, chunk)
+    values, coding, pad = api.audio_to_latents(codec, source)
     meta = {**_model_meta(codec, "audio", None), "sample_rate": source.rate, "channels": source.channels,
-            "frames": source.frames, "pad": pad, "coding": coding, "signals": len(mixes)}
+            "frames": source.frames, "pad": pad, "coding": coding,
+            "signals": values.shape[0] // codec.config.latent_channels}
     return Latents(values, codec, None, meta)
 
 
@@ -151,7 +142,7 @@ def wlc_latents(data: bytes, model_name: str | None = None) -> Latents:
     found = api.file_latents(data)
     if model_name is not None and model_name != found.model:
         raise WallocError(f"written with model {found.model}, not {model_name}")
-    header = container.unpack(data).header  # verified already; read again only for the size facts
+    header = found.header
     codec = api.load_model(found.model)  # already loaded (and its weights checked) by file_latents
     quality = header.get("quality") if codec.has_quality else None
     meta = {**_model_meta(codec, found.modality, quality),

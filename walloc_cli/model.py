@@ -264,10 +264,14 @@ class CodecModel:
             return 0
         return 2 * self.config.decoder_blocks + 2
 
+    def linear_map(self) -> tuple[np.ndarray, np.ndarray]:
+        """The decoder's 1×1 linear path: weight (coefficient channels, L) and bias, float32."""
+        weight = self._decoder_arrays["linear.weight"].reshape(self.config.coefficient_channels, -1)
+        return weight.astype(np.float32), self._decoder_arrays["linear.bias"].astype(np.float32)
+
     def _linear_decoder(self) -> Callable[[np.ndarray], np.ndarray]:
         """float latents (L, …) -> coefficients: the 1×1 map alone, in numpy (no torch import)."""
-        weight = self._decoder_arrays["linear.weight"].reshape(self.config.coefficient_channels, -1).astype(np.float32)
-        bias = self._decoder_arrays["linear.bias"].astype(np.float32)
+        weight, bias = self.linear_map()
 
         def run(z: np.ndarray) -> np.ndarray:
             flat = z.reshape(z.shape[0], -1)

@@ -204,10 +204,5 @@ def from_latents(z: np.ndarray, model: Model = None, size: tuple[int, ...] | Non
             raise WallocError(f"size {size} is outside the latents' {z.shape[1] * block}×{z.shape[2] * block} pixels")
         return api.latents_to_image(codec, z, int(height), int(width), quality)
     frames = size[0] if size is not None else z.shape[1] * block
-    width = codec.config.latent_channels
-    signals = z.shape[0] // width
-    coding = api._channel_mixes(signals)[0]
-    chunk = max(8, api.DECODE_WINDOW_POSITIONS // 4)
-    decoded = [np.concatenate([w[0] for w in codec.from_latents(z[i * width : (i + 1) * width], chunk)])
-               for i in range(signals)]
-    return api._unmix(coding, np.stack(decoded, axis=1)[:frames]).astype(np.float32)
+    coding = api._channel_mixes(z.shape[0] // codec.config.latent_channels)[0]
+    return np.concatenate(list(api.latents_to_audio(codec, z, coding)))[:frames].astype(np.float32)

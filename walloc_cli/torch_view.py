@@ -255,13 +255,13 @@ def decoder_net(codec: CodecModel) -> nn.Module:
     (quality ladders): their 1×1 map, which numpy runs in the codec.
     """
     cfg = codec.config
-    if getattr(cfg, "decoder_kind", "neural") == "linear":
+    if cfg.decoder_kind == "linear":
         conv = nn.Conv2d if cfg.dims == 2 else nn.Conv1d
         net = conv(cfg.latent_channels, cfg.coefficient_channels, 1)
-        arrays = codec._decoder_arrays  # the linear map has no torch module in the codec to copy from
+        weight, bias = codec.linear_map()
         with torch.no_grad():
-            net.weight.copy_(torch.from_numpy(arrays["linear.weight"].astype(np.float32)).reshape(net.weight.shape))
-            net.bias.copy_(torch.from_numpy(arrays["linear.bias"].astype(np.float32)))
+            net.weight.copy_(torch.from_numpy(weight).reshape(net.weight.shape))
+            net.bias.copy_(torch.from_numpy(bias))
         return net
     net = Decoder(cfg.latent_channels, cfg.coefficient_channels, cfg.decoder_width, cfg.decoder_blocks, cfg.dims)
     net.load_state_dict(codec.decoder().state_dict())
