@@ -77,6 +77,40 @@ def test_interrupted_batch_leaves_only_complete_files(folder, tmp_path):
         api.decode_image(f.read_bytes())
 
 
+def test_interrupt_between_temp_creation_and_cleanup_leaves_no_temp(folder, tmp_path, monkeypatch):
+    """The worst moment for Ctrl-C: the temp file exists but write_atomic's cleanup has not begun."""
+    from walloc_cli import batch
+
+    real_mkstemp = batch.tempfile.mkstemp
+    calls = []
+
+    def mkstemp_then_interrupt(*args, **kwargs):
+        made = real_mkstemp(*args, **kwargs)
+        calls.append(made[1])
+        if len(calls) == 3:
+            os.close(made[0])
+            raise KeyboardInterrupt  # as if the signal landed right after the file was created
+        return made
+
+    monkeypatch.setattr(batch.tempfile, "mkstemp", mkstemp_then_interrupt)
+    out = tmp_path / "out"
+    r = CliRunner().invoke(main, ["encode", "-r", str(folder), "-o", str(out)])
+    assert r.exit_code != 0 and len(calls) == 3
+    assert sorted(p.name for p in out.iterdir()) == ["img0.wlc", "img1.wlc"]
+
+
+def test_sweep_removes_only_our_temporaries(tmp_path):
+    from walloc_cli import batch
+
+    keep = [".notes.part", "a.wlc", ".a.wlc.part", ".b.wlc.abcdefgh.part"]
+    ours = [".a.wlc.x1y2z3_q.part", ".c.png.abcdefgh.part"]  # c's suffix was chosen by its content
+    for name in keep + ours:
+        (tmp_path / name).write_bytes(b"x")
+    removed = batch.remove_partial_outputs([str(tmp_path / "a.wlc"), str(tmp_path / "c"), "-"])
+    assert removed == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(keep)
+
+
 def test_read_only_output_folder_is_a_clear_error(folder, tmp_path):
     if os.geteuid() == 0:
         pytest.skip("root ignores directory permissions")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -155,6 +156,36 @@ def write_atomic(target: str, payload: Payload, force: bool) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def remove_partial_outputs(targets: Iterable[str]) -> int:
+    """Delete temporary files that :func:`write_atomic` left for ``targets``; returns how many.
+
+    :func:`write_atomic` removes its own temporary file when interrupted, but a
+    signal can land in the few bytecodes between creating the file and entering
+    its ``try`` (or inside the cleanup itself), and a worker process killed by
+    Ctrl-C may not clean up at all.  The CLI therefore sweeps once more after an
+    interrupted batch, matching exactly the names ``mkstemp`` gives our temps.
+    """
+    removed = 0
+    for target in targets:
+        if target == STDIO or not target:
+            continue
+        path = Path(target)
+        # ".NAME[.suffix].XXXXXXXX.part": the suffix is there when the content chose it
+        pattern = re.compile(re.escape(f".{path.name}") + r"(\.[^./]+)?\.[a-z0-9_]{8}\.part")
+        try:
+            candidates = list(path.parent.iterdir())
+        except OSError:
+            continue
+        for leftover in candidates:
+            if pattern.fullmatch(leftover.name):
+                try:
+                    leftover.unlink()
+                    removed += 1
+                except OSError:
+                    pass
+    return removed
 
 
 def _umask() -> int:

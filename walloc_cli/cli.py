@@ -172,6 +172,10 @@ def _run(kind: str, jobs: list[batch.Job], options: dict, force: bool, workers: 
                 failed += 1
             if bar is not None:
                 bar.update(1)
+    except KeyboardInterrupt:
+        # finished files are complete; the one being written must not survive as a temp file
+        batch.remove_partial_outputs(job.target for job in jobs)
+        raise
     finally:
         if bar is not None:
             bar.render_finish()

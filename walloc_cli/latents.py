@@ -306,6 +306,15 @@ def run_command(plan_: Plan, as_float: bool, model_name: str | None, quality: in
 
     A failed input costs only its own output: with an archive, the others still go into it.
     """
+    try:
+        return _write_all(plan_, as_float, model_name, quality, force, report)
+    except KeyboardInterrupt:
+        batch.remove_partial_outputs([*plan_.targets, plan_.archive or ""])
+        raise
+
+
+def _write_all(plan_: Plan, as_float: bool, model_name: str | None, quality: int | None, force: bool,
+               report: Report) -> int:
     failed = 0
     if plan_.archive is None:
         for source, target in zip(plan_.inputs, plan_.targets):
