@@ -18,7 +18,7 @@ from typing import Any, BinaryIO, Iterator
 
 import numpy as np
 
-from . import container, entropy, media
+from . import container, entropy, media, rdoq
 from .errors import WallocError
 from .model import DEFAULT_AUDIO_MODEL, DEFAULT_IMAGE_MODEL, CodecModel, contiguous_runs, find_model, load_model
 
@@ -71,7 +71,11 @@ def image_to_latents(model: CodecModel, rgb: np.ndarray, quality: int | None = N
     pad = ((-h) % block, (-w) % block)
     padded_w = w + pad[1]
     chunk = max(8, ENCODE_WINDOW_SAMPLES // (3 * padded_w * block))
-    return model.to_latents(_image_reader(rgb, padded_w), h + pad[0], chunk, quality), pad
+    read = _image_reader(rgb, padded_w)
+    if model.has_quality:  # rounding that knows what each value costs in its context
+        scaled = model.to_latents(read, h + pad[0], chunk, quality, scaled=True)
+        return rdoq.rd_round(scaled, model.ladder, model.ladder.check(quality)), pad
+    return model.to_latents(read, h + pad[0], chunk, quality), pad
 
 
 def latents_to_image(model: CodecModel, latents: np.ndarray, height: int, width: int,

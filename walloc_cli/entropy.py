@@ -436,11 +436,11 @@ def table_index(activity_bin: np.ndarray, values: np.ndarray, bins: int,
 Candidate = tuple[int, np.ndarray]  # (first table row, integer thresholds (L, bins − 1)) of one table set
 
 
-def _bits_per_channel(tables: RaggedTables, rows: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Estimated cost in bits of each channel (row of ``values``) with tables ``rows`` (escapes approximated).
+def symbol_bits(tables: RaggedTables, rows: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Estimated cost in bits of each value coded with table ``rows`` (same shapes; escapes approximated).
 
-    Only the encoder's *choice* between table sets uses this float estimate; the
-    choice itself is transmitted, so the decoder never recomputes it.
+    Only encoder *choices* use this float estimate (which table set, which rounding);
+    the choices are transmitted or are plain latents, so the decoder never recomputes it.
     """
     cost = tables.__dict__.get("_cost")
     if cost is None:
@@ -448,23 +448,25 @@ def _bits_per_channel(tables: RaggedTables, rows: np.ndarray, values: np.ndarray
     lo, size = tables.lo[rows], tables.size[rows]
     symbols = values - lo
     outside = (symbols < 0) | (symbols >= size)
-    bits = cost[tables.offset[rows] + np.where(outside, size, symbols)].sum(axis=1)
+    bits = cost[tables.offset[rows] + np.where(outside, size, symbols)]
     if outside.any():
-        escapes = np.where(outside, 2.0 * np.log2(np.abs(values) + 2.0) + 6.0, 0.0)
-        bits += escapes.sum(axis=1)
+        bits = bits + np.where(outside, 2.0 * np.log2(np.abs(values) + 2.0) + 6.0, 0.0)
     return bits
 
 
-def _bins_of_all(activity: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """:func:`context_bins` for (L, P) activity and (L, bins−1) thresholds in one search.
+def context_bins_per_channel(activity: np.ndarray, thresholds: np.ndarray,
+                             channel_of: np.ndarray | None = None) -> np.ndarray:
+    """:func:`context_bins` for many channels in one search.
 
-    Channel c's values and thresholds are shifted by c·2^48 (activities stay far
-    below that), so one sorted array serves every channel.
+    ``activity`` is (L, P) with ``thresholds`` (L, bins−1), or flat with the channel
+    of each value in ``channel_of``.  Channel c's values and thresholds are shifted
+    by c·2^48 (activities stay far below that), so one sorted array serves every channel.
     """
     channels, cuts = thresholds.shape
-    shift = (np.arange(channels, dtype=np.int64) << 48)[:, None]
-    flat = (thresholds.astype(np.int64) + shift).reshape(-1)
-    return np.searchsorted(flat, activity + shift, side="right") - np.arange(channels)[:, None] * cuts
+    flat = (thresholds.astype(np.int64) + (np.arange(channels, dtype=np.int64) << 48)[:, None]).reshape(-1)
+    if channel_of is None:
+        channel_of = np.arange(channels)[:, None]
+    return np.searchsorted(flat, activity + (channel_of.astype(np.int64) << 48), side="right") - channel_of * cuts
 
 
 def _groups(which: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
@@ -506,12 +508,12 @@ def encode_with_context(latents: np.ndarray, tables: RaggedTables, candidates: l
     for j, (first_row, thresholds) in enumerate(candidates):
         if default is not None and j != default:
             continue
-        which = table_index(_bins_of_all(activity, thresholds).reshape(latents.shape), latents.astype(np.int64),
+        which = table_index(context_bins_per_channel(activity, thresholds).reshape(latents.shape), latents.astype(np.int64),
                             bins, neighbour_cuts).reshape(channels, -1)
         if lifted:
             which[:lifted] = level_map
         if len(candidates) > 1 and default is None:
-            bits = _bits_per_channel(tables, first_row + channel_rows + which, coded)
+            bits = symbol_bits(tables, first_row + channel_rows + which, coded).sum(axis=1)
         else:
             bits = np.zeros(channels)
         better = bits < best_bits  # strict: ties keep the earlier candidate

@@ -202,17 +202,21 @@ class CodecModel:
             return z.reshape(hb, wb, -1).transpose(2, 0, 1)
         return self.project(self.analyse(np.asarray(signal, dtype=np.float32)))
 
-    def latents_of_window(self, signal: np.ndarray, quality: int | None = None) -> np.ndarray:
+    def latents_of_window(self, signal: np.ndarray, quality: int | None = None, scaled: bool = False) -> np.ndarray:
         """Signal window (C, *spatial) in model units -> integer latents (int32).
 
         The WPT runs in float32 (half the memory traffic of float64; each
         coefficient is one fixed-length dot product, so it does not vary with
         the window); the projection accumulates in float64.  Ladder models
-        divide by the quality's per-channel steps and round with a dead zone.
+        divide by the quality's per-channel steps and round with a dead zone;
+        with ``scaled`` they stop before rounding and return float32 latents in
+        units of their steps, for :func:`walloc_cli.rdoq.rd_round`.
         """
         z = self.float_latents(signal)
         if self.ladder is None:
             z = np.rint(z)
+        elif scaled:
+            return self.ladder.scale(z, quality).astype(np.float32)
         else:
             z = self.ladder.quantize(z, quality)
         limit = np.iinfo(np.int32).max
@@ -294,24 +298,25 @@ class CodecModel:
         return run
 
     def to_latents(self, read: Callable[[np.ndarray], np.ndarray], length: int, chunk: int,
-                   quality: int | None = None) -> np.ndarray:
+                   quality: int | None = None, scaled: bool = False) -> np.ndarray:
         """Integer latents of a signal of ``length`` samples along axis 1.
 
         ``read(index)`` returns the signal in model units at the sample positions
         ``index`` (all within ``0 .. length-1``) along axis 1; ``length`` is a
         multiple of ``block``; ``chunk`` is the number of latent positions per window.
+        ``scaled``: float32 latents before rounding (see :meth:`latents_of_window`).
         """
         block, margin = self.config.block, self.context_margin
         positions = length // block
         if positions <= chunk:  # one window holds everything: the periodic transform needs no margin
-            return self.latents_of_window(read(np.arange(length)), quality)
+            return self.latents_of_window(read(np.arange(length)), quality, scaled)
         out = None
         for p0 in range(0, positions, chunk):
             p1 = min(positions, p0 + chunk)
             index = np.arange((p0 - margin) * block, (p1 + margin) * block) % length
-            z = self.latents_of_window(read(index), quality)[:, margin : margin + p1 - p0]
+            z = self.latents_of_window(read(index), quality, scaled)[:, margin : margin + p1 - p0]
             if out is None:  # filled in place: long audio holds its latents once, not twice
-                out = np.empty((z.shape[0], positions) + z.shape[2:], np.int32)
+                out = np.empty((z.shape[0], positions) + z.shape[2:], z.dtype)
             out[:, p0:p1] = z
         return out
 
@@ -400,10 +405,16 @@ class QualityLadder:
         q = self.check(quality)
         return self.step[q] * self.gain[self.anchor[q]]
 
-    def quantize(self, z: np.ndarray, quality: int) -> np.ndarray:
+    def scale(self, z: np.ndarray, quality: int) -> np.ndarray:
+        """Float latents (L, ...) -> in units of their quantization steps (what gets rounded)."""
+        return z / self.steps(quality).reshape(-1, *([1] * (z.ndim - 1)))
+
+    def round_scaled(self, y: np.ndarray) -> np.ndarray:
         """Dead-zone rounding: small values go to zero a little more readily (fewer bits, same PSNR)."""
-        y = z / self.steps(quality).reshape(-1, *([1] * (z.ndim - 1)))
-        return np.sign(y) * np.floor(np.abs(y) + (0.5 - self.deadzone))
+        return (np.sign(y) * np.floor(np.abs(y) + (0.5 - self.deadzone))).astype(np.int64)
+
+    def quantize(self, z: np.ndarray, quality: int) -> np.ndarray:
+        return self.round_scaled(self.scale(z, quality))
 
     def dequantize(self, latents: np.ndarray, quality: int) -> np.ndarray:
         """Reconstruct each value at its bin's expected position (slightly toward zero)."""

@@ -1,0 +1,93 @@
+"""Rate–distortion optimised rounding of ladder-model latents (encoder only).
+
+Plain rounding picks the integer nearest each scaled latent ``y = z / step``,
+whatever it costs to code.  But the context coder's tables say what every value
+costs *where it stands*: in a quiet neighbourhood a 1 is rare and expensive, in
+busy texture it is cheap.  This module chooses, for each latent, between the
+nearest integer ``n`` and ``n − 1`` toward zero (for |y| ≥ 0.5), whichever
+minimises
+
+    (|y| − reconstruction(n))²  +  λ · bits(n | its table),
+
+distortion in units of step² (the transform is orthonormal, so latent-domain
+error is pixel-domain error) and bits from the integer tables the coder will
+use.  Nothing changes for the decoder: it reads ordinary integer latents, and
+the files are bit-exact as before.  Measured on validation photos: about
+0.2–0.4 dB more at the same size than dead-zone rounding (see the model card).
+
+The tables a latent will be coded with depend on its context — the activity of
+the previous channels and, on white checkerboard squares, its four neighbours —
+and those depend on the rounding itself.  Deciding with the contexts of the
+dead-zone rounding instead keeps everything vectorised (no per-channel Python
+loop) and gave nearly all of the sequential gain (within 0.03 dB); the entropy
+coder then recomputes the true contexts from the final values, so the choice is
+only an estimate, never a mismatch.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from . import entropy
+
+if TYPE_CHECKING:  # imported only for the type hint: model imports nothing from here
+    from .model import QualityLadder
+
+# Lagrange multiplier in step² per bit.  High-rate theory for a uniform quantizer
+# (D = step²/12 · 2^(−2ΔR)) gives −dD/dR = 2·ln 2 / 12 ≈ 0.12; measured on validation
+# photos every value from 0.10 to 0.20 helps and 0.15 is best over q 30…85.
+LAMBDA = 0.15
+
+# Channels per vectorised batch: bounds the temporaries (a 12 MP photo has 36 M latents).
+_CHANNELS_PER_BATCH = 24
+
+
+def rd_round(scaled: np.ndarray, ladder: "QualityLadder", quality: int, lam: float = LAMBDA) -> np.ndarray:
+    """Scaled float latents (L, H, W) of one image -> int32 latents, rate–distortion optimised.
+
+    ``scaled`` is ``z / step`` per channel (what :meth:`QualityLadder.quantize`
+    rounds).  The first ``ladder.lifted`` channels are coded after an integer
+    Haar transform whose tables do not match single values, so they keep the
+    dead-zone rounding.
+    """
+    deadzone = ladder.round_scaled(scaled)              # int64 (L, H, W): the contexts' source
+    first_row, thresholds = ladder.table_sets(quality)[ladder.CHOICES.index(0)]
+    bins = thresholds.shape[1] + 1
+    cuts = ladder.neighbour_cuts
+    per_channel = entropy.tables_per_channel(bins, cuts)
+    offset = ladder.offset[ladder.anchor[ladder.check(quality)]]
+    channels = scaled.shape[0]
+    out = deadzone.astype(np.int32)
+    depth = ladder.depth
+    for c0 in range(ladder.lifted, channels, _CHANNELS_PER_BATCH):
+        c1 = min(channels, c0 + _CHANNELS_PER_BATCH)
+        magnitude = np.abs(scaled[c0:c1])
+        nearest = np.floor(magnitude + 0.5).astype(np.int64)
+        # only values whose nearest integer is not 0 have a choice (n or n − 1)
+        where = np.flatnonzero(nearest)
+        if where.size == 0:
+            continue
+        lo = max(0, c0 - depth)   # activity of c0 needs the `depth` channels before it
+        activity = entropy.activity_of_all(deadzone[lo:c1], depth)[c0 - lo:]
+        shape = activity.shape
+        channel = where // (shape[1] * shape[2])
+        bin_of = entropy.context_bins_per_channel(activity.reshape(-1)[where], thresholds[c0:c1], channel)
+        if cuts:  # white squares refine the bin by their four neighbours (entropy.table_index)
+            near = np.searchsorted(np.asarray(cuts), entropy.neighbour_sum(deadzone[c0:c1]).reshape(-1)[where],
+                                   side="right")
+            white = entropy.white_mask(*shape[1:]).reshape(-1)[where % (shape[1] * shape[2])]
+            bin_of = np.where(white, bins + bin_of * (len(cuts) + 1) + near, bin_of)
+        rows = first_row + (c0 + channel) * per_channel + bin_of
+        a = magnitude.reshape(-1)[where].astype(np.float64)
+        n = nearest.reshape(-1)[where]
+        sign = np.where(scaled[c0:c1].reshape(-1)[where] < 0, -1, 1)
+        centre = offset[c0 + channel]
+        cost_nearest = (a - np.maximum(n - centre, 0)) ** 2 + lam * entropy.symbol_bits(ladder.tables, rows, sign * n)
+        cost_smaller = (a - np.maximum(n - 1 - centre, 0)) ** 2 \
+            + lam * entropy.symbol_bits(ladder.tables, rows, sign * (n - 1))
+        chosen = np.where(cost_smaller < cost_nearest, n - 1, n)
+        block = np.zeros(shape, np.int32)
+        block.reshape(-1)[where] = sign * chosen
+        out[c0:c1] = block
+    return out
