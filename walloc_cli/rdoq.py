@@ -47,20 +47,29 @@ def rd_round(scaled: np.ndarray, ladder: "QualityLadder", quality: int, lam: flo
     """Scaled float latents (L, H, W) of one image -> int32 latents, rate–distortion optimised.
 
     ``scaled`` is ``z / step`` per channel (what :meth:`QualityLadder.quantize`
-    rounds).  The first ``ladder.lifted`` channels are coded after an integer
-    Haar transform whose tables do not match single values, so they keep the
-    dead-zone rounding.
+    rounds), costed with the tables of the quality's own anchor.
     """
-    deadzone = ladder.round_scaled(scaled)              # int64 (L, H, W): the contexts' source
-    first_row, thresholds = ladder.table_sets(quality)[ladder.CHOICES.index(0)]
+    q = ladder.check(quality)
+    first_row, thresholds = ladder.table_sets(q)[ladder.CHOICES.index(0)]
+    return rd_round_with_tables(scaled, ladder.tables, first_row, thresholds, ladder.offset[ladder.anchor[q]],
+                                ladder.depth, ladder.lifted, ladder.neighbour_cuts, ladder.deadzone, lam)
+
+
+def rd_round_with_tables(scaled: np.ndarray, tables: entropy.RaggedTables, first_row: int, thresholds: np.ndarray,
+                         offset: np.ndarray, depth: int, lifted: int, neighbour_cuts: tuple[int, ...],
+                         deadzone: float, lam: float = LAMBDA) -> np.ndarray:
+    """:func:`rd_round` with the table set spelled out (the ladder fit calls it before a ladder exists).
+
+    The first ``lifted`` channels are coded after an integer Haar transform whose
+    tables do not cost single values, so they keep the dead-zone rounding.
+    """
+    dead = (np.sign(scaled) * np.floor(np.abs(scaled) + (0.5 - deadzone))).astype(np.int64)  # the contexts' source
     bins = thresholds.shape[1] + 1
-    cuts = ladder.neighbour_cuts
+    cuts = tuple(neighbour_cuts)
     per_channel = entropy.tables_per_channel(bins, cuts)
-    offset = ladder.offset[ladder.anchor[ladder.check(quality)]]
     channels = scaled.shape[0]
-    out = deadzone.astype(np.int32)
-    depth = ladder.depth
-    for c0 in range(ladder.lifted, channels, _CHANNELS_PER_BATCH):
+    out = dead.astype(np.int32)
+    for c0 in range(lifted, channels, _CHANNELS_PER_BATCH):
         c1 = min(channels, c0 + _CHANNELS_PER_BATCH)
         magnitude = np.abs(scaled[c0:c1])
         nearest = np.floor(magnitude + 0.5).astype(np.int64)
@@ -69,25 +78,24 @@ def rd_round(scaled: np.ndarray, ladder: "QualityLadder", quality: int, lam: flo
         if where.size == 0:
             continue
         lo = max(0, c0 - depth)   # activity of c0 needs the `depth` channels before it
-        activity = entropy.activity_of_all(deadzone[lo:c1], depth)[c0 - lo:]
+        activity = entropy.activity_of_all(dead[lo:c1], depth)[c0 - lo:]
         shape = activity.shape
-        channel = where // (shape[1] * shape[2])
+        plane = shape[1] * shape[2]
+        channel = where // plane
         bin_of = entropy.context_bins_per_channel(activity.reshape(-1)[where], thresholds[c0:c1], channel)
         if cuts:  # white squares refine the bin by their four neighbours (entropy.table_index)
-            near = np.searchsorted(np.asarray(cuts), entropy.neighbour_sum(deadzone[c0:c1]).reshape(-1)[where],
+            near = np.searchsorted(np.asarray(cuts), entropy.neighbour_sum(dead[c0:c1]).reshape(-1)[where],
                                    side="right")
-            white = entropy.white_mask(*shape[1:]).reshape(-1)[where % (shape[1] * shape[2])]
+            white = entropy.white_mask(*shape[1:]).reshape(-1)[where % plane]
             bin_of = np.where(white, bins + bin_of * (len(cuts) + 1) + near, bin_of)
         rows = first_row + (c0 + channel) * per_channel + bin_of
         a = magnitude.reshape(-1)[where].astype(np.float64)
         n = nearest.reshape(-1)[where]
         sign = np.where(scaled[c0:c1].reshape(-1)[where] < 0, -1, 1)
         centre = offset[c0 + channel]
-        cost_nearest = (a - np.maximum(n - centre, 0)) ** 2 + lam * entropy.symbol_bits(ladder.tables, rows, sign * n)
-        cost_smaller = (a - np.maximum(n - 1 - centre, 0)) ** 2 \
-            + lam * entropy.symbol_bits(ladder.tables, rows, sign * (n - 1))
-        chosen = np.where(cost_smaller < cost_nearest, n - 1, n)
+        cost_nearest = (a - np.maximum(n - centre, 0)) ** 2 + lam * entropy.symbol_bits(tables, rows, sign * n)
+        cost_smaller = (a - np.maximum(n - 1 - centre, 0)) ** 2 + lam * entropy.symbol_bits(tables, rows, sign * (n - 1))
         block = np.zeros(shape, np.int32)
-        block.reshape(-1)[where] = sign * chosen
+        block.reshape(-1)[where] = sign * np.where(cost_smaller < cost_nearest, n - 1, n)
         out[c0:c1] = block
     return out

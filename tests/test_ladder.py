@@ -1,0 +1,44 @@
+"""The closed-form fit of a quality-ladder model (``python -m walloc_cli.ladder``), at toy scale."""
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from walloc_cli import api, benchmark, ladder
+from walloc_cli.model import load_model
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("ladder")
+    (root / "data" / "train").mkdir(parents=True)
+    shutil.copy(DATA / "photo.jpg", root / "data" / "train" / "photo.jpg")
+    rgb = np.asarray(Image.open(DATA / "photo.jpg").convert("RGB"))
+    Image.fromarray(np.ascontiguousarray(rgb[::-1, ::-1])).save(root / "data" / "train" / "flipped.png")
+    return ladder.fit(root / "data", root / "weights", "rgb-ladder-test", max_images=2, seed=0)
+
+
+def test_fitted_model_codes_a_photo(fitted, monkeypatch):
+    monkeypatch.setenv("WALLOC_WEIGHTS", str(fitted.parent))
+    config = json.loads(fitted.with_suffix(".json").read_text())
+    assert config["coding"] == "context" and config["latent_channels"] == 192
+    model = load_model("rgb-ladder-test")
+    data = (DATA / "photo.jpg").read_bytes()
+    rgb = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    sizes, quality = [], []
+    for q in (30, 70):
+        wlc = api.encode_image(data, "rgb-ladder-test", q).data
+        z = api.file_latents(wlc).latents
+        np.testing.assert_array_equal(z, api.image_to_latents(model, rgb, q)[0])
+        sizes.append(len(wlc))
+        quality.append(benchmark.psnr(rgb, api.decode_image(wlc).rgb))
+    assert sizes[0] < sizes[1] and quality[0] + 3 < quality[1], (sizes, quality)
+    assert quality[1] > 30, quality
