@@ -234,7 +234,7 @@ def main() -> None:
               help="Model name (see `walloc models`). Default: rgb-1x for images, stereo-ms for audio.")
 @click.option("-q", "--quality", type=click.IntRange(1, 100), default=None,
               help="Image quality 1–100 (default 75; higher = larger and better; on photos about "
-                   "0.13 bpp at 25, 0.75 at 55, 1.7 at 75, 3.2 at 95).")
+                   "0.11 bpp at 25, 0.66 at 55, 1.7 at 75, 3.2 at 95).")
 @click.option("--bpp", "target_bpp", type=click.FloatRange(0, min_open=True), default=None,
               help="Instead of -q: the highest quality whose file stays within this many bits per pixel.")
 @click.option("-e", "--effort", type=click.IntRange(1, 2), default=1, show_default=True,
