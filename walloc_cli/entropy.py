@@ -456,22 +456,25 @@ def symbol_bits(tables: RaggedTables, rows: np.ndarray, values: np.ndarray) -> n
 
 def context_bins_per_channel(activity: np.ndarray, thresholds: np.ndarray,
                              channel_of: np.ndarray | None = None) -> np.ndarray:
-    """:func:`context_bins` for many channels in one search.
+    """:func:`context_bins` for many channels at once.
 
     ``activity`` is (L, P) with ``thresholds`` (L, bins−1), or flat with the channel
-    of each value in ``channel_of``.  Channel c's values and thresholds are shifted
-    by c·2^48 (activities stay far below that), so one sorted array serves every channel.
+    of each value in ``channel_of``.  A bin is the number of thresholds ≤ the
+    activity, counted with one comparison per threshold (7 passes over the array
+    are several times faster than a binary search per value).
     """
-    channels, cuts = thresholds.shape
-    flat = (thresholds.astype(np.int64) + (np.arange(channels, dtype=np.int64) << 48)[:, None]).reshape(-1)
-    if channel_of is None:
-        channel_of = np.arange(channels)[:, None]
-    return np.searchsorted(flat, activity + (channel_of.astype(np.int64) << 48), side="right") - channel_of * cuts
+    cuts = np.asarray(thresholds)
+    per_value = cuts[:, None, :] if channel_of is None else cuts[channel_of]
+    bins = np.zeros(np.shape(activity), np.int64)
+    for k in range(cuts.shape[1]):
+        bins += activity >= per_value[..., k]
+    return bins
 
 
 def _groups(which: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
     """Raster order within bins, bins in order: (permutation, count per bin)."""
-    return np.argsort(which, kind="stable"), np.bincount(which, minlength=bins)
+    # small integer keys make numpy's stable sort a radix sort (about 6× faster than on int64)
+    return np.argsort(which.astype(np.int16), kind="stable"), np.bincount(which, minlength=bins)
 
 
 def encode_with_context(latents: np.ndarray, tables: RaggedTables, candidates: list[Candidate],
@@ -520,7 +523,7 @@ def encode_with_context(latents: np.ndarray, tables: RaggedTables, candidates: l
         best[better], best_bits[better], best_which[better] = j, bits[better], which[better]
     # Everything per latent is computed at once; the Python loop below only walks the groups
     # (one constriction call each), in the order the decoder will ask for them.
-    order = np.argsort(best_which, axis=1, kind="stable")
+    order = np.argsort(best_which.astype(np.int16), axis=1, kind="stable")  # radix sort on small keys
     first_rows = np.array([candidates[int(b)][0] for b in best], np.int64)
     rows = (np.take_along_axis(best_which, order, axis=1) + first_rows[:, None] + channel_rows).reshape(-1)
     values = np.take_along_axis(coded, order, axis=1).reshape(-1)
