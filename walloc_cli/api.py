@@ -93,7 +93,7 @@ def latents_to_image(model: CodecModel, latents: np.ndarray, height: int, width:
     return rgb
 
 
-def _model_of_kind(name: str, modality: str) -> CodecModel:
+def model_of_kind(name: str, modality: str) -> CodecModel:
     model = load_model(name)
     if model.config.modality != modality:
         raise WallocError(f"model {name} codes {model.config.modality}, not {modality}")
@@ -106,7 +106,7 @@ def _header(model: CodecModel, modality: str, **fields: Any) -> dict[str, Any]:
             "coder": _coder(model), **fields}
 
 
-def _quality_of(model: CodecModel, quality: int | None) -> int | None:
+def quality_of(model: CodecModel, quality: int | None) -> int | None:
     """The quality a file of ``model`` is written at (None for single-point models)."""
     if not model.has_quality:
         if quality is not None:
@@ -140,8 +140,8 @@ def encode_image_data(image: media.ImageData, model_name: str = DEFAULT_IMAGE_MO
     single-point models such as ``rgb-16x`` refuse it.  ``effort`` 2 spends several
     times longer in entropy coding for about 1 % smaller files (ladder models).
     """
-    model = _model_of_kind(model_name, "image")
-    quality = _quality_of(model, quality)
+    model = model_of_kind(model_name, "image")
+    quality = quality_of(model, quality)
     latents, pad = image_to_latents(model, image.rgb, quality)
     sections = {"latents": _encode_latents(model, latents, quality, effort)}
     if image.alpha is not None:
@@ -264,7 +264,7 @@ MAX_AUDIO_CHANNELS = 64
 DEFAULT_MAX_FRAMES = 1 << 34  # about 108 hours at 44.1 kHz
 
 
-def _channel_mixes(channels: int) -> tuple[str, np.ndarray, list[int]]:
+def channel_mixes(channels: int) -> tuple[str, np.ndarray, list[int]]:
     """(coding name, mix matrix (signals, channels), table set of each signal)."""
     if channels == 1:
         return "mono", np.ones((1, 1)), [0]
@@ -274,7 +274,7 @@ def _channel_mixes(channels: int) -> tuple[str, np.ndarray, list[int]]:
 
 
 def _unmix(coding: str, signals: np.ndarray) -> np.ndarray:
-    """(samples, signals) -> (samples, channels): inverse of :func:`_channel_mixes`."""
+    """(samples, signals) -> (samples, channels): inverse of :func:`channel_mixes`."""
     if coding == "mid-side":
         mid, side = signals[:, 0], signals[:, 1]
         return np.stack([mid + side, mid - side], axis=1)
@@ -307,7 +307,7 @@ def audio_to_latents(model: CodecModel, source: media.AudioSource) -> tuple[np.n
     block = model.config.block
     pad = (-source.frames) % block
     chunk = max(8, AUDIO_WINDOW_SAMPLES // block)
-    coding, mixes, _ = _channel_mixes(source.channels)
+    coding, mixes, _ = channel_mixes(source.channels)
     width = model.config.latent_channels
     latents = np.empty((len(mixes) * width, (source.frames + pad) // block), np.int32)
     for i, mix in enumerate(mixes):
@@ -331,9 +331,9 @@ def encode_audio(data: bytes | str | Path, model_name: str = DEFAULT_AUDIO_MODEL
     Given a path, the file is read window by window and never held in memory whole.
     """
     source = media.open_audio(data)
-    model = _model_of_kind(model_name, "audio")
+    model = model_of_kind(model_name, "audio")
     latents, coding, pad = audio_to_latents(model, source)
-    tables = model.tables_for(*_channel_mixes(source.channels)[2])
+    tables = model.tables_for(*channel_mixes(source.channels)[2])
     header = _header(model, "audio", sample_rate=source.rate, channels=source.channels, frames=source.frames,
                      pad=pad, coding=coding, source_subtype=source.subtype, latent_shape=list(latents.shape))
     notes = []
@@ -354,7 +354,7 @@ def _audio_layout(header: dict[str, Any], model: CodecModel, max_frames: int) ->
     block = model.config.block
     if pad >= block or (frames + pad) % block:
         raise container.FormatError("corrupt header (padding does not match the length)")
-    coding, mixes, _ = _channel_mixes(channels)
+    coding, mixes, _ = channel_mixes(channels)
     if header.get("coding") != coding:
         raise container.FormatError("corrupt header (channel coding)")
     shape = (len(mixes) * model.config.latent_channels, (frames + pad) // block)
@@ -369,7 +369,7 @@ def decode_audio_to(data: bytes, fileobj: BinaryIO, suffix: str = ".wav", subtyp
     fmt = media.audio_output_format(suffix)
     box, model = _open(data, "audio")
     rate, channels, frames, coding, shape = _audio_layout(box.header, model, max_frames)
-    latents = entropy.decode(box.sections["latents"], model.tables_for(*_channel_mixes(channels)[2]), shape)
+    latents = entropy.decode(box.sections["latents"], model.tables_for(*channel_mixes(channels)[2]), shape)
     sink = media.AudioSink(fileobj, fmt, rate, channels, subtype)
     written = 0
     try:
@@ -398,7 +398,7 @@ def encode_image_to_bpp(data: bytes, target_bpp: float, model_name: str = DEFAUL
     back to q = 1 with a note if even that is larger.
     """
     image = media.read_image(data)
-    model = _model_of_kind(model_name, "image")
+    model = model_of_kind(model_name, "image")
     if not model.has_quality:
         raise WallocError(f"model {model_name} has a single operating point (no --bpp)")
     pixels = image.width * image.height
@@ -468,7 +468,7 @@ def file_latents(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, max_frames: 
         return FileLatents(latents, model.ladder.steps(quality)[:, None, None] if model.has_quality else 1.0,
                            model.config.name, modality, box.header)
     _, channels, _, _, shape = _audio_layout(box.header, model, max_frames)
-    tables = model.tables_for(*_channel_mixes(channels)[2])
+    tables = model.tables_for(*channel_mixes(channels)[2])
     return FileLatents(entropy.decode(box.sections["latents"], tables, shape), 1.0, model.config.name, modality,
                        box.header)
 

@@ -79,7 +79,7 @@ def _model(model: str | CodecModel | None, modality: str) -> CodecModel:
     if isinstance(model, CodecModel):
         return model
     default = DEFAULT_LATENT_MODEL if modality == "image" else DEFAULT_AUDIO_MODEL
-    return api._model_of_kind(model or default, modality)
+    return api.model_of_kind(model or default, modality)
 
 
 def step_of(model: CodecModel, quality: int | None) -> float | list[float]:
@@ -107,7 +107,7 @@ def image_latents(image: media.ImageData, model: str | CodecModel | None = None,
     refused by single-point models, as by ``walloc encode``.
     """
     codec = _model(model, "image")
-    quality = api._quality_of(codec, quality)
+    quality = api.quality_of(codec, quality)
     values, pad = api.image_to_latents(codec, image.rgb, quality)
     meta = {**_model_meta(codec, "image", quality), "height": image.height, "width": image.width,
             "pad": list(pad), "mode": image.mode}

@@ -196,7 +196,7 @@ def from_latents(z: np.ndarray, model: Model = None, size: tuple[int, ...] | Non
     """
     z = np.asarray(z)
     codec = _decoder_model(z, model)
-    quality = api._quality_of(codec, quality)
+    quality = api.quality_of(codec, quality)
     block = codec.config.block
     if codec.config.dims == 2:
         height, width = size if size is not None else (z.shape[1] * block, z.shape[2] * block)
@@ -204,5 +204,5 @@ def from_latents(z: np.ndarray, model: Model = None, size: tuple[int, ...] | Non
             raise WallocError(f"size {size} is outside the latents' {z.shape[1] * block}×{z.shape[2] * block} pixels")
         return api.latents_to_image(codec, z, int(height), int(width), quality)
     frames = size[0] if size is not None else z.shape[1] * block
-    coding = api._channel_mixes(z.shape[0] // codec.config.latent_channels)[0]
+    coding = api.channel_mixes(z.shape[0] // codec.config.latent_channels)[0]
     return np.concatenate(list(api.latents_to_audio(codec, z, coding)))[:frames].astype(np.float32)
