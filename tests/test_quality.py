@@ -146,3 +146,17 @@ def test_cli_quality_and_bpp(tmp_path):
     r = runner.invoke(main, ["decode", str(tmp_path / "a.wlc"), "-o", str(tmp_path / "a.png")])
     assert r.exit_code == 0, r.output
     assert Image.open(tmp_path / "a.png").size == (w, h)
+
+
+def test_context_coding_does_not_depend_on_its_channel_batches(photo, monkeypatch):
+    """The encoder works a few channels at a time (bounded memory); the bytes must not show it."""
+    model = load_model(LADDER)
+    ladder = model.ladder
+    latents, _ = api.image_to_latents(model, photo[1], 60)
+    sets = ladder.table_sets(60)
+    coded = {}
+    for batch in (5, 24, latents.shape[0]):
+        monkeypatch.setattr(entropy, "_ENCODE_CHANNELS_PER_BATCH", batch)
+        coded[batch] = entropy.encode_with_context(latents, ladder.tables, sets, ladder.depth, ladder.lifted, None,
+                                                   ladder.neighbour_cuts)
+    assert coded[5] == coded[24] == coded[latents.shape[0]]

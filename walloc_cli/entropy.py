@@ -493,28 +493,48 @@ def encode_with_context(latents: np.ndarray, tables: RaggedTables, candidates: l
     channel takes that candidate.
     """
     channels = latents.shape[0]
+    encoder = constriction.stream.queue.RangeEncoder()
+    choice_model = constriction.stream.model.Uniform(len(candidates)) if len(candidates) > 1 else None
+    # A few channels at a time: the per-latent arrays below are int64, and a 12 MP photo
+    # has 36 M latents; each batch reads the `depth` channels before it for its contexts.
+    for c0 in range(0, channels, _ENCODE_CHANNELS_PER_BATCH):
+        c1 = min(channels, c0 + _ENCODE_CHANNELS_PER_BATCH)
+        _encode_channels(encoder, latents, c0, c1, tables, candidates, depth, lifted, default, neighbour_cuts,
+                         choice_model)
+    return encoder.get_compressed().astype("<u4").tobytes()
+
+
+_ENCODE_CHANNELS_PER_BATCH = 24
+
+
+def _encode_channels(encoder, latents: np.ndarray, c0: int, c1: int, tables: RaggedTables,
+                     candidates: list[Candidate], depth: int, lifted: int, default: int | None,
+                     neighbour_cuts: tuple[int, ...], choice_model) -> None:
+    """Channels ``c0 … c1 − 1`` of :func:`encode_with_context`, appended to ``encoder``."""
+    channels = c1 - c0
     bins = candidates[0][1].shape[1] + 1
     per_channel = tables_per_channel(bins, neighbour_cuts)
-    encoder = constriction.stream.queue.RangeEncoder()
-    activity = activity_of_all(latents, depth).reshape(channels, -1)
-    coded = latents.astype(np.int64).reshape(channels, -1)
+    lo = max(0, c0 - depth)
+    activity = activity_of_all(latents[lo:c1], depth)[c0 - lo:].reshape(channels, -1)
+    part = latents[c0:c1].astype(np.int64)
+    coded = part.reshape(channels, -1).copy()
     level_map = None
-    if lifted:
+    lifted_here = max(0, min(lifted, c1) - c0)
+    if lifted_here:
         level_map = lift_level_map(*latents.shape[1:], bins - 1).reshape(-1)
-        for c in range(lifted):
-            coded[c] = lift_forward(latents[c], bins - 1).reshape(-1)
-    choice_model = constriction.stream.model.Uniform(len(candidates)) if len(candidates) > 1 else None
-    channel_rows = np.arange(channels)[:, None] * per_channel
+        for c in range(lifted_here):
+            coded[c] = lift_forward(part[c], bins - 1).reshape(-1)
+    channel_rows = np.arange(c0, c1)[:, None] * per_channel
     best = np.zeros(channels, np.int64)
     best_bits = np.full(channels, np.inf)
     best_which = np.zeros_like(activity)
     for j, (first_row, thresholds) in enumerate(candidates):
         if default is not None and j != default:
             continue
-        which = table_index(context_bins_per_channel(activity, thresholds).reshape(latents.shape), latents.astype(np.int64),
+        which = table_index(context_bins_per_channel(activity, thresholds[c0:c1]).reshape(part.shape), part,
                             bins, neighbour_cuts).reshape(channels, -1)
-        if lifted:
-            which[:lifted] = level_map
+        if lifted_here:
+            which[:lifted_here] = level_map
         if len(candidates) > 1 and default is None:
             bits = symbol_bits(tables, first_row + channel_rows + which, coded).sum(axis=1)
         else:
@@ -527,23 +547,21 @@ def encode_with_context(latents: np.ndarray, tables: RaggedTables, candidates: l
     first_rows = np.array([candidates[int(b)][0] for b in best], np.int64)
     rows = (np.take_along_axis(best_which, order, axis=1) + first_rows[:, None] + channel_rows).reshape(-1)
     values = np.take_along_axis(coded, order, axis=1).reshape(-1)
-    lo, size = tables.lo[rows].astype(np.int64), tables.size[rows].astype(np.int64)
-    symbols = values - lo
+    lo_value, size = tables.lo[rows].astype(np.int64), tables.size[rows].astype(np.int64)
+    symbols = values - lo_value
     outside = (symbols < 0) | (symbols >= size)
     beyond = np.where(symbols < 0, symbols, symbols - size + 1)
     symbols = np.where(outside, size, symbols).astype(np.int32)
     starts = np.flatnonzero(np.concatenate(([True], np.diff(rows) != 0)))
     ends = np.append(starts[1:], rows.size)
     escapes = np.add.reduceat(outside.astype(np.int64), starts)
-    positions = activity.shape[1]
-    channel_of = starts // positions
+    channel_of = starts // activity.shape[1]
     for i, (a, b) in enumerate(zip(starts.tolist(), ends.tolist())):
         if choice_model is not None and (i == 0 or channel_of[i] != channel_of[i - 1]):
             encoder.encode(np.array([best[channel_of[i]]], np.int32), choice_model)
         encoder.encode(symbols[a:b], tables.model(int(rows[a])))
         if escapes[i]:
             _encode_escapes(encoder, beyond[a:b][outside[a:b]])
-    return encoder.get_compressed().astype("<u4").tobytes()
 
 
 def _decode_groups(decoder, tables: RaggedTables, first_row: int, which: np.ndarray,

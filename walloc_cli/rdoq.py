@@ -55,12 +55,12 @@ def rd_round(scaled: np.ndarray, ladder: "QualityLadder", quality: int, lam: flo
     q = ladder.check(quality)
     first_row, thresholds = ladder.table_sets(q)[ladder.CHOICES.index(0)]
     tables, offset, depth, lifted = ladder.tables, ladder.offset[ladder.anchor[q]], ladder.depth, ladder.lifted
-    dead = ladder.round_scaled(scaled)   # the contexts' source
     bins = thresholds.shape[1] + 1
     cuts = tuple(ladder.neighbour_cuts)
     per_channel = entropy.tables_per_channel(bins, cuts)
     channels = scaled.shape[0]
-    out = dead.astype(np.int32)
+    out = np.zeros(scaled.shape, np.int32)
+    out[:lifted] = ladder.round_scaled(scaled[:lifted])
     for c0 in range(lifted, channels, _CHANNELS_PER_BATCH):
         c1 = min(channels, c0 + _CHANNELS_PER_BATCH)
         magnitude = np.abs(scaled[c0:c1])
@@ -70,13 +70,14 @@ def rd_round(scaled: np.ndarray, ladder: "QualityLadder", quality: int, lam: flo
         if where.size == 0:
             continue
         lo = max(0, c0 - depth)   # activity of c0 needs the `depth` channels before it
-        activity = entropy.activity_of_all(dead[lo:c1], depth)[c0 - lo:]
+        dead = ladder.round_scaled(scaled[lo:c1])   # the contexts' source
+        activity = entropy.activity_of_all(dead, depth)[c0 - lo:]
         shape = activity.shape
         plane = shape[1] * shape[2]
         channel = where // plane
         bin_of = entropy.context_bins_per_channel(activity.reshape(-1)[where], thresholds[c0:c1], channel)
         if cuts:  # white squares refine the bin by their four neighbours (entropy.table_index)
-            near = np.searchsorted(np.asarray(cuts), entropy.neighbour_sum(dead[c0:c1]).reshape(-1)[where],
+            near = np.searchsorted(np.asarray(cuts), entropy.neighbour_sum(dead[c0 - lo:]).reshape(-1)[where],
                                    side="right")
             white = entropy.white_mask(*shape[1:]).reshape(-1)[where % plane]
             bin_of = np.where(white, bins + bin_of * (len(cuts) + 1) + near, bin_of)
