@@ -541,8 +541,8 @@ def _encode_channels(encoder, latents: np.ndarray, c0: int, c1: int, tables: Rag
             bits = np.zeros(channels)
         better = bits < best_bits  # strict: ties keep the earlier candidate
         best[better], best_bits[better], best_which[better] = j, bits[better], which[better]
-    # Everything per latent is computed at once; the Python loop below only walks the groups
-    # (one constriction call each), in the order the decoder will ask for them.
+    # Everything per latent of the batch is computed at once; the Python loop below only walks
+    # the groups (one constriction call each), in the order the decoder will ask for them.
     order = np.argsort(best_which.astype(np.int16), axis=1, kind="stable")  # radix sort on small keys
     first_rows = np.array([candidates[int(b)][0] for b in best], np.int64)
     rows = (np.take_along_axis(best_which, order, axis=1) + first_rows[:, None] + channel_rows).reshape(-1)
