@@ -56,6 +56,25 @@ def test_encoding_does_not_depend_on_thread_count(small_path, tmp_path):
     assert outputs[0] == outputs[1]
 
 
+def test_neural_decoder_runs_on_one_thread_whatever_the_caller_set(small_path):
+    """torch's convolutions sum in a thread-count-dependent order (1-LSB pixel changes were
+    measured between `-j 1` and `-j 2`), so the decoder pins one thread and restores the caller's."""
+    torch = pytest.importorskip("torch")
+    model = load_model("rgb-16x")
+    net = model.decoder()
+    seen = []
+    hook = net.register_forward_pre_hook(lambda module, args: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        api.decode_image(api.encode_image(small_path.read_bytes(), "rgb-16x").data)
+        assert seen and set(seen) == {1}
+        assert torch.get_num_threads() == 2
+    finally:
+        hook.remove()
+        torch.set_num_threads(before)
+
+
 def test_latents_decode_bit_exactly(small_path):
     model = load_model("rgb-16x")
     wlc = api.encode_image(small_path.read_bytes(), "rgb-16x").data
