@@ -45,10 +45,6 @@ class Container:
     sections: dict[str, bytes]
     version: int = VERSION
 
-    @property
-    def payload_bytes(self) -> int:
-        return sum(len(s) for s in self.sections.values())
-
 
 def pack(header: dict[str, Any], sections: dict[str, bytes]) -> bytes:
     """Serialise a header (JSON-able, without "sections") and named byte sections."""

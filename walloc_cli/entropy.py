@@ -336,8 +336,10 @@ class ActivityContext:
 
 
 def context_bins(activity: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """Bin index of each position: the number of (sorted, integer) thresholds <= its activity."""
-    return np.searchsorted(thresholds, activity, side="right")
+    """Bin index of each position of one channel: the number of (sorted, integer) thresholds
+    <= its activity.  The decoder's form of :func:`context_bins_per_channel` (the same rule)."""
+    return context_bins_per_channel(activity.reshape(1, -1), np.asarray(thresholds).reshape(1, -1)).reshape(
+        activity.shape)
 
 
 # The first latent channels of an image model are block averages (the DC of each colour):

@@ -35,7 +35,7 @@ import numpy as np
 
 from . import entropy, wavelets
 from .media import read_image
-from .model import save_model
+from .model import dead_zone_round, save_model
 
 LEVELS = 3
 WAVELET = wavelets.DEFAULT_WAVELET
@@ -87,15 +87,6 @@ def quality_steps() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return steps, anchor_of_q, anchors
 
 
-def quantize(y: np.ndarray) -> np.ndarray:
-    return (np.sign(y) * np.floor(np.abs(y) + (0.5 - DEADZONE))).astype(np.int64)
-
-
-def activity_maps(q: np.ndarray) -> np.ndarray:
-    """Context activity of every latent of one image (H', W', L), as the coder computes it."""
-    return entropy.activity_of_all(q.transpose(2, 0, 1), CONTEXT_DEPTH).transpose(1, 2, 0)
-
-
 def fit_anchor(latents: list[np.ndarray], steps: np.ndarray) -> tuple[list, np.ndarray, np.ndarray]:
     """Tables, thresholds (L, bins−1) and reconstruction offsets (L,) for one anchor.
 
@@ -103,43 +94,40 @@ def fit_anchor(latents: list[np.ndarray], steps: np.ndarray) -> tuple[list, np.n
     The first LIFTED channels are tabled per integer-Haar level instead of per activity bin,
     exactly as :func:`entropy.encode_with_context` codes them.
     """
-    quantized = [quantize(z / steps) for z in latents]
-    activity = np.concatenate([activity_maps(q).reshape(-1, q.shape[2]) for q in quantized])
-    values = np.concatenate([q.reshape(-1, q.shape[2]) for q in quantized])
-    scaled = np.concatenate([(z / steps).reshape(-1, z.shape[2]) for z in latents])
-    levels = CONTEXT_BINS - 1
-    lifted_values = np.concatenate([
-        np.stack([entropy.lift_forward(q[..., c], levels).reshape(-1) for c in range(LIFTED)], axis=1)
-        for q in quantized])
-    level_maps = np.concatenate([entropy.lift_level_map(*q.shape[:2], levels).reshape(-1) for q in quantized])
-    neighbours = np.concatenate([entropy.neighbour_sum(q.transpose(2, 0, 1)).reshape(q.shape[2], -1).T
-                                 for q in quantized])
-    white = np.concatenate([entropy.white_mask(*q.shape[:2]).reshape(-1) for q in quantized])
-    channels = values.shape[1]
-    per_channel = entropy.tables_per_channel(CONTEXT_BINS, NEIGHBOUR_CUTS)
+    # (L, H', W') per image, rounded and tabled exactly as the encoder and the coder do
+    quantized = [dead_zone_round(z.transpose(2, 0, 1) / steps[:, None, None], DEADZONE) for z in latents]
+    activities = [entropy.activity_of_all(q, CONTEXT_DEPTH).reshape(q.shape[0], -1) for q in quantized]
+    activity = np.concatenate(activities, axis=1)                                  # (L, N)
+    values = np.concatenate([q.reshape(q.shape[0], -1) for q in quantized], axis=1)
+    scaled = np.concatenate([(z / steps).reshape(-1, z.shape[2]).T for z in latents], axis=1)
+    channels = values.shape[0]
     thresholds = np.zeros((channels, CONTEXT_BINS - 1), np.int64)
+    for c in range(LIFTED, channels):
+        # equal-population bins over the activity; ties (many zeros) collapse bins, which then stay empty
+        cuts = np.quantile(activity[c], np.linspace(0, 1, CONTEXT_BINS + 1)[1:-1], method="higher").astype(np.int64)
+        thresholds[c] = np.maximum.accumulate(np.maximum(cuts, 1))
+    levels = CONTEXT_BINS - 1
+    which, coded = [], []
+    for q, a in zip(quantized, activities):
+        bins = entropy.context_bins_per_channel(a, thresholds).reshape(q.shape)
+        w = entropy.table_index(bins, q, CONTEXT_BINS, NEIGHBOUR_CUTS).reshape(channels, -1)
+        v = q.reshape(channels, -1).copy()
+        w[:LIFTED] = entropy.lift_level_map(*q.shape[1:], levels).reshape(-1)
+        for c in range(LIFTED):
+            v[c] = entropy.lift_forward(q[c], levels).reshape(-1)
+        which.append(w)
+        coded.append(v)
+    which, coded = np.concatenate(which, axis=1), np.concatenate(coded, axis=1)
+    per_channel = entropy.tables_per_channel(CONTEXT_BINS, NEIGHBOUR_CUTS)
     rows = []
     offsets = np.zeros(channels)
     for c in range(channels):
-        if c < LIFTED:
-            which, coded = level_maps, lifted_values[:, c]
-        else:
-            a = activity[:, c]
-            # equal-population bins over the activity; ties (many zeros) collapse bins, which then stay empty
-            cuts = np.quantile(a, np.linspace(0, 1, CONTEXT_BINS + 1)[1:-1], method="higher").astype(np.int64)
-            cuts = np.maximum.accumulate(np.maximum(cuts, 1))
-            thresholds[c] = cuts
-            which = entropy.context_bins(a, cuts)
-            if NEIGHBOUR_CUTS:  # as entropy.table_index, on flattened positions
-                near = np.searchsorted(np.asarray(NEIGHBOUR_CUTS), neighbours[:, c], side="right")
-                which = np.where(white, CONTEXT_BINS + which * (len(NEIGHBOUR_CUTS) + 1) + near, which)
-            coded = values[:, c]
-        order = np.argsort(which, kind="stable")
-        groups = np.split(coded[order], np.cumsum(np.bincount(which, minlength=per_channel))[:-1])
+        order = np.argsort(which[c], kind="stable")
+        groups = np.split(coded[c][order], np.cumsum(np.bincount(which[c], minlength=per_channel))[:-1])
         rows += [entropy.fit_row(g) for g in groups]
-        nonzero = values[:, c] != 0
+        nonzero = values[c] != 0
         if nonzero.any():  # centroid of |y| within its bin, measured from the bin's integer value
-            offsets[c] = np.clip(np.mean(np.abs(values[nonzero, c]) - np.abs(scaled[nonzero, c])), 0.0, 0.45)
+            offsets[c] = np.clip(np.mean(np.abs(values[c, nonzero]) - np.abs(scaled[c, nonzero])), 0.0, 0.45)
     return rows, thresholds, offsets
 
 

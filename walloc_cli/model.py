@@ -358,6 +358,13 @@ class CodecModel:
             yield signal[:, margin * block : (margin + q1 - q0) * block]
 
 
+def dead_zone_round(y: np.ndarray, deadzone: float) -> np.ndarray:
+    """Dead-zone rounding of latents in units of their steps (int64): a value leaves 0 only
+    at 0.5 + ``deadzone`` steps — fewer bits for nearly the same PSNR.  The ladder fit
+    rounds its training latents with this same function."""
+    return (np.sign(y) * np.floor(np.abs(y) + (0.5 - deadzone))).astype(np.int64)
+
+
 class QualityLadder:
     """How a ladder model turns a quality 1–100 into quantization and entropy tables.
 
@@ -366,8 +373,6 @@ class QualityLadder:
     decoder needs just the integer ``anchor[q]`` (which table set), the integer
     context thresholds and the integer tables, so decoding is bit-exact.
     """
-
-    QUALITIES = range(1, 101)
 
     def __init__(self, step: np.ndarray, anchor: np.ndarray, gain: np.ndarray, deadzone: float,
                  offset: np.ndarray, thresholds: np.ndarray, tables: "RaggedTables", depth: int,
@@ -418,8 +423,7 @@ class QualityLadder:
         return z / self.steps(quality).reshape(-1, *([1] * (z.ndim - 1)))
 
     def round_scaled(self, y: np.ndarray) -> np.ndarray:
-        """Dead-zone rounding: small values go to zero a little more readily (fewer bits, same PSNR)."""
-        return (np.sign(y) * np.floor(np.abs(y) + (0.5 - self.deadzone))).astype(np.int64)
+        return dead_zone_round(y, self.deadzone)
 
     def quantize(self, z: np.ndarray, quality: int) -> np.ndarray:
         return self.round_scaled(self.scale(z, quality))
