@@ -82,7 +82,7 @@ def _encode_work(job: batch.Job, options: dict) -> tuple[batch.Payload, list[str
 
 
 def _decode_work(job: batch.Job, options: dict) -> tuple[batch.Payload, list[str], str, str]:
-    from . import api, media
+    from . import api, container, media
 
     data = batch.read_input(job.source)
     forced = options["suffix"]
@@ -93,7 +93,9 @@ def _decode_work(job: batch.Job, options: dict) -> tuple[batch.Payload, list[str
     if modality == "image":
         out = api.decode_to_bytes(data, suffix, options["max_pixels"])
         return out, [], f"{len(out)} bytes", target
-    media.audio_output_format(suffix)  # refuse a bad extension before decoding
+    # refuse a bad extension, or a rate or channel count the format cannot store, before decoding
+    header = container.unpack(data).header
+    media.check_audio_output(media.audio_output_format(suffix), header.get("sample_rate"), header.get("channels"))
     subtype = options["subtype"]
     return (lambda f: api.decode_audio_to(data, f, suffix, subtype)), [], "audio", target
 

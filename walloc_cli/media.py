@@ -238,6 +238,24 @@ def audio_output_format(suffix: str) -> str:
     return _format_for(suffix, AUDIO_OUTPUT_FORMATS, "audio")
 
 
+# What each output format can store: (lowest rate, highest rate, most channels).  Checked
+# before libsndfile is asked, because it does not always refuse: libvorbis crashes the
+# process above 200 kHz (192 kHz is the highest rate it is known to encode), AIFF stores
+# rates of 2^30 Hz and above wrongly, and rates beyond a C int overflow soundfile.
+AUDIO_OUTPUT_LIMITS = {"WAV": (1, (1 << 31) - 1, 1024), "AIFF": (1, (1 << 30) - 1, 1024),
+                       "FLAC": (1, 655_350, 8), "OGG": (1, 192_000, 255)}
+
+
+def check_audio_output(fmt: str, rate: Any, channels: Any) -> None:
+    """Refuse, before anything is decoded or written, audio the output format cannot store."""
+    low, high, most = AUDIO_OUTPUT_LIMITS[fmt]
+    better = "write .wav instead" if fmt != "WAV" else "no audio format walloc writes can store it"
+    if isinstance(rate, int) and not low <= rate <= high:
+        raise MediaError(f"{fmt} stores sample rates from {low} to {high:,} Hz; this audio has {rate:,} Hz ({better})")
+    if isinstance(channels, int) and channels > most:
+        raise MediaError(f"{fmt} stores at most {most} channels; this audio has {channels} ({better})")
+
+
 class AudioSink:
     """Writes decoded audio window by window into a binary file object."""
 
@@ -248,6 +266,7 @@ class AudioSink:
             subtype = "VORBIS"
         elif fmt == "FLAC" and subtype == "FLOAT":
             raise MediaError("FLAC cannot store floating-point samples; use --pcm 16 or 24")
+        check_audio_output(fmt, rate, channels)
         self.handle = soundfile.SoundFile(fileobj, "w", samplerate=rate, channels=channels,
                                           subtype=subtype, format=fmt)
 
