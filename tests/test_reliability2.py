@@ -84,3 +84,68 @@ def test_every_output_format_states_its_limits():
             media.AudioSink(io.BytesIO(), fmt, rate, channels)
     media.AudioSink(io.BytesIO(), "OGG", 192_000, 2).close()  # the limits themselves work
     media.AudioSink(io.BytesIO(), "FLAC", 655_350, 8).close()
+
+
+# -- 3. Disk full while writing audio ----------------------------------------------------------
+class FillsUp:
+    """A file whose disk is full after ``room`` bytes (everything else is the real file)."""
+
+    def __init__(self, f, room: int) -> None:
+        self._f, self._room = f, room
+
+    def write(self, data) -> int:
+        if self._f.tell() + len(data) > self._room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return self._f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._f.close()
+
+
+@pytest.mark.parametrize("fmt", ["WAV", "FLAC", "OGG", "AIFF"])
+def test_disk_full_inside_the_audio_writer_is_an_oserror(fmt, capfd):
+    samples = np.random.default_rng(1).uniform(-0.5, 0.5, (30000, 2))
+    whole = io.BytesIO()
+    sink = media.AudioSink(whole, fmt, 44100, 2)
+    sink.write(samples)
+    sink.close()
+    size = len(whole.getvalue())
+    for room in (0, 40, size // 3, size - 8):  # in the header, in the samples, at the very end
+        with pytest.raises(OSError) as caught:
+            sink = media.AudioSink(FillsUp(io.BytesIO(), room), fmt, 44100, 2)
+            try:
+                sink.write(samples[:10000])
+                sink.write(samples[10000:])
+            finally:
+                sink.close()
+        assert caught.value.errno == errno.ENOSPC, (fmt, room)
+    assert "Traceback" not in capfd.readouterr().err  # cffi printed callback tracebacks before
+
+
+@pytest.mark.parametrize("suffix", [".flac", ".wav"])
+def test_disk_full_while_decoding_audio_fails_and_leaves_nothing(tmp_path, monkeypatch, audio_wlc, suffix):
+    (tmp_path / "x.wlc").write_bytes(audio_wlc)
+    real_fdopen = os.fdopen
+    monkeypatch.setattr(batch.os, "fdopen", lambda fd, mode="r": FillsUp(real_fdopen(fd, mode), 1000))
+    r = run("decode", str(tmp_path / "x.wlc"), "-o", str(tmp_path / f"x{suffix}"))
+    assert r.exit_code == 1
+    assert "No space left on device" in one_error_line(r, "x.wlc")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.wlc"]
+
+
+def test_written_audio_is_read_back_before_it_counts():
+    class Forgetful(io.BytesIO):  # a file system that drops bytes and says it wrote them all
+        def write(self, data):
+            super().write(data[: len(data) // 2] if self.tell() > 2000 else data)
+            return len(data)
+
+    sink = media.AudioSink(Forgetful(), "FLAC", 44100, 2)
+    sink.write(np.random.default_rng(2).uniform(-0.5, 0.5, (20000, 2)))
+    with pytest.raises(WallocError, match="does not read back"):
+        sink.close()

@@ -256,8 +256,52 @@ def check_audio_output(fmt: str, rate: Any, channels: Any) -> None:
         raise MediaError(f"{fmt} stores at most {most} channels; this audio has {channels} ({better})")
 
 
+class _GuardedFile:
+    """The output file as libsndfile sees it (through soundfile's virtual I/O callbacks).
+
+    An exception inside those callbacks is printed by cffi as a traceback and then
+    ignored: libsndfile carries on, so a full disk gave an ``AssertionError`` (WAV, AIFF,
+    OGG) or, for FLAC, a truncated file and exit status 0.  Here the first error is kept,
+    the callback reports failure quietly, and :meth:`check` raises the error afterwards.
+    """
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.f, self.error = f, None
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def _guard(self, call, failed):
+        if self.error is not None:
+            return failed
+        try:
+            return call()
+        except Exception as exc:  # noqa: BLE001 - kept and re-raised by check()
+            self.error = exc if isinstance(exc, OSError) else MediaError(f"audio output failed ({exc})")
+            return failed
+
+    def write(self, data: bytes) -> int:
+        written = self._guard(lambda: self.f.write(data), 0)
+        return len(data) if written is None else written
+
+    def read(self, count: int) -> bytes:
+        return self._guard(lambda: self.f.read(count), b"")
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._guard(lambda: self.f.seek(offset, whence), -1)
+
+    def tell(self) -> int:
+        return self._guard(self.f.tell, -1)
+
+
 class AudioSink:
-    """Writes decoded audio window by window into a binary file object."""
+    """Writes decoded audio window by window into a binary file object.
+
+    Every failure is an exception (``OSError`` from the file, :class:`MediaError`
+    otherwise), and :meth:`close` reads the finished file back — its length and its last
+    frames — so that a file that would not play is never reported as written.
+    """
 
     def __init__(self, fileobj: BinaryIO, fmt: str, rate: int, channels: int, subtype: str = "PCM_16") -> None:
         import soundfile
@@ -267,11 +311,62 @@ class AudioSink:
         elif fmt == "FLAC" and subtype == "FLOAT":
             raise MediaError("FLAC cannot store floating-point samples; use --pcm 16 or 24")
         check_audio_output(fmt, rate, channels)
-        self.handle = soundfile.SoundFile(fileobj, "w", samplerate=rate, channels=channels,
-                                          subtype=subtype, format=fmt)
+        self.fileobj, self.file = fileobj, _GuardedFile(fileobj)
+        self.fmt, self.rate, self.channels, self.frames = fmt, rate, channels, 0
+        try:
+            self.handle = soundfile.SoundFile(self.file, "w", samplerate=rate, channels=channels,
+                                              subtype=subtype, format=fmt)
+        except Exception as exc:  # noqa: BLE001 - libsndfile's refusal, as one line
+            self.file.check()
+            raise MediaError(f"cannot write {fmt} audio ({_first_line(exc)})") from None
+        self.file.check()
 
     def write(self, frames: np.ndarray) -> None:
-        self.handle.write(np.clip(frames, -1.0, 1.0))
+        try:
+            self.handle.write(np.clip(frames, -1.0, 1.0))
+        except Exception as exc:  # noqa: BLE001 - soundfile asserts that every frame was written
+            self.file.check()
+            raise MediaError(f"cannot write {self.fmt} audio ({_first_line(exc)})") from None
+        self.file.check()
+        self.frames += len(frames)
 
     def close(self) -> None:
-        self.handle.close()
+        if self.handle.closed:
+            return
+        try:
+            self.handle.close()
+        except Exception as exc:  # noqa: BLE001
+            self.file.check()
+            raise MediaError(f"cannot write {self.fmt} audio ({_first_line(exc)})") from None
+        self.file.check()
+        self._verify()
+
+    def _verify(self) -> None:
+        """Read the file back: the frame count, and the last frames decode."""
+        import soundfile
+
+        f = self.fileobj
+        try:
+            if not self.frames or not (f.seekable() and f.readable()):  # an empty FLAC never reads back
+                return
+        except (AttributeError, ValueError, OSError):
+            return
+        end = f.tell()
+        try:
+            f.seek(0)
+            with soundfile.SoundFile(f) as back:
+                ok = back.frames == self.frames and back.channels == self.channels and back.samplerate == self.rate
+                if ok and self.frames:
+                    back.seek(max(0, self.frames - 4096))
+                    ok = len(back.read(4096, dtype="float32")) == min(4096, self.frames)
+        except Exception as exc:  # noqa: BLE001
+            raise MediaError(f"the written {self.fmt} file does not read back ({_first_line(exc)})") from None
+        finally:
+            f.seek(end)
+        if not ok:
+            raise MediaError(f"the written {self.fmt} file does not read back ({self.frames} frames were written)")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
