@@ -86,6 +86,29 @@ def test_every_output_format_states_its_limits():
     media.AudioSink(io.BytesIO(), "FLAC", 655_350, 8).close()
 
 
+# -- 2. Decompression bomb in the default model (rgb-1x) -----------------------------------------
+def test_tiny_rgb1x_file_announcing_a_huge_image_is_refused_at_once(small_path):
+    box = container.unpack(api.encode_image(small_path.read_bytes(), quality=1).data)
+    header = {**box.header, "width": 16384, "height": 16384, "pad": [0, 0], "latent_shape": [192, 2048, 2048]}
+    bomb = container.pack(header, box.sections)
+    assert len(bomb) < 400
+    with pytest.raises(WallocError, match="payload too short"):
+        api.decode_image(bomb)  # before: 4 minutes and 4.5 GB
+    with pytest.raises(WallocError, match="payload too short"):
+        api.file_latents(bomb)
+
+
+def test_the_payload_bound_never_refuses_a_real_file():
+    """The bound is a true minimum: the flattest image at the lowest quality still decodes."""
+    from .conftest import png_bytes
+    from PIL import Image
+
+    flat = Image.fromarray(np.full((256, 384, 3), 128, np.uint8))
+    for quality in (1, 100):
+        data = api.encode_image(png_bytes(flat), quality=quality).data
+        assert api.decode_image(data).rgb.shape == (256, 384, 3)
+
+
 # -- 3. Disk full while writing audio ----------------------------------------------------------
 class FillsUp:
     """A file whose disk is full after ``room`` bytes (everything else is the real file)."""

@@ -260,6 +260,15 @@ class RaggedTables:
     def row(self, r: int) -> np.ndarray:
         return self.freqs[self.offset[r] : self.offset[r + 1]]
 
+    def fewest_bits(self) -> np.ndarray:
+        """Per row, the self-information of its most likely symbol: no value coded with that
+        row can cost fewer bits (computed once and kept)."""
+        bits = self.__dict__.get("_fewest_bits")
+        if bits is None:
+            most = np.maximum.reduceat(self.freqs.astype(np.int64), self.offset[:-1]) if self.freqs.size else self.size
+            bits = self.__dict__["_fewest_bits"] = -np.log2(np.asarray(most, np.float64) / TOTAL)
+        return bits
+
     def model(self, r: int):
         """constriction model of row ``r``, built on first use and kept: a file touches only
         its quality's tables, and a batch reuses them."""
@@ -590,6 +599,21 @@ def _decode_groups(decoder, tables: RaggedTables, first_row: int, which: np.ndar
     return order, grouped
 
 
+def minimum_bits_with_context(tables: RaggedTables, candidates: list[Candidate], per_channel: int,
+                              shape: tuple[int, int, int]) -> float:
+    """Fewest bits a context-coded payload of ``shape`` can possibly take: every latent of
+    channel c costs at least the cheapest most-likely symbol of any table channel c may use
+    (whichever table set it picks), and each channel's choice of set costs log2(sets) bits."""
+    channels, height, width = shape
+    fewest = tables.fewest_bits()
+    cheapest = np.full(channels, np.inf)
+    for first_row, _ in candidates:
+        rows = first_row + np.arange(channels)[:, None] * per_channel + np.arange(per_channel)[None, :]
+        cheapest = np.minimum(cheapest, fewest[rows].min(axis=1))
+    choices = channels * np.log2(len(candidates)) if len(candidates) > 1 else 0.0
+    return float(height * width * cheapest.sum() + choices)
+
+
 def decode_with_context(data: bytes, tables: RaggedTables, candidates: list[Candidate],
                         depth: int, shape: tuple[int, int, int], lifted: int = 0,
                         neighbour_cuts: tuple[int, ...] = ()) -> np.ndarray:
@@ -602,6 +626,10 @@ def decode_with_context(data: bytes, tables: RaggedTables, candidates: list[Cand
     for first_row, thresholds in candidates:
         if thresholds.shape[0] != channels or first_row + channels * per_channel > tables.lo.shape[0]:
             raise EntropyError("latent shape does not match the model's tables")
+    if 8 * len(data) + 64 < minimum_bits_with_context(tables, candidates, per_channel, shape):
+        # as in decode(): a header announcing far more latents than the payload can hold is
+        # refused before anything of that size is allocated (decompression bomb)
+        raise EntropyError("payload too short for the announced number of latents")
     choice_model = constriction.stream.model.Uniform(len(candidates)) if len(candidates) > 1 else None
     decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
     context = ActivityContext((height, width), depth)
