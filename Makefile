@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-stamp
 # environment variable pointing there.
 LOCAL_WHEELS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels)
 
-.PHONY: install demo test bench bench-rd bench-memory train train-ladder train-audio export fetch-audio clean
+.PHONY: install demo test bench bench-rd bench-audio bench-memory train train-ladder train-audio export fetch-audio clean
 
 install: $(STAMP)
 
@@ -29,12 +29,19 @@ test: install
 bench: install
 	$(BIN)/python bench/speed.py --data ../shared/data/images/val
 	$(BIN)/python bench/bench_images.py --data ../shared/data/images/val --train ../shared/data/images/train
-	@if [ -d data/audio/val ]; then $(BIN)/python bench/bench_audio.py --data data/audio/val --train data/audio/train; else echo "audio bench skipped: run ../shared/data/audio/fetch-audio.sh data/audio first"; fi
+	@$(MAKE) --no-print-directory bench-audio
 
 # Rate–distortion curves and BD-rates of walloc against JPEG / WebP / AVIF (matplotlib: the [bench] extra).
 bench-rd: install
 	@$(BIN)/python -c "import matplotlib" 2>/dev/null || $(BIN)/python -m pip install --quiet --disable-pip-version-check 'matplotlib>=3.7'
 	$(BIN)/python -m walloc_cli bench ../shared/data/images/val --plot bench/rd.png --json bench/rd.json
+
+# walloc's audio quality sweep against Opus 12–96 kbps, scored by ViSQOL, log-mel, HF energy and PSNR
+# (scipy, visqol-python and matplotlib: the [bench] extra; opusenc/opusdec from opus-tools).
+# Opus results are cached in cache/, so a rerun recomputes walloc only.
+bench-audio: install
+	@$(BIN)/python -c "import matplotlib, scipy, visqol, numba" 2>/dev/null || $(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[bench]'
+	@if [ -d data/audio/val ]; then $(BIN)/python bench/bench_audio.py --data data/audio/val --plot bench/audio-rd.png --json bench/audio-rd.json; else echo "audio bench skipped: run make fetch-audio first"; fi
 
 # Training resumes from runs/<name>/checkpoint.pt; MINUTES is wall-clock time for this call.
 MINUTES ?= 60
