@@ -172,3 +172,149 @@ def test_written_audio_is_read_back_before_it_counts():
     sink.write(np.random.default_rng(2).uniform(-0.5, 0.5, (20000, 2)))
     with pytest.raises(WallocError, match="does not read back"):
         sink.close()
+
+
+# -- 4. -o onto a device, FIFO or symbolic link ------------------------------------------------
+@pytest.fixture
+def image_wlc(tmp_path, small_path) -> Path:
+    wlc = tmp_path / "x.wlc"
+    wlc.write_bytes(api.encode_image(small_path.read_bytes()).data)
+    return wlc
+
+
+def test_force_onto_a_character_device_writes_into_it_and_keeps_the_node(image_wlc, tmp_path):
+    """`-o /dev/null --force` as root replaced /dev/null with a regular file.  Tested on a
+    private node with /dev/null's device numbers, so a regression cannot break the machine."""
+    import stat
+
+    node = tmp_path / "null.png"
+    try:
+        os.mknod(node, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    except (PermissionError, OSError):
+        pytest.skip("creating a device node needs CAP_MKNOD")
+    before = os.stat(node)
+    r = run("decode", str(image_wlc), "-o", str(node))
+    assert r.exit_code == 1 and "--force" in one_error_line(r, "x.wlc")
+    r = run("decode", str(image_wlc), "-o", str(node), "--force")
+    assert r.exit_code == 0, r.output
+    after = os.lstat(node)
+    assert stat.S_ISCHR(after.st_mode) and (after.st_ino, after.st_rdev) == (before.st_ino, before.st_rdev)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["null.png", "x.wlc"]
+
+
+def test_force_onto_a_fifo_writes_into_it(image_wlc, tmp_path):
+    import stat
+
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    r = run("decode", str(image_wlc), "-o", str(fifo))
+    assert r.exit_code == 1 and "exists" in one_error_line(r, "x.wlc")
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a reader is there, so opening to write does not block
+    try:
+        r = run("decode", str(image_wlc), "-o", str(fifo), "--force")
+        assert r.exit_code == 0, r.output
+        received = os.read(reader, 1 << 20)
+    finally:
+        os.close(reader)
+    assert received[:8] == b"\x89PNG\r\n\x1a\n"
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe.png", "x.wlc"]
+
+
+def test_symbolic_links_are_written_through_and_kept(image_wlc, tmp_path):
+    real = tmp_path / "real.png"
+    real.write_bytes(b"old")
+    link = tmp_path / "link.png"
+    link.symlink_to(real)
+    r = run("decode", str(image_wlc), "-o", str(link))
+    assert r.exit_code == 1 and real.read_bytes() == b"old"
+    assert run("decode", str(image_wlc), "-o", str(link), "--force").exit_code == 0
+    assert link.is_symlink() and real.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_dangling_symbolic_link_needs_force(image_wlc, tmp_path):
+    link = tmp_path / "dangling.png"
+    link.symlink_to(tmp_path / "nowhere.png")
+    r = run("decode", str(image_wlc), "-o", str(link))
+    assert r.exit_code == 1 and "dangling" in one_error_line(r, "x.wlc")
+    assert link.is_symlink() and not (tmp_path / "nowhere.png").exists()  # before: the link was replaced
+    assert run("decode", str(image_wlc), "-o", str(link), "--force").exit_code == 0
+    assert link.is_symlink() and (tmp_path / "nowhere.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# -- 5. A .wlc whose name has another extension ------------------------------------------------
+def test_decoding_a_wlc_named_like_its_output_never_overwrites_it(tmp_path, small_path, audio_wlc):
+    disguised = tmp_path / "photo.png"
+    disguised.write_bytes(api.encode_image(small_path.read_bytes()).data)
+    song = tmp_path / "m.wav"
+    song.write_bytes(audio_wlc)
+    for path in (disguised, song):
+        before = path.read_bytes()
+        r = run("decode", str(path), "--force")
+        assert r.exit_code == 1 and "overwrite the input" in one_error_line(r, path.name)
+        assert path.read_bytes() == before
+    hard = tmp_path / "hard.wlc"
+    os.link(disguised, hard)  # the same file under another name
+    r = run("decode", str(hard), "-o", str(disguised), "--force")
+    assert r.exit_code == 2 and "overwrite the input" in r.stderr
+
+
+# -- 6. Two walloc processes writing the same name ---------------------------------------------
+def test_a_file_published_by_another_process_meanwhile_is_never_replaced(tmp_path, monkeypatch):
+    """The other writer publishes between our last check and our rename: we must lose, cleanly."""
+    target = tmp_path / "x.wlc"
+    real_link, real_replace = os.link, os.replace
+
+    def other_process_wins(real):
+        def call(src, dst, *args, **kwargs):
+            if Path(dst) == target and not target.exists():
+                target.write_bytes(b"theirs")
+            return real(src, dst, *args, **kwargs)
+        return call
+
+    monkeypatch.setattr(os, "link", other_process_wins(real_link))
+    monkeypatch.setattr(os, "replace", other_process_wins(real_replace))
+    with pytest.raises(FileExistsError):
+        batch.write_atomic(str(target), b"ours", force=False)
+    assert target.read_bytes() == b"theirs"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.wlc"]
+
+
+def test_publishing_without_hard_links_still_never_replaces(tmp_path, monkeypatch):
+    target = tmp_path / "x.wlc"
+
+    def no_links(src, dst):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    batch.write_atomic(str(target), b"first", force=False)
+    assert target.read_bytes() == b"first"
+    target.unlink()
+    target.write_bytes(b"theirs")  # appeared after our check
+    with pytest.raises(FileExistsError):
+        batch._publish(*_temporary(tmp_path, b"ours"), str(target), False)
+    assert target.read_bytes() == b"theirs"
+
+
+def _temporary(folder: Path, data: bytes) -> tuple[str, Path]:
+    tmp = folder / ".x.wlc.abcdefgh.walloc.part"
+    tmp.write_bytes(data)
+    return str(tmp), folder / "x.wlc"
+
+
+# -- 13. Smaller: messages that name the right thing -------------------------------------------
+def test_permission_error_names_the_target_not_the_temporary(tmp_path, monkeypatch, image_wlc):
+    def refused(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / ".y.png.abcdefgh.walloc.part"))
+
+    monkeypatch.setattr(batch.tempfile, "mkstemp", refused)
+    r = run("decode", str(image_wlc), "-o", str(tmp_path / "y.png"))
+    line = one_error_line(r, "x.wlc")
+    assert r.exit_code == 1 and f"permission denied ({tmp_path / 'y.png'})" in line and ".part" not in line
+
+
+def test_output_folder_that_is_a_file_is_named(tmp_path, image_wlc):
+    (tmp_path / "afile").write_text("x")
+    r = run("decode", str(image_wlc), "-o", str(tmp_path / "afile" / "x.png"))
+    line = one_error_line(r, "x.wlc")
+    assert r.exit_code == 1 and "afile is a file, not a folder" in line and "Errno" not in line

@@ -90,11 +90,15 @@ def _decode_work(job: batch.Job, options: dict) -> tuple[batch.Payload, list[str
     default = ".png" if modality == "image" else ".wav"
     target = job.resolved(forced or default)
     suffix = forced or (Path(target).suffix if target != batch.STDIO else default) or default
+    if job.suffix_from_content:  # the plan could not compare this name with the input: do it now
+        if batch.same_file(job.source, target):
+            raise WallocError(f"output {target} would overwrite the input")
+        batch.check_target(target, options["force"])
+    header = container.unpack(data).header
     if modality == "image":
         out = api.decode_to_bytes(data, suffix, options["max_pixels"])
         return out, [], f"{len(out)} bytes", target
     # refuse a bad extension, or a rate or channel count the format cannot store, before decoding
-    header = container.unpack(data).header
     media.check_audio_output(media.audio_output_format(suffix), header.get("sample_rate"), header.get("channels"))
     subtype = options["subtype"]
     return (lambda f: api.decode_audio_to(data, f, suffix, subtype)), [], "audio", target
@@ -108,9 +112,8 @@ def process(kind: str, job: batch.Job, options: dict, force: bool) -> Outcome:
     try:
         if job.problem:
             raise WallocError(job.problem)
-        known_target = job.target != batch.STDIO and not job.suffix_from_content
-        if known_target and Path(job.target).exists() and not force:  # fail before the work
-            raise FileExistsError(f"{job.target} exists (use --force to overwrite)")
+        if job.target != batch.STDIO and not job.suffix_from_content:
+            batch.check_target(job.target, force)  # fail before the work
         out, notes, summary, target = WORK[kind](job, options)
         batch.write_atomic(target, out, force)
         return Outcome(job.source, target, None, tuple(notes), summary)
@@ -277,7 +280,7 @@ def decode(inputs: tuple[str, ...], output: str | None, force: bool, recursive: 
         raise click.UsageError(f"unknown output format {fmt!r}")
     jobs = _plan(inputs, output, recursive, forced_suffix, lambda p: p.suffix.lower() == ".wlc")
     _check_stdout(jobs)
-    options = {"suffix": forced_suffix, "max_pixels": max_pixels or api.DEFAULT_MAX_PIXELS,
+    options = {"suffix": forced_suffix, "max_pixels": max_pixels or api.DEFAULT_MAX_PIXELS, "force": force,
                "subtype": {"16": "PCM_16", "24": "PCM_24", "float": "FLOAT"}[pcm]}
     sys.exit(_run("decode", jobs, options, force, workers, Reporter(quiet, verbose)))
 
