@@ -318,3 +318,113 @@ def test_output_folder_that_is_a_file_is_named(tmp_path, image_wlc):
     r = run("decode", str(image_wlc), "-o", str(tmp_path / "afile" / "x.png"))
     line = one_error_line(r, "x.wlc")
     assert r.exit_code == 1 and "afile is a file, not a folder" in line and "Errno" not in line
+
+
+# -- 7. Signals: SIGTERM like Ctrl-C, workers die with their parent, stale temporaries swept -----
+# The script runs `walloc encode -j 2` over a folder; the worker handling the third file
+# records its pid, sends the chosen signal to the walloc process, and then waits forever:
+# only the fix (the parent killing its workers, or the kernel's parent-death signal) ends it.
+SIGNAL_SCRIPT = r"""
+import os, signal, sys
+from walloc_cli import cli
+
+real = cli.process
+def process(kind, job, options, force):
+    if job.source.endswith("img2.png"):
+        with open(sys.argv[1], "w") as f:
+            f.write(str(os.getpid()))
+        os.kill(os.getppid(), int(sys.argv[2]))
+        while True:
+            signal.pause()
+    return real(kind, job, options, force)
+cli.process = process
+cli.main(["encode", "-r", sys.argv[3], "-o", sys.argv[4], "-j", "2"])
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] in ("Z", "X")  # a zombie has stopped running
+    except FileNotFoundError:
+        return True
+
+
+def _signal_run(tmp_path: Path, folder: Path, signum: int):
+    pid_file = tmp_path / "worker.pid"
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-c", SIGNAL_SCRIPT, str(pid_file), str(signum), str(folder), str(out)],
+                          capture_output=True, timeout=120)
+    return proc, int(pid_file.read_text()), out
+
+
+@pytest.fixture
+def six_images(tmp_path, small_path) -> Path:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(6):
+        (folder / f"img{i}.png").write_bytes(small_path.read_bytes())
+    return folder
+
+
+def test_sigterm_under_jobs_stops_the_workers_and_cleans_up(tmp_path, six_images):
+    import signal
+
+    proc, worker, out = _signal_run(tmp_path, six_images, signal.SIGTERM)
+    try:
+        assert proc.returncode == 143, proc.stderr.decode()
+        assert b"interrupted" in proc.stderr and b"Traceback" not in proc.stderr
+        assert _gone(worker)  # reaped by walloc before it exited
+        for f in out.iterdir() if out.exists() else []:
+            assert f.suffix == ".wlc", f.name  # no temporary file
+            api.decode_image(f.read_bytes())  # and every file present is complete
+    finally:
+        if not _gone(worker):
+            os.kill(worker, signal.SIGKILL)
+
+
+def test_sigkill_of_the_parent_takes_its_workers_with_it(tmp_path, six_images):
+    import signal
+    import time
+
+    proc, worker, _ = _signal_run(tmp_path, six_images, signal.SIGKILL)
+    try:
+        assert proc.returncode == -signal.SIGKILL
+        deadline = time.monotonic() + 30  # the kernel delivers the parent-death signal at once
+        while not _gone(worker) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _gone(worker)
+    finally:
+        if not _gone(worker):
+            os.kill(worker, signal.SIGKILL)
+
+
+def test_stale_temporaries_are_swept_by_the_next_run_but_live_ones_are_not(tmp_path, small_path):
+    import fcntl
+
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = out / ".old.wlc.k3j4h5g6.walloc.part"  # left by a walloc that was killed
+    stale.write_bytes(b"x" * 1000)
+    live = out / ".busy.wlc.a1b2c3d4.walloc.part"  # another walloc is writing it right now
+    live.write_bytes(b"y")
+    unrelated = out / ".notes.abcdefgh.part"  # not ours
+    unrelated.write_bytes(b"z")
+    holder = os.open(live, os.O_RDONLY)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    batch._swept.clear()
+    try:
+        r = run("encode", str(small_path), "-o", str(out / "new.wlc"))
+        assert r.exit_code == 0, r.output
+    finally:
+        os.close(holder)
+    assert sorted(p.name for p in out.iterdir()) == sorted([live.name, unrelated.name, "new.wlc"])
+
+
+def test_ctrl_c_exits_130_not_1(tmp_path, six_images, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "process", interrupted)
+    r = CliRunner().invoke(main, ["encode", "-r", str(six_images), "-o", str(tmp_path / "out")])
+    assert r.exit_code == 130 and "interrupted" in r.stderr

@@ -16,6 +16,7 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import json  # noqa: E402
+import signal  # noqa: E402
 import sys  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -134,11 +135,53 @@ def _process_star(args: tuple) -> Outcome:
     return process(*args)
 
 
-def _worker_init(threads: int) -> None:
+def _worker_init(threads: int, parent: int | None = None) -> None:
     # Parallel decoders must not each start one torch thread per core.
     os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ.setdefault("MKL_NUM_THREADS", str(threads))
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    if parent is not None:
+        _die_with_parent(parent)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Ask the kernel to kill this worker when the walloc that started it dies, however it
+    dies (SIGKILL included): orphaned workers kept decoding and writing, and never exited."""
+    try:
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the parent still kills its workers when it can
+        return
+    if os.getppid() != parent:  # the parent died before the request was made
+        os._exit(1)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM: stop, remove what is half written, exit 128 + the signal number."""
+
+    def __init__(self, signum: int = signal.SIGINT) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _on_signal(signum: int, frame) -> None:
+    raise Interrupted(signum)
+
+
+def _stop_workers(pool) -> None:
+    """Kill the pool's workers now (they may be in the middle of a long file) and reap them."""
+    processes = list(getattr(pool, "_processes", {}).values())
+    for proc in processes:
+        if proc.is_alive():
+            proc.kill()
+    for proc in processes:
+        proc.join()
+    manager = getattr(pool, "_executor_manager_thread", None)
+    if manager is not None:
+        manager.join()  # it notices the dead workers and fails the remaining futures
+    pool.shutdown(wait=False)
 
 
 def _outcomes(kind: str, jobs: list[batch.Job], options: dict, force: bool, workers: int) -> Iterator[Outcome]:
@@ -156,10 +199,19 @@ def _outcomes(kind: str, jobs: list[batch.Job], options: dict, force: bool, work
     # thread pools can deadlock: fork only while torch is not loaded (encoding never loads it).
     fork_is_safe = "torch" not in sys.modules and "fork" in multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if fork_is_safe else "spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init,
-                             initargs=(threads,)) as pool:
-        # map keeps input order; each worker holds one file at a time, so memory is bounded by -j.
-        yield from pool.map(_process_star, tasks, chunksize=1)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init,
+                               initargs=(threads, os.getpid()))
+    # Results in input order; each worker holds one file at a time, so memory is bounded by -j.
+    # (Not pool.map: on an exception it cancels the futures, and then killing the workers
+    # makes the executor's own thread fail on them with a traceback.)
+    futures = [pool.submit(_process_star, task) for task in tasks]
+    try:
+        for future in futures:
+            yield future.result()
+    except BaseException:  # Ctrl-C, SIGTERM, or the caller stopped early: workers stop too
+        _stop_workers(pool)
+        raise
+    pool.shutdown(wait=True)
 
 
 def _run(kind: str, jobs: list[batch.Job], options: dict, force: bool, workers: int, report: Reporter) -> int:
@@ -168,6 +220,10 @@ def _run(kind: str, jobs: list[batch.Job], options: dict, force: bool, workers: 
     failed = done = 0
     show_bar = len(jobs) > 1 and sys.stderr.isatty() and not report.quiet and not report.verbose
     bar = click.progressbar(length=len(jobs), label=verb.capitalize(), file=sys.stderr) if show_bar else None
+    try:
+        previous = signal.signal(signal.SIGTERM, _on_signal)  # SIGTERM cleans up like Ctrl-C
+    except ValueError:  # not the main thread (an embedding program): its own handlers stay
+        previous = None
     try:
         for outcome in _outcomes(kind, jobs, options, force, workers):
             if outcome.error is None:
@@ -180,13 +236,21 @@ def _run(kind: str, jobs: list[batch.Job], options: dict, force: bool, workers: 
                 failed += 1
             if bar is not None:
                 bar.update(1)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         # finished files are complete; the one being written must not survive as a temp file
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the sweep short
         batch.remove_partial_outputs(job.target for job in jobs)
-        raise
-    finally:
         if bar is not None:
             bar.render_finish()
+        signum = getattr(exc, "signum", signal.SIGINT)
+        click.echo(f"walloc: interrupted ({signal.Signals(signum).name}); finished files are complete, "
+                   f"nothing partial was left", err=True)
+        sys.exit(128 + signum)  # 130 for Ctrl-C, 143 for SIGTERM, as shells report them
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    if bar is not None:
+        bar.render_finish()
     if len(jobs) > 1 and not report.quiet:
         tail = f", {failed} failed" if failed else ""
         click.echo(f"walloc: {verb} {done} of {len(jobs)} files{tail}", err=True)
