@@ -428,3 +428,26 @@ def test_ctrl_c_exits_130_not_1(tmp_path, six_images, monkeypatch):
     monkeypatch.setattr(cli, "process", interrupted)
     r = CliRunner().invoke(main, ["encode", "-r", str(six_images), "-o", str(tmp_path / "out")])
     assert r.exit_code == 130 and "interrupted" in r.stderr
+
+
+# -- 8. Unreadable subfolders under -r ---------------------------------------------------------
+def test_unreadable_subfolder_is_a_failure_not_a_silent_skip(tmp_path, small_path, monkeypatch):
+    tree = tmp_path / "tree"
+    (tree / "ok").mkdir(parents=True)
+    (tree / "locked").mkdir()
+    (tree / "ok" / "a.png").write_bytes(small_path.read_bytes())
+    (tree / "locked" / "b.png").write_bytes(small_path.read_bytes())
+    real_scandir = os.scandir
+
+    def scandir(path="."):  # as chmod 000 would do, also when the tests run as root
+        if Path(path).name == "locked":
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    r = run("encode", "-r", str(tree), "-o", str(tmp_path / "out"))
+    assert r.exit_code == 1
+    line = one_error_line(r, "locked")
+    assert "cannot be read" in line and "permission denied" in line
+    assert (tmp_path / "out" / "ok" / "a.wlc").exists()
+    assert "1 failed" in r.stderr

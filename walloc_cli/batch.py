@@ -39,9 +39,11 @@ class Job:
         return self.target + suffix if self.suffix_from_content else self.target
 
 
-def _walk(root: Path, accept: Callable[[Path], bool]) -> list[Path]:
+def _walk(root: Path, accept: Callable[[Path], bool], unreadable: list[OSError] | None = None) -> list[Path]:
+    """Accepted files under ``root``, sorted; folders that cannot be read go to ``unreadable``
+    (os.walk skips them silently by default: a run looked complete while it was not)."""
     found = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in os.walk(root, onerror=None if unreadable is None else unreadable.append):
         dirnames.sort()
         for name in sorted(filenames):
             p = Path(dirpath) / name
@@ -72,8 +74,13 @@ def plan(inputs: Iterable[str], output: str | None, recursive: bool, new_suffix:
             if not recursive:
                 jobs_with_problems.append(Job(item, "", "is a directory (use -r to process folders)"))
                 continue
-            for f in _walk(p, accept):
+            unreadable: list[OSError] = []
+            for f in _walk(p, accept, unreadable):
                 expanded.append((str(f), f.relative_to(p)))
+            for exc in unreadable:
+                reason = (exc.strerror or str(exc)).lower()
+                jobs_with_problems.append(Job(str(exc.filename or p), "", f"folder cannot be read ({reason}); "
+                                                                        f"its files were not processed"))
         else:
             expanded.append((item, None))
 
