@@ -451,3 +451,80 @@ def test_unreadable_subfolder_is_a_failure_not_a_silent_skip(tmp_path, small_pat
     assert "cannot be read" in line and "permission denied" in line
     assert (tmp_path / "out" / "ok" / "a.wlc").exists()
     assert "1 failed" in r.stderr
+
+
+# -- 9. One line instead of a traceback --------------------------------------------------------
+def resealed_raw(header_bytes: bytes, payload: bytes = b"") -> bytes:
+    body = struct.pack("<4sBI", container.MAGIC, container.VERSION, len(header_bytes)) + header_bytes
+    body += struct.pack("<Q", len(payload)) + payload
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def test_deeply_nested_json_header_is_a_format_error(tmp_path):
+    deep = b'{"sections":[],"x":' + b"[" * 20000 + b"]" * 20000 + b"}"
+    with pytest.raises(container.FormatError, match="nested deeper than 32"):
+        container.unpack(resealed_raw(deep))
+    shallow = b'{"sections":[],"x":' + b"[" * 30 + b"]" * 30 + b',"s":"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["}'
+    assert container.unpack(resealed_raw(shallow)).header["s"].startswith("[[[")  # brackets in strings do not count
+    (tmp_path / "deep.wlc").write_bytes(resealed_raw(deep))
+    for command in ("info", "decode"):
+        r = run(command, str(tmp_path / "deep.wlc"))
+        assert r.exit_code == 1 and "nested" in one_error_line(r, "deep.wlc")
+
+
+@pytest.mark.parametrize("changes", [{"sample_rate": 10**400}, {"frames": 10**400},
+                                     {"sample_rate": 10**300, "frames": 1}])
+def test_info_with_huge_audio_fields_prints_what_it_can(audio_wlc, tmp_path, changes):
+    (tmp_path / "x.wlc").write_bytes(reseal_header(audio_wlc, **changes))
+    r = run("info", "--json", str(tmp_path / "x.wlc"))
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["file_bytes"] > 0
+
+
+@pytest.mark.parametrize("suffix,changes,message", [
+    (".wav", {"sample_rate": 1 << 31}, "2,147,483,647 Hz"),      # OverflowError in soundfile before
+    (".flac", {"sample_rate": 700_000}, "655,350 Hz"),            # libsndfile's "Error opening <_io...>"
+])
+def test_audio_header_fields_the_output_cannot_store(audio_wlc, tmp_path, suffix, changes, message):
+    (tmp_path / "x.wlc").write_bytes(reseal_header(audio_wlc, **changes))
+    r = run("decode", str(tmp_path / "x.wlc"), "-o", str(tmp_path / f"y{suffix}"))
+    assert r.exit_code == 1 and message in one_error_line(r, "x.wlc")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.wlc"]
+
+
+def test_flac_with_more_than_eight_channels(tmp_path):
+    (tmp_path / "x.wlc").write_bytes(api.encode_audio(wav_bytes(44100, channels=9, frames=300)).data)
+    r = run("decode", str(tmp_path / "x.wlc"), "-o", str(tmp_path / "y.flac"))
+    assert r.exit_code == 1 and "at most 8 channels" in one_error_line(r, "x.wlc")
+
+
+@pytest.mark.parametrize("suffix,width,message", [(".webp", 16384, "16383"), (".jpg", 65501, "65500")])
+def test_images_wider_than_the_output_format_allows(tmp_path, suffix, width, message):
+    from PIL import Image
+
+    from .conftest import png_bytes
+
+    wide = Image.fromarray(np.full((1, width, 3), 90, np.uint8))
+    (tmp_path / "x.wlc").write_bytes(api.encode_image(png_bytes(wide), "rgb-16x").data)
+    r = run("decode", str(tmp_path / "x.wlc"), "-o", str(tmp_path / f"y{suffix}"))
+    assert r.exit_code == 1 and message in one_error_line(r, "x.wlc")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.wlc"]
+
+
+def test_closed_stdin_and_stdout_are_one_line(tmp_path, small_path, image_wlc):
+    enc = subprocess.run(WALLOC + ["encode", "-", "-o", str(tmp_path / "y.wlc")], stdin=subprocess.DEVNULL,
+                         capture_output=True, preexec_fn=lambda: os.close(0))
+    assert enc.returncode == 1 and b"standard input is closed" in enc.stderr and b"Traceback" not in enc.stderr
+    for args in (["decode", str(image_wlc), "-o", "-"], ["info", str(image_wlc)]):
+        done = subprocess.run(WALLOC + args, stderr=subprocess.PIPE, preexec_fn=lambda: os.close(1))
+        assert done.returncode in (1, 2) and b"standard output is closed" in done.stderr, done
+        assert b"Traceback" not in done.stderr
+
+
+def test_info_into_a_full_disk_is_one_line(image_wlc):
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full")
+    with open("/dev/full", "wb") as full:
+        done = subprocess.run(WALLOC + ["info", str(image_wlc)], stdout=full, stderr=subprocess.PIPE)
+    assert done.returncode == 1 and b"No space left on device" in done.stderr
+    assert b"Traceback" not in done.stderr and b"Exception ignored" not in done.stderr

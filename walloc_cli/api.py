@@ -484,9 +484,13 @@ def info(data: bytes) -> dict[str, Any]:
     if header.get("modality") == "audio":
         rate, frames = header.get("sample_rate"), header.get("frames")
         if isinstance(rate, int) and isinstance(frames, int) and rate > 0:
-            out["duration_s"] = round(frames / rate, 3)
-            if frames > 0:
-                out["kbps"] = round(8 * len(data) / (frames / rate) / 1000, 2)
+            try:  # any int fits a JSON header: a duration too long or too short for a float is left out
+                seconds = frames / rate
+                out["duration_s"] = round(seconds, 3)
+                if seconds > 0:
+                    out["kbps"] = round(8 * len(data) / seconds / 1000, 2)
+            except (OverflowError, ZeroDivisionError):
+                out.pop("duration_s", None)
     if box.header.get("modality") == "image":
         w, h = box.header.get("width"), box.header.get("height")
         if isinstance(w, int) and isinstance(h, int) and w > 0 and h > 0:

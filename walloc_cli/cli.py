@@ -97,6 +97,7 @@ def _decode_work(job: batch.Job, options: dict) -> tuple[batch.Payload, list[str
         batch.check_target(target, options["force"])
     header = container.unpack(data).header
     if modality == "image":
+        media.check_image_output(media.output_format(suffix), header.get("width"), header.get("height"))
         out = api.decode_to_bytes(data, suffix, options["max_pixels"])
         return out, [], f"{len(out)} bytes", target
     # refuse a bad extension, or a rate or channel count the format cannot store, before decoding
@@ -268,6 +269,8 @@ def _plan(inputs: tuple[str, ...], output: str | None, recursive: bool, suffix: 
 
 
 def _check_stdout(jobs: list[batch.Job]) -> None:
+    if any(j.target == batch.STDIO for j in jobs) and sys.stdout is None:
+        raise click.UsageError("standard output is closed; use -o FILE")
     if any(j.target == batch.STDIO for j in jobs) and sys.stdout.isatty():
         raise click.UsageError("refusing to write binary data to a terminal; use -o FILE or redirect stdout")
 
@@ -375,12 +378,29 @@ def info(inputs: tuple[str, ...], as_json: bool) -> None:
             failed += 1
             continue
         if as_json:
-            click.echo(json.dumps({"file": source, **meta}, sort_keys=True))
-            continue
-        click.echo(_display(source))
-        for key in sorted(meta):
-            click.echo(f"  {key:15} {meta[key]}")
+            lines = [json.dumps({"file": source, **meta}, sort_keys=True)]
+        else:
+            lines = [_display(source)] + [f"  {key:15} {meta[key]}" for key in sorted(meta)]
+        if not _print_lines(lines):
+            sys.exit(EXIT_FAILED)
     sys.exit(EXIT_FAILED if failed else 0)
+
+
+def _print_lines(lines: list[str]) -> bool:
+    """Print to stdout; a closed or full stdout (``info > /dev/full``) is one error line."""
+    try:
+        if sys.stdout is None:
+            raise OSError("standard output is closed")
+        sys.stdout.write("".join(line + "\n" for line in lines))
+        sys.stdout.flush()
+        return True
+    except (OSError, ValueError) as exc:
+        Reporter(False, 0).error("standard output", getattr(exc, "strerror", None) or str(exc))
+        try:  # the unwritten rest must not fail again, with a traceback, when Python exits
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        return False
 
 
 @main.command()

@@ -22,6 +22,7 @@ from __future__ import annotations
 from .errors import WallocError
 
 import json
+import re
 import struct
 import zlib
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from typing import Any
 MAGIC = b"WLOC"
 VERSION = 1
 MAX_HEADER = 1 << 16
+MAX_HEADER_DEPTH = 32  # JSON nesting; walloc writes 3 levels ("sections": [[name, length], ...])
 _PREFIX = struct.Struct("<4sBI")
 _PAYLOAD_LEN = struct.Struct("<Q")
 _CRC = struct.Struct("<I")
@@ -87,14 +89,31 @@ def unpack(data: bytes) -> Container:
     (crc,) = _CRC.unpack_from(data, pos + payload_len)
     if zlib.crc32(memoryview(data)[: pos + payload_len]) != crc:
         raise FormatError("checksum mismatch (file is corrupted)")
+    if _nesting(header_bytes) > MAX_HEADER_DEPTH:  # before json.loads: it recurses once per level
+        raise FormatError(f"corrupt header (JSON nested deeper than {MAX_HEADER_DEPTH} levels)")
     try:
         header = json.loads(header_bytes.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise FormatError("corrupt header (not JSON)") from None
     if not isinstance(header, dict):
         raise FormatError("corrupt header (not an object)")
     sections = _split_sections(header.pop("sections", None), data[pos : pos + payload_len])
     return Container(header, sections, version)
+
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+
+
+def _nesting(text: bytes) -> int:
+    """Deepest nesting of JSON arrays and objects in ``text`` (strings skipped)."""
+    depth = deepest = 0
+    for ch in _JSON_STRING.sub(b'""', text).translate(None, b' \t\r\n'):
+        if ch in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in b"]}":
+            depth -= 1
+    return deepest
 
 
 def _split_sections(listing: Any, payload: bytes) -> dict[str, bytes]:

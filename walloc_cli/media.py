@@ -158,8 +158,24 @@ def output_format(suffix: str) -> str:
     return _format_for(suffix, OUTPUT_FORMATS, "images")
 
 
+# Largest side each output format can store (libjpeg's JPEG_MAX_DIMENSION, libwebp's
+# WEBP_MAX_DIMENSION); PNG, TIFF and BMP store 31-bit sides, beyond any decodable image.
+IMAGE_MAX_SIDE = {"JPEG": 65500, "WEBP": 16383}
+
+
+def check_image_output(fmt: str, width: Any, height: Any) -> None:
+    """Refuse, before any decoding or writing, a size the output format cannot store
+    (sizes that are not integers are the header check's business)."""
+    side = IMAGE_MAX_SIDE.get(fmt)
+    sizes = [v for v in (width, height) if isinstance(v, int)]
+    if side is not None and any(v > side for v in sizes):
+        raise MediaError(f"{fmt} stores at most {side} pixels per side; this image is {width}×{height} "
+                         f"(write .png or .tiff instead)")
+
+
 def write_image(image: ImageData, fmt: str = "PNG") -> bytes:
     """Encode to bytes; lossless formats keep everything, JPEG refuses alpha."""
+    check_image_output(fmt, image.width, image.height)
     im = to_pillow(image)
     options: dict = {}
     if image.icc:
@@ -173,7 +189,10 @@ def write_image(image: ImageData, fmt: str = "PNG") -> bytes:
     elif fmt == "BMP" and image.alpha is not None and image.mode == "LA":
         im = im.convert("RGBA")
     buf = io.BytesIO()
-    im.save(buf, format=fmt, **options)
+    try:
+        im.save(buf, format=fmt, **options)
+    except (OSError, ValueError) as exc:  # the encoder library's own refusal, as one line
+        raise MediaError(f"cannot write {fmt} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
     return buf.getvalue()
 
 
