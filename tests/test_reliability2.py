@@ -528,3 +528,25 @@ def test_info_into_a_full_disk_is_one_line(image_wlc):
         done = subprocess.run(WALLOC + ["info", str(image_wlc)], stdout=full, stderr=subprocess.PIPE)
     assert done.returncode == 1 and b"No space left on device" in done.stderr
     assert b"Traceback" not in done.stderr and b"Exception ignored" not in done.stderr
+
+
+# -- 10. The pixel limit counts the padded grid ------------------------------------------------
+def test_pixel_limit_counts_the_padded_grid(small_path):
+    box = container.unpack(api.encode_image(small_path.read_bytes(), "rgb-16x").data)
+    thin = {**box.header, "width": 1, "height": 1000, "pad": [0, 7], "latent_shape": [12, 125, 1]}
+    data = container.pack(thin, box.sections)
+    with pytest.raises(WallocError, match="1×1000 pixels is coded on a 8×1000 grid"):
+        api.decode_image(data, max_pixels=4000)  # 1000 pixels, but 8000 allocated
+    tall = {**box.header, "width": 1, "height": (1 << 28) - 1, "pad": [1, 7], "latent_shape": [12, 1 << 25, 1]}
+    with pytest.raises(WallocError, match="above the limit of 268435456 pixels"):
+        api.decode_image(container.pack(tall, box.sections))  # the 24 GiB request
+
+
+def test_encoder_refuses_what_a_decoder_would_refuse(monkeypatch):
+    from PIL import Image
+
+    from .conftest import png_bytes
+
+    monkeypatch.setattr(api, "DEFAULT_MAX_PIXELS", 4000)
+    with pytest.raises(WallocError, match="8×1000 grid"):
+        api.encode_image(png_bytes(Image.new("RGB", (1, 1000))))

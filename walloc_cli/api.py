@@ -142,6 +142,9 @@ def encode_image_data(image: media.ImageData, model_name: str = DEFAULT_IMAGE_MO
     """
     model = model_of_kind(model_name, "image")
     quality = quality_of(model, quality)
+    block = model.config.block
+    _check_grid(image.width, image.height, image.width + (-image.width) % block,
+                image.height + (-image.height) % block, DEFAULT_MAX_PIXELS)  # what a decoder accepts by default
     latents, pad = image_to_latents(model, image.rgb, quality)
     sections = {"latents": _encode_latents(model, latents, quality, effort)}
     if image.alpha is not None:
@@ -178,6 +181,7 @@ def _image_layout(header: dict[str, Any], model: CodecModel, max_pixels: int) ->
     if (not isinstance(pad, list) or len(pad) != 2
             or any(not isinstance(p, int) or isinstance(p, bool) or not 0 <= p < block for p in pad)):
         raise container.FormatError("corrupt header (field 'pad')")
+    _check_grid(width, height, width + pad[1], height + pad[0], max_pixels)
     if (height + pad[0]) % block or (width + pad[1]) % block:
         raise container.FormatError("corrupt header (padding does not match the size)")
     shape = (model.config.latent_channels, (height + pad[0]) // block, (width + pad[1]) // block)
@@ -186,6 +190,14 @@ def _image_layout(header: dict[str, Any], model: CodecModel, max_pixels: int) ->
     if header.get("mode") not in ("RGB", "L", "RGBA", "LA"):
         raise container.FormatError(f"corrupt header (unknown image mode {header.get('mode')!r})")
     return width, height, shape
+
+
+def _check_grid(width: int, height: int, padded_width: int, padded_height: int, max_pixels: int) -> None:
+    """The limit counts what is allocated: the grid padded to whole blocks, not width × height
+    (a 1 × (2^28 − 1) image pads to 8 columns: eight times the pixels, 24 GiB of work arrays)."""
+    if padded_width * padded_height > max_pixels:
+        raise WallocError(f"image of {width}×{height} pixels is coded on a {padded_width}×{padded_height} grid "
+                          f"(sides padded to whole blocks), above the limit of {max_pixels} pixels")
 
 
 def _open(data: bytes, modality: str) -> tuple[container.Container, CodecModel]:
