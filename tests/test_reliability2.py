@@ -550,3 +550,35 @@ def test_encoder_refuses_what_a_decoder_would_refuse(monkeypatch):
     monkeypatch.setattr(api, "DEFAULT_MAX_PIXELS", 4000)
     with pytest.raises(WallocError, match="8×1000 grid"):
         api.encode_image(png_bytes(Image.new("RGB", (1, 1000))))
+
+
+# -- 13. Smaller: one line whatever the name, truncated WAV/AIFF --------------------------------
+def test_a_newline_in_a_file_name_keeps_the_error_on_one_line(tmp_path):
+    bad = tmp_path / "two\nlines.png"
+    bad.write_bytes(b"not an image")
+    r = run("encode", str(bad))
+    assert r.exit_code == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "two\\nlines.png" in lines[0], r.stderr
+
+
+@pytest.mark.parametrize("fmt", ["WAV", "AIFF"])
+def test_truncated_wav_and_aiff_are_refused_like_truncated_flac(tmp_path, fmt):
+    buf = io.BytesIO()
+    soundfile.write(buf, np.random.default_rng(3).uniform(-0.3, 0.3, (5000, 2)), 44100, subtype="PCM_16", format=fmt)
+    whole = buf.getvalue()
+    path = tmp_path / f"cut.{fmt.lower()}"
+    path.write_bytes(whole[:-3000])  # a download that stopped early
+    r = run("encode", str(path))
+    assert r.exit_code == 1 and f"truncated {fmt} file" in one_error_line(r, path.name)
+    assert not path.with_suffix(".wlc").exists()
+    with pytest.raises(media.MediaError, match="truncated"):
+        api.encode_audio(whole[:-3000])
+    api.encode_audio(whole)  # the complete file is fine
+
+
+def test_streamed_wav_with_unknown_length_is_still_read():
+    data = bytearray(wav_bytes(44100, frames=800))
+    at = data.index(b"data")
+    data[at + 4 : at + 8] = b"\xff\xff\xff\xff"  # as written to a pipe by streaming tools
+    api.encode_audio(bytes(data))

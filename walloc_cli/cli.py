@@ -37,15 +37,23 @@ class Reporter:
         self.quiet, self.verbose = quiet, verbose
 
     def error(self, source: str, message: str) -> None:
-        click.echo(f"walloc: error: {_display(source)}: {message}", err=True)
+        click.echo(_one_line(f"walloc: error: {_display(source)}: {message}"), err=True)
 
     def note(self, source: str, message: str) -> None:
         if not self.quiet:
-            click.echo(f"walloc: {_display(source)}: {message}", err=True)
+            click.echo(_one_line(f"walloc: {_display(source)}: {message}"), err=True)
 
     def detail(self, message: str) -> None:
         if self.verbose and not self.quiet:
-            click.echo(message, err=True)
+            click.echo(_one_line(message), err=True)
+
+
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(32), 127]} | {10: "\\n", 13: "\\r", 9: "\\t"}
+
+
+def _one_line(text: str) -> str:
+    """A message stays one line whatever the file names hold (a newline is shown as \\n)."""
+    return text.translate(_CONTROL)
 
 
 def _display(source: str) -> str:

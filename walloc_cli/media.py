@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -236,10 +237,48 @@ class AudioSource:
         return block
 
 
+def _truncation(head: bytes, size: int) -> str | None:
+    """Why a WAV or AIFF file is shorter than its own header says, or None.
+
+    libsndfile quietly shortens a WAV/AIFF whose sample chunk runs past the end of the
+    file (it "adjusts" the length), so a cut-off download would be coded as if it were
+    complete; FLAC and OGG already fail.  ``head`` is the start of the file, ``size`` its
+    length.  Lengths of 0 and 0xFFFFFFFF (written by streaming tools) mean "unknown".
+    """
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        kind, order, want, pos = "WAV", "<", b"data", 12
+    elif head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+        kind, order, want, pos = "AIFF", ">", b"SSND", 12
+    else:
+        return None
+    while pos + 8 <= len(head):
+        chunk = head[pos : pos + 4]
+        (length,) = struct.unpack(order + "I", head[pos + 4 : pos + 8])
+        if chunk == want:
+            if length in (0, 0xFFFFFFFF):
+                return None
+            present = size - (pos + 8)
+            if present < length:
+                return f"truncated {kind} file (its sample data announces {length} bytes, {max(present, 0)} are present)"
+            return None
+        pos += 8 + length + (length & 1)  # chunks are padded to even lengths
+    return None
+
+
 def open_audio(data: bytes | str | os.PathLike) -> AudioSource:
     """Open audio bytes or a path (WAV, FLAC, OGG/Vorbis, AIFF, MP3, ... via libsndfile)."""
     import soundfile
 
+    try:
+        if isinstance(data, (bytes, bytearray)):
+            problem = _truncation(bytes(data[:1 << 16]), len(data))
+        else:
+            with open(data, "rb") as f:
+                problem = _truncation(f.read(1 << 16), os.fstat(f.fileno()).st_size)
+    except OSError:
+        problem = None  # unreadable: soundfile below says so in its own words
+    if problem:
+        raise MediaError(problem)
     try:
         handle = soundfile.SoundFile(io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data)
     except (soundfile.LibsndfileError, RuntimeError, TypeError) as exc:
