@@ -582,3 +582,32 @@ def test_streamed_wav_with_unknown_length_is_still_read():
     at = data.index(b"data")
     data[at + 4 : at + 8] = b"\xff\xff\xff\xff"  # as written to a pipe by streaming tools
     api.encode_audio(bytes(data))
+
+
+# -- 12. Decoded pixels do not depend on the caller's BLAS threads -----------------------------
+@pytest.mark.parametrize("model_name", ["rgb-1x", "rgb-16x"])
+def test_numeric_kernels_run_on_one_blas_thread_whatever_the_caller_set(small_path, monkeypatch, model_name):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from walloc_cli import model as model_module
+
+    seen = []
+    real_to, real_from = model_module.CodecModel.to_latents, model_module.CodecModel.from_latents
+
+    def blas_threads():
+        return {i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"}
+
+    def to_latents(self, *args, **kwargs):
+        seen.append(blas_threads())
+        return real_to(self, *args, **kwargs)
+
+    def from_latents(self, *args, **kwargs):
+        seen.append(blas_threads())
+        yield from real_from(self, *args, **kwargs)
+
+    monkeypatch.setattr(model_module.CodecModel, "to_latents", to_latents)
+    monkeypatch.setattr(model_module.CodecModel, "from_latents", from_latents)
+    with threadpoolctl.threadpool_limits(limits=4, user_api="blas"):  # an API user's default
+        data = api.encode_image(small_path.read_bytes(), model_name).data
+        api.decode_image(data)
+        assert blas_threads() == {4}  # the caller's setting is restored
+    assert seen and all(s == {1} for s in seen), seen

@@ -21,6 +21,7 @@ import numpy as np
 from . import container, entropy, media, rdoq
 from .errors import WallocError
 from .model import DEFAULT_AUDIO_MODEL, DEFAULT_IMAGE_MODEL, CodecModel, contiguous_runs, find_model, load_model
+from .threads import one_blas_thread
 
 DEFAULT_MAX_PIXELS = 1 << 28  # 268 MP: far above any camera, far below an allocation bomb
 DEFAULT_QUALITY = 75          # ladder models: cwebp's and cjxl's default, a good photo at ~1 bpp
@@ -72,10 +73,11 @@ def image_to_latents(model: CodecModel, rgb: np.ndarray, quality: int | None = N
     padded_w = w + pad[1]
     chunk = max(8, ENCODE_WINDOW_SAMPLES // (3 * padded_w * block))
     read = _image_reader(rgb, padded_w)
-    if model.has_quality:  # rounding that knows what each value costs in its context
-        scaled = model.to_latents(read, h + pad[0], chunk, quality, scaled=True)
-        return rdoq.rd_round(scaled, model.ladder, model.ladder.check(quality)), pad
-    return model.to_latents(read, h + pad[0], chunk, quality), pad
+    with one_blas_thread():  # bit-exact whatever the caller's BLAS threads (threads.py)
+        if model.has_quality:  # rounding that knows what each value costs in its context
+            scaled = model.to_latents(read, h + pad[0], chunk, quality, scaled=True)
+            return rdoq.rd_round(scaled, model.ladder, model.ladder.check(quality)), pad
+        return model.to_latents(read, h + pad[0], chunk, quality), pad
 
 
 def latents_to_image(model: CodecModel, latents: np.ndarray, height: int, width: int,
@@ -84,12 +86,13 @@ def latents_to_image(model: CodecModel, latents: np.ndarray, height: int, width:
     rgb = np.empty((height, width, 3), np.uint8)
     chunk = max(16, DECODE_WINDOW_POSITIONS // latents.shape[2])
     row = 0
-    for strip in model.from_latents(latents, chunk, quality):
-        rows = min(strip.shape[1], height - row)
-        if rows > 0:
-            pixels = np.rint((strip[:, :rows, :width] + 0.5) * 255.0)
-            rgb[row : row + rows] = np.clip(pixels, 0, 255).astype(np.uint8).transpose(1, 2, 0)
-        row += strip.shape[1]
+    with one_blas_thread():  # the same pixels whatever the caller's BLAS threads (threads.py)
+        for strip in model.from_latents(latents, chunk, quality):
+            rows = min(strip.shape[1], height - row)
+            if rows > 0:
+                pixels = np.rint((strip[:, :rows, :width] + 0.5) * 255.0)
+                rgb[row : row + rows] = np.clip(pixels, 0, 255).astype(np.uint8).transpose(1, 2, 0)
+            row += strip.shape[1]
     return rgb
 
 
