@@ -18,7 +18,7 @@ from typing import Any, BinaryIO, Iterator
 
 import numpy as np
 
-from . import container, entropy, media, rdoq
+from . import audio_ladder, container, entropy, media, rdoq
 from .errors import WallocError
 from .model import DEFAULT_AUDIO_MODEL, DEFAULT_IMAGE_MODEL, CodecModel, contiguous_runs, find_model, load_model
 from .threads import one_blas_thread
@@ -227,6 +227,8 @@ def _open(data: bytes, modality: str) -> tuple[container.Container, CodecModel]:
 
 
 def _coder(model: CodecModel) -> str:
+    if isinstance(model, audio_ladder.LadderModel):
+        return audio_ladder.CODER
     return entropy.CONTEXT_CODER if model.has_quality else entropy.CODER
 
 
@@ -270,21 +272,28 @@ def decode_to_bytes(data: bytes, suffix: str = ".png", max_pixels: int = DEFAULT
 
 
 # -- audio ------------------------------------------------------------------------------
-# One mono model codes every channel.  Stereo is coded as mid = (L+R)/2 with the
-# mid tables and side = (L−R)/2 with the side tables (side is usually quiet, so it
-# costs little); mono is a single mid signal, so it costs about half of stereo;
-# more than two channels are coded as independent mono signals.
-# Model units are the samples themselves (full scale = ±1).
+# Stereo is coded as mid = (L+R)/2 and side = (L−R)/2: music's two channels are mostly
+# alike, so side is quiet and cheap, and the ladder masks side's noise with mid's energy.
+# Mono is one signal; more than two channels are coded as independent mono signals.
+# Model units are the samples themselves (full scale = ±1).  Two families code audio:
+# the perceptual ladder (stereo-1x, the default: quality, --kbps, noise filling, no torch)
+# and the learned single-point autoencoder (stereo-ms, kept so its files still decode).
 MAX_AUDIO_CHANNELS = 64
 DEFAULT_MAX_FRAMES = 1 << 34  # about 108 hours at 44.1 kHz
+DEFAULT_AUDIO_QUALITY = 50    # stereo-1x: about 48 kbps for typical stereo music
 
 
-def channel_mixes(channels: int) -> tuple[str, np.ndarray, list[int]]:
-    """(coding name, mix matrix (signals, channels), table set of each signal)."""
+def channel_mixes(channels: int, coding: str | None = None) -> tuple[str, np.ndarray, list[int]]:
+    """(coding name, mix matrix (signals, channels), role of each signal: 0 mid/mono, 1 side).
+
+    Stereo is mid-side unless ``coding`` says "left-right" (the ladder's choice for
+    channels that are barely alike, see :func:`_stereo_coding`)."""
     if channels == 1:
         return "mono", np.ones((1, 1)), [0]
-    if channels == 2:
+    if channels == 2 and coding != "left-right":
         return "mid-side", np.array([[0.5, 0.5], [0.5, -0.5]]), [0, 1]
+    if channels == 2:
+        return "left-right", np.eye(2), [0, 0]
     return "independent", np.eye(channels), [0] * channels
 
 
@@ -296,29 +305,60 @@ def _unmix(coding: str, signals: np.ndarray) -> np.ndarray:
     return signals
 
 
-def _audio_reader(source: media.AudioSource, mix: np.ndarray):
-    """read(index) for :meth:`CodecModel.to_latents`: one mixed signal (1, len) at padded positions."""
+def _signals_reader(source: media.AudioSource, rows: np.ndarray, lead: int = 0):
+    """read(index) -> mixed signals (len(rows), len(index)) at padded sample positions: sample
+    ``index − lead`` of the file, mirrored beyond either end."""
 
     def read(index: np.ndarray) -> np.ndarray:
-        frames = _mirror(index, source.frames)
+        frames = _mirror(index - lead, source.frames)
         if (np.diff(frames) == 1).all():  # the usual window: one contiguous read, no bookkeeping
-            return (source.read(int(frames[0]), len(frames)) @ mix)[None, :]
+            return (source.read(int(frames[0]), len(frames)) @ rows.T).T
         ordered = np.sort(frames)  # sort + dedupe: several times faster than np.unique's hashing here
         needed = ordered[np.concatenate(([True], np.diff(ordered) != 0))]
         parts = [source.read(a, b - a) for a, b in contiguous_runs(needed)]
-        block = np.concatenate(parts, axis=0) @ mix
-        return block[np.searchsorted(needed, frames)][None, :]
+        block = np.concatenate(parts, axis=0) @ rows.T
+        return block[np.searchsorted(needed, frames)].T
 
     return read
 
 
+def _signal_groups(channels: int, coding: str | None = None) -> list[tuple[np.ndarray, list[int]]]:
+    """Signals coded together (one mix matrix and its roles each): a stereo pair; else one at a time."""
+    coding, mix, roles = channel_mixes(channels, coding)
+    if coding == "independent":
+        return [(mix[i : i + 1], [0]) for i in range(channels)]
+    return [(mix, roles)]
+
+
+STEREO_READ_FRAMES = 1 << 20
+
+
+def _stereo_coding(source: media.AudioSource) -> str:
+    """The ladder's channel coding of a file: for stereo, one pass over its energies decides
+    between mid-side and left-right (:func:`audio_ladder.stereo_coding`)."""
+    if source.channels != 2:
+        return channel_mixes(source.channels)[0]
+    mid = side = 0.0
+    for start in range(0, source.frames, STEREO_READ_FRAMES):
+        x = source.read(start, min(STEREO_READ_FRAMES, source.frames - start))
+        mid += float(((x[:, 0] + x[:, 1]) ** 2).sum())
+        side += float(((x[:, 0] - x[:, 1]) ** 2).sum())
+    return audio_ladder.stereo_coding(mid, side)
+
+
+def _check_channels(channels: int) -> list[str]:
+    if channels > MAX_AUDIO_CHANNELS:
+        raise WallocError(f"{channels} channels is more than walloc codes ({MAX_AUDIO_CHANNELS})")
+    return [f"{channels} channels are coded as independent mono signals"] if channels > 2 else []
+
+
+# The learned single-point model (stereo-ms) -----------------------------------------------
 def audio_to_latents(model: CodecModel, source: media.AudioSource) -> tuple[np.ndarray, str, int]:
     """Integer latents of an opened audio file, window by window: (latents, channel coding, padding).
 
     Stereo gives mid latents then side latents, each ``latent_channels`` rows.
     """
-    if source.channels > MAX_AUDIO_CHANNELS:
-        raise WallocError(f"{source.channels} channels is more than walloc codes ({MAX_AUDIO_CHANNELS})")
+    _check_channels(source.channels)
     block = model.config.block
     pad = (-source.frames) % block
     chunk = max(8, AUDIO_WINDOW_SAMPLES // block)
@@ -326,7 +366,8 @@ def audio_to_latents(model: CodecModel, source: media.AudioSource) -> tuple[np.n
     width = model.config.latent_channels
     latents = np.empty((len(mixes) * width, (source.frames + pad) // block), np.int32)
     for i, mix in enumerate(mixes):
-        latents[i * width : (i + 1) * width] = model.to_latents(_audio_reader(source, mix), source.frames + pad, chunk)
+        read = _signals_reader(source, mix[None])
+        latents[i * width : (i + 1) * width] = model.to_latents(read, source.frames + pad, chunk)
     return latents, coding, pad
 
 
@@ -340,24 +381,82 @@ def latents_to_audio(model: CodecModel, latents: np.ndarray, coding: str) -> Ite
         yield _unmix(coding, np.stack([w[0] for w in windows], axis=1).astype(np.float64))
 
 
-def encode_audio(data: bytes | str | Path, model_name: str = DEFAULT_AUDIO_MODEL) -> EncodeResult:
-    """Audio file bytes or path (WAV, FLAC, OGG, AIFF, MP3, ...) -> ``.wlc`` bytes and notes.
-
-    Given a path, the file is read window by window and never held in memory whole.
-    """
-    source = media.open_audio(data)
-    model = model_of_kind(model_name, "audio")
+def _encode_audio_autoencoder(source: media.AudioSource, model: CodecModel) -> bytes:
     latents, coding, pad = audio_to_latents(model, source)
     tables = model.tables_for(*channel_mixes(source.channels)[2])
     header = _header(model, "audio", sample_rate=source.rate, channels=source.channels, frames=source.frames,
                      pad=pad, coding=coding, source_subtype=source.subtype, latent_shape=list(latents.shape))
-    notes = []
-    if source.channels > 2:
-        notes.append(f"{source.channels} channels are coded as independent mono signals")
-    return EncodeResult(container.pack(header, {"latents": entropy.encode(latents, tables)}), notes)
+    return container.pack(header, {"latents": entropy.encode(latents, tables)})
 
 
-def _audio_layout(header: dict[str, Any], model: CodecModel, max_frames: int) -> tuple[int, int, int, str, tuple]:
+# The perceptual ladder (stereo-1x) ---------------------------------------------------------
+def _encode_audio_ladder(source: media.AudioSource, model: audio_ladder.LadderModel, quality: int,
+                         tune: str, coding: str) -> bytes:
+    """Each signal group is coded in segments; the segments' byte lengths go in the ``index`` section.
+
+    The audio is padded by mirroring: ``lead`` samples before it and ``pad`` after it.
+    """
+    lead = model.edge
+    pad = model.edge + (-(source.frames + 2 * model.edge)) % model.unit
+    length = lead + source.frames + pad
+    segments: list[bytes] = []
+    for rows, roles in _signal_groups(source.channels, coding):
+        segments += model.encode(_signals_reader(source, rows, lead), length, roles, quality, tune)
+    _, mix, _ = channel_mixes(source.channels, coding)
+    p = model.params
+    header = _header(model, "audio", sample_rate=source.rate, channels=source.channels, frames=source.frames,
+                     lead=lead, pad=pad, coding=coding, source_subtype=source.subtype, quality=quality, tune=tune,
+                     latent_shape=[len(mix), p.bands, length // p.block])
+    index = np.array([len(s) for s in segments], "<u4").tobytes()
+    return container.pack(header, {"latents": b"".join(segments), "index": index})
+
+
+def _audio_ladder_to_kbps(source: media.AudioSource, model: audio_ladder.LadderModel, target_kbps: float,
+                          tune: str) -> tuple[bytes, list[str]]:
+    """The highest quality whose file (header included) fits ``target_kbps``: a binary search, ~7 encodes."""
+    seconds = source.frames / source.rate
+    coding = _stereo_coding(source)
+    best, lo, hi = None, 1, 100
+    while lo <= hi:
+        q = (lo + hi) // 2
+        wlc = _encode_audio_ladder(source, model, q, tune, coding)
+        if 8 * len(wlc) <= target_kbps * 1000 * seconds:
+            best, lo = (q, wlc), q + 1
+        else:
+            hi = q - 1
+    if best is None:
+        wlc = _encode_audio_ladder(source, model, 1, tune, coding)
+        return wlc, [f"even quality 1 needs {8 * len(wlc) / seconds / 1000:.1f} kbps, above the {target_kbps:g} asked"]
+    return best[1], [f"quality {best[0]}"]
+
+
+def encode_audio(data: bytes | str | Path, model_name: str | None = None, quality: int | None = None,
+                 tune: str | None = None, target_kbps: float | None = None) -> EncodeResult:
+    """Audio file bytes or path (WAV, FLAC, OGG, AIFF, MP3, ...) -> ``.wlc`` bytes and notes.
+
+    ``quality`` 1–100 (default :data:`DEFAULT_AUDIO_QUALITY`) or ``target_kbps`` (the
+    highest quality that fits) and ``tune`` ("perceptual", the default, or "psnr")
+    apply to the ladder model; the single-point ``stereo-ms`` refuses them.  Given a
+    path, the file is read window by window and never held in memory whole.
+    """
+    source = media.open_audio(data)
+    model = model_of_kind(model_name or DEFAULT_AUDIO_MODEL, "audio")
+    notes = _check_channels(source.channels)
+    if not isinstance(model, audio_ladder.LadderModel):
+        if quality is not None or tune is not None or target_kbps is not None:
+            raise WallocError(f"model {model.config.name} has a single operating point (no --quality, --kbps "
+                              f"or --tune); use {DEFAULT_AUDIO_MODEL} for a quality ladder")
+        return EncodeResult(_encode_audio_autoencoder(source, model), notes)
+    tune = audio_ladder.check_tune(audio_ladder.DEFAULT_TUNE if tune is None else tune)
+    if target_kbps is not None:
+        wlc, more = _audio_ladder_to_kbps(source, model, target_kbps, tune)
+        return EncodeResult(wlc, notes + more)
+    quality = audio_ladder.check_quality(DEFAULT_AUDIO_QUALITY if quality is None else quality)
+    return EncodeResult(_encode_audio_ladder(source, model, quality, tune, _stereo_coding(source)), notes)
+
+
+def _audio_layout(header: dict[str, Any], model, max_frames: int) -> tuple[int, int, int, str, tuple]:
+    """Check every size field of an audio header against the others before allocating anything."""
     rate = _int_field(header, "sample_rate", 1)
     channels = _int_field(header, "channels", 1)
     frames = _int_field(header, "frames", 1)
@@ -366,16 +465,60 @@ def _audio_layout(header: dict[str, Any], model: CodecModel, max_frames: int) ->
         raise container.FormatError("corrupt header (channel count)")
     if frames > max_frames:
         raise WallocError(f"audio of {frames} frames exceeds the limit of {max_frames} frames")
-    block = model.config.block
-    if pad >= block or (frames + pad) % block:
+    ladder = isinstance(model, audio_ladder.LadderModel)
+    lead = _int_field(header, "lead", 0) if ladder else 0
+    unit = model.unit if ladder else model.config.block
+    limit = unit + 2 * model.edge if ladder else unit
+    if pad >= limit or lead >= limit or (lead + frames + pad) % unit:
         raise container.FormatError("corrupt header (padding does not match the length)")
-    coding, mixes, _ = channel_mixes(channels)
+    coding, mixes, _ = channel_mixes(channels, header.get("coding") if ladder else None)
     if header.get("coding") != coding:
         raise container.FormatError("corrupt header (channel coding)")
-    shape = (len(mixes) * model.config.latent_channels, (frames + pad) // block)
+    if ladder:
+        if header.get("tune") not in audio_ladder.TUNES:
+            raise container.FormatError("corrupt header (field 'tune')")
+        p = model.params
+        shape = (len(mixes), p.bands, (lead + frames + pad) // p.block)
+    else:
+        shape = (len(mixes) * model.config.latent_channels, (frames + pad) // model.config.block)
     if header.get("latent_shape") != list(shape):
         raise container.FormatError("corrupt header (latent shape does not match the length)")
     return rate, channels, frames, coding, shape
+
+
+def _ladder_segments(box: container.Container, model: audio_ladder.LadderModel, channels: int,
+                     length: int) -> list[list[bytes]]:
+    """Split the payload into each signal group's segments, checking the index against the header."""
+    index = box.sections.get("index")
+    groups = len(_signal_groups(channels, box.header.get("coding")))
+    per_group = model.segment_count(length)
+    if index is None or len(index) != 4 * groups * per_group:
+        raise container.FormatError("corrupt file (segment index does not match the length)")
+    sizes = np.frombuffer(index, "<u4").astype(np.int64)
+    payload = box.sections["latents"]
+    if int(sizes.sum()) != len(payload) or (sizes % 4).any():
+        raise container.FormatError("corrupt file (segment sizes do not match the payload)")
+    ends = np.cumsum(sizes)
+    pieces = [payload[e - n : e] for e, n in zip(ends.tolist(), sizes.tolist())]
+    return [pieces[g * per_group : (g + 1) * per_group] for g in range(groups)]
+
+
+def _ladder_windows(box: container.Container, model: audio_ladder.LadderModel, channels: int, frames: int,
+                    coding: str) -> Iterator[np.ndarray]:
+    """Decoded audio (samples, channels), window by window, the padding before it already dropped."""
+    header = box.header
+    lead = header["lead"]
+    length = lead + frames + header["pad"]
+    streams = [model.decode(segments, len(roles), length, roles, header["quality"], header["tune"])
+               for segments, (_, roles) in zip(_ladder_segments(box, model, channels, length),
+                                               _signal_groups(channels, coding))]
+    position = 0
+    for windows in zip(*streams):
+        samples = _unmix(coding, np.concatenate(windows, axis=0).T)
+        skip = min(len(samples), max(0, lead - position))
+        position += len(samples)
+        if skip < len(samples):
+            yield samples[skip:]
 
 
 def decode_audio_to(data: bytes, fileobj: BinaryIO, suffix: str = ".wav", subtype: str = "PCM_16",
@@ -384,11 +527,15 @@ def decode_audio_to(data: bytes, fileobj: BinaryIO, suffix: str = ".wav", subtyp
     fmt = media.audio_output_format(suffix)
     box, model = _open(data, "audio")
     rate, channels, frames, coding, shape = _audio_layout(box.header, model, max_frames)
-    latents = entropy.decode(box.sections["latents"], model.tables_for(*channel_mixes(channels)[2]), shape)
+    if isinstance(model, audio_ladder.LadderModel):
+        windows = _ladder_windows(box, model, channels, frames, coding)
+    else:
+        latents = entropy.decode(box.sections["latents"], model.tables_for(*channel_mixes(channels)[2]), shape)
+        windows = latents_to_audio(model, latents, coding)
     sink = media.AudioSink(fileobj, fmt, rate, channels, subtype)
     written = 0
     try:
-        for samples in latents_to_audio(model, latents, coding):
+        for samples in windows:
             take = min(len(samples), frames - written)
             if take > 0:
                 sink.write(samples[:take])
@@ -435,21 +582,34 @@ def encode_image_to_bpp(data: bytes, target_bpp: float, model_name: str = DEFAUL
 
 
 def encode_bytes(data: bytes, name_hint: str = "", model_name: str | None = None,
-                 quality: int | None = None, target_bpp: float | None = None, effort: int = 1) -> EncodeResult:
+                 quality: int | None = None, target_bpp: float | None = None, effort: int = 1,
+                 target_kbps: float | None = None, tune: str | None = None) -> EncodeResult:
     """Image or audio bytes -> ``.wlc``; the kind is told by the file name, else by sniffing.
 
-    ``quality`` / ``target_bpp`` apply to images; audio notes that it ignores them.
+    ``quality`` applies to both; ``target_bpp`` and ``effort`` to images, ``target_kbps`` and
+    ``tune`` to audio — an option that does not apply to a file is noted, so one call can
+    code a folder of photos and songs.
     """
     suffix = Path(name_hint).suffix.lower()
     audio = suffix in media.AUDIO_SUFFIXES or (suffix not in media.IMAGE_SUFFIXES and media.looks_like_audio(data))
+    notes = ignored_options("audio" if audio else "image", target_bpp, target_kbps, tune)
     if audio:
-        result = encode_audio(data, model_name or DEFAULT_AUDIO_MODEL)
-        if quality is not None or target_bpp is not None:
-            result.notes.append("--quality/--bpp apply to images; audio has one operating point")
-        return result
-    if target_bpp is not None:
-        return encode_image_to_bpp(data, target_bpp, model_name or DEFAULT_IMAGE_MODEL, effort)
-    return encode_image(data, model_name or DEFAULT_IMAGE_MODEL, quality, effort)
+        result = encode_audio(data, model_name, quality, tune, target_kbps)
+    elif target_bpp is not None:
+        result = encode_image_to_bpp(data, target_bpp, model_name or DEFAULT_IMAGE_MODEL, effort)
+    else:
+        result = encode_image(data, model_name or DEFAULT_IMAGE_MODEL, quality, effort)
+    return EncodeResult(result.data, result.notes + notes)
+
+
+def ignored_options(modality: str, target_bpp: float | None, target_kbps: float | None,
+                    tune: str | None) -> list[str]:
+    """Notes for options given that do not apply to this kind of file (a batch may mix photos and songs)."""
+    if modality == "audio" and target_bpp is not None:
+        return ["--bpp applies to images; ignored for this audio file (use --kbps)"]
+    if modality == "image" and (target_kbps is not None or tune is not None):
+        return ["--kbps and --tune apply to audio; ignored for this image"]
+    return []
 
 
 def modality_of(data: bytes) -> str:
@@ -482,10 +642,29 @@ def file_latents(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, max_frames: 
         latents = _decode_latents(model, box.sections["latents"], quality, shape)
         return FileLatents(latents, model.ladder.steps(quality)[:, None, None] if model.has_quality else 1.0,
                            model.config.name, modality, box.header)
-    _, channels, _, _, shape = _audio_layout(box.header, model, max_frames)
+    _, channels, frames, _, shape = _audio_layout(box.header, model, max_frames)
+    if isinstance(model, audio_ladder.LadderModel):
+        latents, steps = _ladder_latents(box, model, channels, frames)
+        return FileLatents(latents, steps, model.config.name, modality, box.header)
     tables = model.tables_for(*channel_mixes(channels)[2])
     return FileLatents(entropy.decode(box.sections["latents"], tables, shape), 1.0, model.config.name, modality,
                        box.header)
+
+
+def _ladder_latents(box: container.Container, model: audio_ladder.LadderModel, channels: int,
+                    frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """Integer latents (signals, bands, positions) of a ladder file and each one's step (float32)."""
+    header = box.header
+    length = header["lead"] + frames + header["pad"]
+    latents, steps = [], []
+    for segments, (_, roles) in zip(_ladder_segments(box, model, channels, length),
+                                    _signal_groups(channels, header["coding"])):
+        parts = [model.decode_segment(data, i, len(roles), length, roles, header["quality"], header["tune"])
+                 for i, data in enumerate(segments)]
+        latents.append(np.concatenate([q for q, _, _ in parts], axis=2))
+        steps.append(np.concatenate([audio_ladder.per_coefficient_steps(k, model.params) for _, _, k in parts],
+                                    axis=2))
+    return np.concatenate(latents), np.concatenate(steps)
 
 
 # -- inspection -------------------------------------------------------------------------

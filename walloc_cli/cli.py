@@ -74,15 +74,14 @@ class Outcome:
 def _encode_work(job: batch.Job, options: dict) -> tuple[batch.Payload, list[str], str, str]:
     from . import api, media
 
-    quality, bpp = options.get("quality"), options.get("bpp")
+    quality, bpp, kbps, tune = (options.get(k) for k in ("quality", "bpp", "kbps", "tune"))
     if job.source != batch.STDIO and Path(job.source).suffix.lower() in media.AUDIO_SUFFIXES:
         # audio is read from its file window by window: an hour of WAV never sits in memory
-        result = api.encode_audio(job.source, options["model"] or api.DEFAULT_AUDIO_MODEL)
-        if quality is not None or bpp is not None:
-            result.notes.append("--quality/--bpp apply to images; audio has one operating point")
+        result = api.encode_audio(job.source, options["model"], quality, tune, kbps)
+        result.notes.extend(api.ignored_options("audio", bpp, kbps, tune))
     else:
         result = api.encode_bytes(batch.read_input(job.source), job.source, options["model"], quality, bpp,
-                                  options.get("effort", 1))
+                                  options.get("effort", 1), kbps, tune)
     meta = api.info(result.data)
     rate = f"{meta['kbps']:.1f} kbps" if "kbps" in meta else f"{meta['bpp']:.3f} bpp"
     if "quality" in meta:
@@ -311,27 +310,34 @@ def main() -> None:
 @click.argument("inputs", nargs=-1, required=True)
 @with_common_options
 @click.option("-m", "--model", "model_name", default=None,
-              help="Model name (see `walloc models`). Default: rgb-1x for images, stereo-ms for audio.")
+              help="Model name (see `walloc models`). Default: rgb-1x for images, stereo-1x for audio.")
 @click.option("-q", "--quality", type=click.IntRange(1, 100), default=None,
-              help="Image quality 1–100 (default 75; higher = larger and better; on photos about "
-                   "0.11 bpp at 25, 0.66 at 55, 1.7 at 75, 3.2 at 95).")
+              help="Quality 1–100, higher = larger and better. Images: default 75; on photos about "
+                   "0.11 bpp at 25, 0.66 at 55, 1.7 at 75, 3.2 at 95. Audio: default 50; typical stereo "
+                   "music about 12 kbps at 10, 24 at 30, 48 at 50, 96 at 70, 192 at 90.")
 @click.option("--bpp", "target_bpp", type=click.FloatRange(0, min_open=True), default=None,
-              help="Instead of -q: the highest quality whose file stays within this many bits per pixel.")
+              help="Images, instead of -q: the highest quality whose file stays within this many bits per pixel.")
+@click.option("--kbps", "target_kbps", type=click.FloatRange(0, min_open=True), default=None,
+              help="Audio, instead of -q: the highest quality whose file stays within this many kbit/s.")
+@click.option("--tune", type=click.Choice(["perceptual", "psnr"]), default=None,
+              help="Audio: perceptual (default: masking-shaped steps, noise filling, energy-true bands) or "
+                   "psnr (uniform steps, no noise: the MSE-optimal latents for PSNR tables and learning).")
 @click.option("-e", "--effort", type=click.IntRange(1, 2), default=1, show_default=True,
               help="2: each latent channel searches neighbouring entropy tables (about 1 % smaller, "
                    "several times slower entropy coding).")
 def encode(inputs: tuple[str, ...], output: str | None, force: bool, recursive: bool, quiet: bool,
            verbose: int, workers: int, model_name: str | None, quality: int | None,
-           target_bpp: float | None, effort: int) -> None:
+           target_bpp: float | None, target_kbps: float | None, tune: str | None, effort: int) -> None:
     """Compress images (PNG, JPEG, WebP, TIFF, ...) and audio (WAV, FLAC, OGG, ...) to .wlc files."""
     from . import media
 
-    if quality is not None and target_bpp is not None:
-        raise click.UsageError("give either --quality or --bpp, not both")
+    if quality is not None and (target_bpp is not None or target_kbps is not None):
+        raise click.UsageError("give either --quality or a target (--bpp, --kbps), not both")
     accepted = media.IMAGE_SUFFIXES | media.AUDIO_SUFFIXES
     jobs = _plan(inputs, output, recursive, ".wlc", lambda p: p.suffix.lower() in accepted)
     _check_stdout(jobs)
-    options = {"model": model_name, "quality": quality, "bpp": target_bpp, "effort": effort}
+    options = {"model": model_name, "quality": quality, "bpp": target_bpp, "kbps": target_kbps, "tune": tune,
+               "effort": effort}
     sys.exit(_run("encode", jobs, options, force, workers, Reporter(quiet, verbose)))
 
 

@@ -674,3 +674,47 @@ def decode_with_context(data: bytes, tables: RaggedTables, candidates: list[Cand
     except Exception as exc:  # constriction raises plain exceptions on exhausted/garbled input
         raise EntropyError(f"range decoder failed: {exc}") from None
     return out
+
+
+# -- grouped coding with per-value tables (the audio ladder) ---------------------------------
+# Each value names its table row (``first_row + which``); values sharing a row are coded
+# with one constriction call, rows in increasing order and raster order within a row, each
+# row's escapes right after it.  The decoder must know ``which`` before it decodes — it is
+# always computed from integers already decoded.
+def encode_grouped(encoder, tables: RaggedTables, first_row: int, which: np.ndarray, values: np.ndarray) -> None:
+    """Append ``values`` (flat ints) coded with tables ``first_row + which`` to ``encoder``."""
+    which = np.asarray(which).reshape(-1)
+    values = np.asarray(values, np.int64).reshape(-1)
+    if which.size == 0:
+        return
+    order = np.argsort(which.astype(np.int16), kind="stable")
+    rows = which[order].astype(np.int64) + first_row
+    values = values[order]
+    lo, size = tables.lo[rows].astype(np.int64), tables.size[rows].astype(np.int64)
+    symbols = values - lo
+    outside = (symbols < 0) | (symbols >= size)
+    beyond = np.where(symbols < 0, symbols, symbols - size + 1)
+    symbols = np.where(outside, size, symbols).astype(np.int32)
+    starts = np.flatnonzero(np.concatenate(([True], np.diff(rows) != 0)))
+    ends = np.append(starts[1:], rows.size)
+    for a, b in zip(starts.tolist(), ends.tolist()):
+        encoder.encode(symbols[a:b], tables.model(int(rows[a])))
+        if outside[a:b].any():
+            _encode_escapes(encoder, beyond[a:b][outside[a:b]])
+
+
+def decode_grouped(decoder, tables: RaggedTables, first_row: int, which: np.ndarray,
+                   count_of_tables: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of :func:`encode_grouped`: (permutation, values in that order); value j belongs
+    at position ``permutation[j]`` of ``which``."""
+    which = np.asarray(which).reshape(-1)
+    if which.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    if which.min() < 0 or which.max() >= count_of_tables or first_row + count_of_tables > tables.lo.shape[0]:
+        raise EntropyError("table index out of range")
+    try:
+        return _decode_groups(decoder, tables, first_row, which, count_of_tables)
+    except EntropyError:
+        raise
+    except Exception as exc:  # constriction raises plain exceptions on exhausted/garbled input
+        raise EntropyError(f"range decoder failed: {exc}") from None

@@ -37,9 +37,9 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from . import api, batch, container, media
+from . import audio_ladder, api, batch, container, media
 from .errors import WallocError
-from .model import DEFAULT_AUDIO_MODEL, DEFAULT_LATENT_MODEL, CodecModel
+from .model import DEFAULT_AUDIO_LATENT_MODEL, DEFAULT_LATENT_MODEL, CodecModel
 
 # Single-point models round the encoder's output to integers: their step is 1.
 NATIVE_STEP = 1.0
@@ -53,9 +53,13 @@ class Latents:
     model: CodecModel
     quality: int | None = None       # quality-ladder models only
     meta: dict[str, Any] = field(default_factory=dict)  # JSON-able: modality, model, step, sizes, padding
+    steps: np.ndarray | None = None  # the audio ladder's step of every latent (they vary by band and frame)
 
     def as_float(self) -> np.ndarray:
-        """Dequantized float32 latents: exactly what the decoder takes (values · step for single-point models)."""
+        """Dequantized float32 latents: exactly what the decoder takes (values · step for single-point models;
+        for the audio ladder, values · their own steps: the wavelet packet coefficients before noise filling)."""
+        if self.steps is not None:
+            return (self.values * self.steps).astype(np.float32)
         return self.model.dequantize(self.values, self.quality)
 
 
@@ -78,7 +82,7 @@ def kind_of(name: str, head: bytes) -> str:
 def _model(model: str | CodecModel | None, modality: str) -> CodecModel:
     if isinstance(model, CodecModel):
         return model
-    default = DEFAULT_LATENT_MODEL if modality == "image" else DEFAULT_AUDIO_MODEL
+    default = DEFAULT_LATENT_MODEL if modality == "image" else DEFAULT_AUDIO_LATENT_MODEL
     return api.model_of_kind(model or default, modality)
 
 
@@ -144,6 +148,13 @@ def wlc_latents(data: bytes, model_name: str | None = None) -> Latents:
         raise WallocError(f"written with model {found.model}, not {model_name}")
     header = found.header
     codec = api.load_model(found.model)  # already loaded (and its weights checked) by file_latents
+    if isinstance(codec, audio_ladder.LadderModel):  # (signals, 256 frequency bands, positions)
+        cfg = codec.config
+        meta = {"modality": "audio", "model": cfg.name, "weights": cfg.short_hash, "block": cfg.block,
+                "step": "per latent (--float multiplies by it)", "quality": header["quality"],
+                "tune": header["tune"], "signals": int(found.latents.shape[0]),
+                **{k: header[k] for k in _HEADER_FACTS["audio"] if k in header}}
+        return Latents(found.latents, codec, header["quality"], meta, steps=found.step)
     quality = header.get("quality") if codec.has_quality else None
     meta = {**_model_meta(codec, found.modality, quality),
             **{k: header[k] for k in _HEADER_FACTS[found.modality] if k in header}}

@@ -38,7 +38,10 @@ DEFAULT_IMAGE_MODEL = "rgb-1x"
 # The compressed-domain representation (12 latents per 8×8 block): what `walloc latents`,
 # to_latents and the torch view default to, whatever the storage default is.
 DEFAULT_LATENT_MODEL = "rgb-16x"
-DEFAULT_AUDIO_MODEL = "stereo-ms"
+DEFAULT_AUDIO_MODEL = "stereo-1x"
+# Audio's compact learned representation (54 latents per 256 samples), for `walloc latents`
+# and to_latents: the ladder's latents are its quantized coefficients, one per sample.
+DEFAULT_AUDIO_LATENT_MODEL = "stereo-ms"
 HASH_DIGITS = 16
 
 
@@ -66,6 +69,7 @@ class ModelConfig:
     context_bins: int = 1    # context models: tables per (quality anchor, channel)
     lifted_channels: int = 0  # context models: leading (DC) channels coded after an integer Haar transform
     neighbour_cuts: tuple = ()  # context models: checkerboard refinement of white squares' tables
+    family: str = "autoencoder"  # which module codes it: "autoencoder" (this file) or "audio-ladder"
     info: dict = field(default_factory=dict, compare=False)  # training facts, measured quality
 
     @property
@@ -482,7 +486,27 @@ def load_model(name: str) -> CodecModel:
             arrays = {k: data[k] for k in data.files}
     except (ValueError, OSError, KeyError) as exc:
         raise ModelError(f"{npz}: unreadable weights ({exc})") from None
-    return CodecModel(config, arrays)
+    loader = FAMILIES.get(config.family)
+    if loader is None:
+        raise ModelError(f"model {name}: unknown model family {config.family!r}")
+    try:
+        return loader(config, json.loads(config_path.read_text()), arrays)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ModelError(f"model {name}: weights do not match its config ({exc})") from None
+
+
+def _load_audio_ladder(config: ModelConfig, raw: dict[str, Any], arrays: dict[str, np.ndarray]):
+    from . import audio_ladder
+
+    return audio_ladder.load(config, raw, arrays)
+
+
+# Model families by the "family" key of a model's JSON: each is one module behind the same
+# small interface (encode signals -> bytes, bytes -> signals, integer tables in the weights).
+FAMILIES: dict[str, Callable[..., Any]] = {
+    "autoencoder": lambda config, raw, arrays: CodecModel(config, arrays),
+    "audio-ladder": _load_audio_ladder,
+}
 
 
 def find_model(name: str, short_hash: str) -> CodecModel:

@@ -23,7 +23,8 @@ import numpy as np
 
 from . import api, latents, media
 from .errors import WallocError
-from .model import DEFAULT_AUDIO_MODEL, DEFAULT_IMAGE_MODEL, DEFAULT_LATENT_MODEL, CodecModel, load_model
+from .model import (DEFAULT_AUDIO_LATENT_MODEL, DEFAULT_AUDIO_MODEL, DEFAULT_IMAGE_MODEL, DEFAULT_LATENT_MODEL,
+                    CodecModel, load_model)
 
 Input = Union[np.ndarray, "PIL.Image.Image", str, os.PathLike, bytes, tuple]  # noqa: F821
 Model = Union[str, CodecModel, None]
@@ -175,7 +176,7 @@ def _decoder_model(z: np.ndarray, model: Model) -> CodecModel:
     if isinstance(model, CodecModel):
         codec = model
     else:
-        codec = load_model(model or (DEFAULT_LATENT_MODEL if z.ndim == 3 else DEFAULT_AUDIO_MODEL))
+        codec = load_model(model or (DEFAULT_LATENT_MODEL if z.ndim == 3 else DEFAULT_AUDIO_LATENT_MODEL))
     cfg = codec.config
     signals = z.shape[0] // cfg.latent_channels if z.ndim else 0
     if z.ndim != cfg.dims + 1 or z.shape[0] % cfg.latent_channels or (cfg.dims == 2 and signals != 1):
