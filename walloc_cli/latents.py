@@ -305,27 +305,79 @@ def _attempt(source: str, work: Callable[[], Any], report: Report) -> tuple[bool
     return False, None
 
 
-def _array_of(source: str, as_float: bool, model_name: str | None, quality: int | None
+DTYPES = ("int8", "int16", "int32", "float32")
+
+
+def cast(values: np.ndarray, dtype: str | None) -> np.ndarray:
+    """Latents stored as ``dtype`` (None: as they come, int32 or float32 with ``--float``).
+
+    An integer type that cannot hold every value is refused, never wrapped around or
+    clipped: ``rgb-16x`` latents of photos span about −40…48 and fit int8, but a
+    quality-ladder model at high quality, or an unusual image, may not.
+    """
+    if dtype is not None and dtype not in DTYPES:
+        raise WallocError(f"unknown dtype {dtype!r} (one of {', '.join(DTYPES)})")
+    if dtype is None or values.dtype == np.dtype(dtype):
+        return values
+    if dtype == "float32":
+        return values.astype(np.float32)
+    if values.dtype.kind == "f":
+        raise WallocError(f"float latents cannot be stored as {dtype} (drop --float, or use --dtype float32)")
+    info = np.iinfo(dtype)
+    low, high = (int(values.min()), int(values.max())) if values.size else (0, 0)
+    if low < info.min or high > info.max:
+        wider = next(d for d in DTYPES if d == "float32" or (np.iinfo(d).min <= low and high <= np.iinfo(d).max))
+        raise WallocError(f"latents span {low}..{high}, outside {dtype}'s {info.min}..{info.max} "
+                          f"(use --dtype {wider})")
+    return values.astype(dtype)
+
+
+def _array_of(source: str, as_float: bool, model_name: str | None, quality: int | None, dtype: str | None = None
               ) -> tuple[np.ndarray, Latents]:
     found = read_latents(source, model_name, quality)
-    return (found.as_float() if as_float else found.values), found
+    return cast(found.as_float() if as_float else found.values, dtype), found
+
+
+LATENT_SOURCES = media.IMAGE_SUFFIXES | media.AUDIO_SUFFIXES | {".wlc"}
+
+
+def accepts(path: Path) -> bool:
+    """What ``walloc latents -r`` takes from a folder: images, audio and .wlc files (by suffix)."""
+    return path.suffix.lower() in LATENT_SOURCES
+
+
+def job_work(job: batch.Job, options: dict) -> tuple[batch.Payload, list[str], str, str]:
+    """One input of a ``.npy``-per-input run (``-r``, ``-o DIR/``, ``-j``, ``--dask``): the CLI's
+    batch runner calls it, checks the target before and writes the payload atomically after."""
+    array, _ = _array_of(job.source, options["float"], options["model"], options["quality"], options["dtype"])
+    return npy_writer(array), [], f"{array.dtype} {tuple(array.shape)}", job.target
+
+
+def skip_existing(jobs: list[batch.Job]) -> tuple[list[batch.Job], int]:
+    """``-n``: the jobs whose output does not exist yet, and how many were dropped.
+
+    Outputs are only ever published complete (temporary file, then a link), so an
+    existing output is a finished one and an interrupted run resumes where it stopped.
+    """
+    keep = [j for j in jobs if j.problem or j.target == batch.STDIO or not os.path.lexists(j.target)]
+    return keep, len(jobs) - len(keep)
 
 
 def run_command(plan_: Plan, as_float: bool, model_name: str | None, quality: int | None, force: bool,
-                report: Report) -> int:
+                report: Report, dtype: str | None = None) -> int:
     """Compute and write the latents of every input, past failures; returns how many inputs failed.
 
     A failed input costs only its own output: with an archive, the others still go into it.
     """
     try:
-        return _write_all(plan_, as_float, model_name, quality, force, report)
+        return _write_all(plan_, as_float, model_name, quality, force, report, dtype)
     except KeyboardInterrupt:
         batch.remove_partial_outputs([*plan_.targets, plan_.archive or ""])
         raise
 
 
 def _write_all(plan_: Plan, as_float: bool, model_name: str | None, quality: int | None, force: bool,
-               report: Report) -> int:
+               report: Report, dtype: str | None = None) -> int:
     failed = 0
     if plan_.archive is None:
         for source, target in zip(plan_.inputs, plan_.targets):
@@ -333,7 +385,7 @@ def _write_all(plan_: Plan, as_float: bool, model_name: str | None, quality: int
                 problem = _exists_problem(target, force)
                 if problem:  # before the work, not after it
                     raise FileExistsError(problem)
-                array, _ = _array_of(source, as_float, model_name, quality)
+                array, _ = _array_of(source, as_float, model_name, quality, dtype)
                 batch.write_atomic(target, npy_writer(array), force)
                 report.detail(f"{source} -> {target}: {array.dtype} {tuple(array.shape)}")
 
@@ -345,7 +397,8 @@ def _write_all(plan_: Plan, as_float: bool, model_name: str | None, quality: int
         return len(plan_.inputs)
     arrays: dict[str, np.ndarray] = {}
     for source, key in zip(plan_.inputs, plan_.keys):
-        ok, got = _attempt(source, lambda source=source: _array_of(source, as_float, model_name, quality), report)
+        ok, got = _attempt(source, lambda source=source: _array_of(source, as_float, model_name, quality, dtype),
+                              report)
         if not ok:
             failed += 1
             continue
