@@ -250,9 +250,11 @@ def test_decoding_a_wlc_named_like_its_output_never_overwrites_it(tmp_path, smal
     song.write_bytes(audio_wlc)
     for path in (disguised, song):
         before = path.read_bytes()
-        r = run("decode", str(path), "--force")
+        r = run("decode", str(path), "-o", f"{tmp_path}/", "--force")  # into its own folder: its own name
         assert r.exit_code == 1 and "overwrite the input" in one_error_line(r, path.name)
         assert path.read_bytes() == before
+        assert run("decode", str(path)).exit_code == 0  # by default NAME.decoded.EXT, beside it
+        assert path.read_bytes() == before and path.with_name(path.stem + ".decoded" + path.suffix).exists()
     hard = tmp_path / "hard.wlc"
     os.link(disguised, hard)  # the same file under another name
     r = run("decode", str(hard), "-o", str(disguised), "--force")

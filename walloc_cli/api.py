@@ -154,6 +154,10 @@ def encode_image_data(image: media.ImageData, model_name: str = DEFAULT_IMAGE_MO
         sections["alpha"] = zlib.compress(np.ascontiguousarray(image.alpha).tobytes(), 9)
     if image.icc:
         sections["icc"] = bytes(image.icc)
+    if image.exif:
+        sections["exif"] = bytes(image.exif)
+    if image.xmp:
+        sections["xmp"] = bytes(image.xmp)
     fields = {} if quality is None else {"quality": quality}
     header = _header(model, "image", width=image.width, height=image.height, mode=image.mode,
                      pad=list(pad), latent_shape=list(latents.shape), **fields)
@@ -161,10 +165,17 @@ def encode_image_data(image: media.ImageData, model_name: str = DEFAULT_IMAGE_MO
 
 
 def encode_image(data: bytes, model_name: str = DEFAULT_IMAGE_MODEL, quality: int | None = None,
-                 effort: int = 1) -> EncodeResult:
-    """Image file bytes (PNG, JPEG, WebP, TIFF, BMP, ...) -> ``.wlc`` bytes and notes."""
-    image = media.read_image(data)
+                 effort: int = 1, metadata: bool = True) -> EncodeResult:
+    """Image file bytes (PNG, JPEG, WebP, TIFF, BMP, ...) -> ``.wlc`` bytes and notes.
+
+    The ICC profile, EXIF and XMP are kept unless ``metadata`` is False (``--strip``)."""
+    image = _read_image(data, metadata)
     return EncodeResult(encode_image_data(image, model_name, quality, effort), image.notes)
+
+
+def _read_image(data: bytes, metadata: bool = True) -> media.ImageData:
+    image = media.read_image(data)
+    return image if metadata else image.without_metadata()
 
 
 def _int_field(header: dict[str, Any], key: str, minimum: int = 0) -> int:
@@ -248,7 +259,8 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> media.Ima
     if mode in ("RGBA", "LA"):
         alpha = _alpha_plane(box.sections.get("alpha"), width, height)
     icc = box.sections.get("icc") or None
-    return media.ImageData(np.ascontiguousarray(rgb), mode, alpha, icc)
+    return media.ImageData(np.ascontiguousarray(rgb), mode, alpha, icc, [], box.sections.get("exif") or None,
+                           box.sections.get("xmp") or None)
 
 
 def _alpha_plane(section: bytes | None, width: int, height: int) -> np.ndarray:
@@ -265,10 +277,25 @@ def _alpha_plane(section: bytes | None, width: int, height: int) -> np.ndarray:
     return np.frombuffer(raw, np.uint8).reshape(height, width).copy()
 
 
-def decode_to_bytes(data: bytes, suffix: str = ".png", max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
-    """``.wlc`` bytes -> image file bytes in the format named by ``suffix``."""
+def decode_to_bytes(data: bytes, suffix: str = ".png", max_pixels: int = DEFAULT_MAX_PIXELS,
+                    output: media.ImageOutput = media.DEFAULT_OUTPUT, metadata: bool = True) -> bytes:
+    """``.wlc`` bytes -> image file bytes in the format named by ``suffix``.
+
+    ``output`` sets JPEG / WebP quality; ``metadata`` False leaves out the ICC profile, EXIF
+    and XMP the file carries."""
+    return decode_image_file(data, suffix, max_pixels, output, metadata)[0]
+
+
+def decode_image_file(data: bytes, suffix: str = ".png", max_pixels: int = DEFAULT_MAX_PIXELS,
+                      output: media.ImageOutput = media.DEFAULT_OUTPUT, metadata: bool = True
+                      ) -> tuple[bytes, list[str]]:
+    """As :func:`decode_to_bytes`, with notes (metadata the output format could not hold)."""
     fmt = media.output_format(suffix)
-    return media.write_image(decode_image(data, max_pixels), fmt)
+    image = decode_image(data, max_pixels)
+    if not metadata:
+        image = image.without_metadata()
+    out = media.write_image(image, fmt, output)
+    return out, image.notes
 
 
 # -- audio ------------------------------------------------------------------------------
@@ -553,13 +580,14 @@ def decode_audio(data: bytes, suffix: str = ".wav", subtype: str = "PCM_16",
 
 
 def encode_image_to_bpp(data: bytes, target_bpp: float, model_name: str = DEFAULT_IMAGE_MODEL,
-                        effort: int = 1) -> EncodeResult:
+                        effort: int = 1, metadata: bool = True) -> EncodeResult:
     """The highest quality whose file fits ``target_bpp`` (file bytes, header included).
 
     Binary search over q = 1…100 (size grows with q): about 7 encodes.  Falls
-    back to q = 1 with a note if even that is larger.
+    back to q = 1 with a note if even that is larger.  Metadata (kept unless ``metadata``
+    is False) counts in the file's size.
     """
-    image = media.read_image(data)
+    image = _read_image(data, metadata)
     model = model_of_kind(model_name, "image")
     if not model.has_quality:
         raise WallocError(f"model {model_name} has a single operating point (no --bpp)")
@@ -581,25 +609,50 @@ def encode_image_to_bpp(data: bytes, target_bpp: float, model_name: str = DEFAUL
     return EncodeResult(best[1], notes)
 
 
+def input_modality(data: bytes, name_hint: str = "") -> str:
+    """"image" or "audio" for an input file: by its name's extension, else by sniffing its bytes."""
+    suffix = Path(name_hint).suffix.lower()
+    audio = suffix in media.AUDIO_SUFFIXES or (suffix not in media.IMAGE_SUFFIXES and media.looks_like_audio(data))
+    return "audio" if audio else "image"
+
+
 def encode_bytes(data: bytes, name_hint: str = "", model_name: str | None = None,
                  quality: int | None = None, target_bpp: float | None = None, effort: int = 1,
-                 target_kbps: float | None = None, tune: str | None = None) -> EncodeResult:
+                 target_kbps: float | None = None, tune: str | None = None, metadata: bool = True) -> EncodeResult:
     """Image or audio bytes -> ``.wlc``; the kind is told by the file name, else by sniffing.
 
     ``quality`` applies to both; ``target_bpp`` and ``effort`` to images, ``target_kbps`` and
     ``tune`` to audio — an option that does not apply to a file is noted, so one call can
-    code a folder of photos and songs.
+    code a folder of photos and songs.  Metadata (an image's ICC profile, EXIF and XMP, a
+    sound's tags) is kept unless ``metadata`` is False.
     """
-    suffix = Path(name_hint).suffix.lower()
-    audio = suffix in media.AUDIO_SUFFIXES or (suffix not in media.IMAGE_SUFFIXES and media.looks_like_audio(data))
+    audio = input_modality(data, name_hint) == "audio"
     notes = ignored_options("audio" if audio else "image", target_bpp, target_kbps, tune)
     if audio:
         result = encode_audio(data, model_name, quality, tune, target_kbps)
+        if metadata:
+            result = EncodeResult(attach_tags(result.data, media.read_audio_tags(data)), result.notes)
     elif target_bpp is not None:
-        result = encode_image_to_bpp(data, target_bpp, model_name or DEFAULT_IMAGE_MODEL, effort)
+        result = encode_image_to_bpp(data, target_bpp, model_name or DEFAULT_IMAGE_MODEL, effort, metadata)
     else:
-        result = encode_image(data, model_name or DEFAULT_IMAGE_MODEL, quality, effort)
+        result = encode_image(data, model_name or DEFAULT_IMAGE_MODEL, quality, effort, metadata)
     return EncodeResult(result.data, result.notes + notes)
+
+
+def attach_tags(wlc: bytes, tags: dict[str, str]) -> bytes:
+    """A ``.wlc`` file with an audio file's tags (title, artist, ...) added as its ``tags`` section
+    (docs/FORMAT.md); the file as it was when there are none."""
+    tags = media.clean_tags(tags)
+    if not tags:
+        return wlc
+    box = container.unpack(wlc)
+    return container.pack(box.header, {**box.sections, "tags": media.tags_section(tags)})
+
+
+def file_tags(data: bytes) -> dict[str, str]:
+    """The audio tags a ``.wlc`` file carries ({} when none)."""
+    section = container.unpack(data).sections.get("tags")
+    return media.parse_tags_section(section) if section else {}
 
 
 def ignored_options(modality: str, target_bpp: float | None, target_kbps: float | None,
@@ -674,6 +727,11 @@ def info(data: bytes) -> dict[str, Any]:
     out: dict[str, Any] = {"format_version": box.version, **box.header}
     out["file_bytes"] = len(data)
     out["sections"] = {name: len(b) for name, b in box.sections.items()}
+    kept = [label for name, label in (("icc", "ICC profile"), ("exif", "EXIF"), ("xmp", "XMP"), ("tags", "tags"))
+            if box.sections.get(name)]
+    out["metadata"] = kept
+    if "tags" in box.sections:
+        out["tags"] = media.parse_tags_section(box.sections["tags"])
     header = box.header
     if header.get("modality") == "audio":
         rate, frames = header.get("sample_rate"), header.get("frames")

@@ -39,9 +39,11 @@ class Job:
         return self.target + suffix if self.suffix_from_content else self.target
 
 
-def _walk(root: Path, accept: Callable[[Path], bool], unreadable: list[OSError] | None = None) -> list[Path]:
+def _walk(root: Path, accept: Callable[[Path], bool], unreadable: list[OSError] | None = None,
+          rejected: list[Path] | None = None) -> list[Path]:
     """Accepted files under ``root``, sorted; folders that cannot be read go to ``unreadable``
-    (os.walk skips them silently by default: a run looked complete while it was not)."""
+    (os.walk skips them silently by default: a run looked complete while it was not), and
+    files that are not accepted (a camera's .CR2, a .txt) to ``rejected``."""
     found = []
     for dirpath, dirnames, filenames in os.walk(root, onerror=None if unreadable is None else unreadable.append):
         dirnames.sort()
@@ -49,18 +51,33 @@ def _walk(root: Path, accept: Callable[[Path], bool], unreadable: list[OSError] 
             p = Path(dirpath) / name
             if accept(p):
                 found.append(p)
+            elif rejected is not None:
+                rejected.append(p)
     return found
 
 
+DECODED_INFIX = ".decoded"  # walloc decode photo.wlc -> photo.decoded.png: never the original's name
+
+
+def names_folder(output: str) -> bool:
+    """Whether ``-o`` names a folder: an existing one, or any name ending in a slash (then created)."""
+    return output.endswith(("/", os.sep)) or Path(output).is_dir()
+
+
 def plan(inputs: Iterable[str], output: str | None, recursive: bool, new_suffix: str | None,
-         accept: Callable[[Path], bool]) -> list[Job]:
+         accept: Callable[[Path], bool], infix: str = "", rejected: list[Path] | None = None) -> list[Job]:
     """Map inputs to outputs (``new_suffix=None``: the extension is chosen per file later).
 
-    * no ``-o``: next to each input, suffix replaced (stdin goes to stdout);
+    * no ``-o``: next to each input, suffix replaced, ``infix`` before it (``decode`` gives
+      ``.decoded``, so a decoded file never takes its original's name); stdin goes to stdout;
     * ``-o -``: stdout, for exactly one input;
-    * ``-o DIR`` (existing directory, trailing slash, several inputs, or ``-r``):
-      each output inside DIR; with ``-r`` the tree under each input folder is mirrored;
-    * ``-o FILE``: exactly one input.
+    * ``-o DIR`` (an existing folder, or a name ending in ``/``): each output inside DIR; with
+      ``-r`` the tree under each input folder is mirrored;
+    * ``-o NAME`` with one input: that file; with one folder and ``-r``, NAME is the folder
+      to create (as ``cp -r SRC NEW``); with several inputs NAME must be a folder (as ``cp``
+      and ``mv``), else :class:`PlanError` before any work.
+
+    Files under ``-r`` folders that ``accept`` turns down are added to ``rejected``.
     """
     inputs = list(inputs)
     expanded: list[tuple[str, Path | None]] = []  # (source, path relative to an input folder)
@@ -75,7 +92,7 @@ def plan(inputs: Iterable[str], output: str | None, recursive: bool, new_suffix:
                 jobs_with_problems.append(Job(item, "", "is a directory (use -r to process folders)"))
                 continue
             unreadable: list[OSError] = []
-            for f in _walk(p, accept, unreadable):
+            for f in _walk(p, accept, unreadable, rejected):
                 expanded.append((str(f), f.relative_to(p)))
             for exc in unreadable:
                 reason = (exc.strerror or str(exc)).lower()
@@ -84,13 +101,18 @@ def plan(inputs: Iterable[str], output: str | None, recursive: bool, new_suffix:
         else:
             expanded.append((item, None))
 
-    to_dir = output is not None and output != STDIO and (
-        Path(output).is_dir() or output.endswith(os.sep) or len(inputs) > 1 or recursive
-    )
     if output == STDIO and len(expanded) + len(jobs_with_problems) != 1:
         raise PlanError("-o - (stdout) takes exactly one input")
-    if output is not None and not to_dir and output != STDIO and len(expanded) > 1:
-        raise PlanError(f"{output}: several inputs need an output directory")
+    to_dir = False
+    if output is not None and output != STDIO:
+        to_dir = names_folder(output)
+        one_folder = recursive and len(inputs) == 1 and Path(inputs[0]).is_dir()
+        if not to_dir and one_folder and not os.path.lexists(output):
+            to_dir = True  # walloc encode -r shots -o out: out is made, as cp -r shots out would
+        elif not to_dir and (len(inputs) > 1 or one_folder):
+            what = "is not a folder" if os.path.lexists(output) else "is not an existing folder"
+            raise PlanError(f"{output} {what}: several inputs need an existing folder or a name ending in / "
+                            f"(which is then created)")
 
     jobs: list[Job] = list(jobs_with_problems)
     for source, relative in expanded:
@@ -105,7 +127,8 @@ def plan(inputs: Iterable[str], output: str | None, recursive: bool, new_suffix:
             jobs.append(Job(source, output))
             continue
         else:
-            target = str(Path(source).with_suffix(new_suffix or ""))
+            stem = Path(source).with_suffix("")
+            target = str(stem.with_name(stem.name + infix + (new_suffix or "")))
         jobs.append(Job(source, target, suffix_from_content=new_suffix is None and target != STDIO))
 
     seen: dict[str, str] = {}
@@ -150,8 +173,28 @@ class TargetError(WallocError):
     """The output path cannot be written as asked (message says why; nothing was written)."""
 
 
+MADE_BY_WALLOC = (".wlc", ".npy", ".npz")
+
+
+def made_by_walloc(target: str) -> bool:
+    """Whether a name is one walloc gives its own outputs (``x.wlc``, ``x.decoded.png``, latents),
+    as opposed to a name an original image or sound may have."""
+    name = Path(target).name
+    return Path(name).suffix.lower() in MADE_BY_WALLOC or DECODED_INFIX + "." in name
+
+
+def exists_message(target: str) -> str:
+    """Why an existing output stops a file, and what to do: ``--force`` is suggested only for
+    names of walloc's own outputs; a decoded image must never replace its original because
+    the user followed the advice."""
+    if made_by_walloc(target):
+        return f"{target} exists (use --force to overwrite, or -n to skip existing outputs)"
+    return (f"{target} exists and may be an original; not replaced (choose another name with -o, "
+            f"or -n to skip existing outputs)")
+
+
 def _exists(target: str, force: bool) -> FileExistsError:
-    return FileExistsError(f"{target} exists (use --force to overwrite)")
+    return FileExistsError(exists_message(target))
 
 
 def check_target(target: str, force: bool) -> Path:
@@ -178,6 +221,10 @@ def check_target(target: str, force: bool) -> Path:
     if not force:
         if link and not path.exists():
             raise FileExistsError(f"{target} exists (a dangling symbolic link; use --force to write through it)")
+        mode = os.stat(path).st_mode
+        if stat.S_ISCHR(mode) or stat.S_ISFIFO(mode):  # no original lives in a device or a pipe
+            what = "a character device" if stat.S_ISCHR(mode) else "a FIFO"
+            raise FileExistsError(f"{target} exists ({what}; use --force to write into it)")
         raise _exists(target, force)
     final = Path(os.path.realpath(path)) if link else path
     try:
@@ -190,7 +237,7 @@ def check_target(target: str, force: bool) -> Path:
     raise TargetError(f"{target} is {what}; walloc writes regular files, character devices and FIFOs only")
 
 
-def write_atomic(target: str, payload: Payload, force: bool) -> None:
+def write_atomic(target: str, payload: Payload, force: bool, times: tuple[int, int] | None = None) -> None:
     """Write bytes, or let a writer function fill the file, via a temporary file and a rename.
 
     An interrupted run leaves either the complete old state or the complete new
@@ -198,6 +245,8 @@ def write_atomic(target: str, payload: Payload, force: bool) -> None:
     (see :func:`check_target` for links, devices and FIFOs).  Without ``force`` the
     file is published with a hard link, which fails if the name appeared meanwhile
     (another walloc finished it), so a file is never replaced by a race either.
+    ``times`` (access, modification; nanoseconds) are set on the file before it is
+    published, so it never appears with the wrong date.
     """
     if target == STDIO:
         if sys.stdout is None:
@@ -221,6 +270,8 @@ def write_atomic(target: str, payload: Payload, force: bool) -> None:
             f.flush()
             os.fsync(f.fileno())
             os.fchmod(f.fileno(), 0o644 & ~_umask())
+            if times is not None:
+                os.utime(f.fileno(), ns=times)
             _publish(tmp, final, target, force)  # still locked: a sweeper cannot take it meanwhile
     except BaseException:
         try:

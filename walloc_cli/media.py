@@ -14,15 +14,22 @@ Mode policy (also in the README):
 * 16-bit (I;16*, I): reduced to 8 bits (round(v / 257)); walloc codes 8-bit
   samples.  A note says so.  32-bit float images (F) are refused.
 * EXIF orientation is applied before coding, so the decoded image is upright.
+
+Metadata (kept unless the caller strips it): the ICC profile, the EXIF block (its
+orientation tag removed, since the pixels are upright) and the XMP packet are carried
+through the ``.wlc`` file and written into every output format that can hold them.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import io
+import json
 import os
 import struct
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Iterator
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -47,6 +54,12 @@ class ImageData:
     alpha: np.ndarray | None = None  # (H, W) uint8 when mode has alpha
     icc: bytes | None = None
     notes: list[str] = field(default_factory=list)  # conversions the user should know about
+    exif: bytes | None = None        # "Exif\0\0" + a TIFF-structured EXIF block, orientation removed
+    xmp: bytes | None = None         # the XMP packet (UTF-8 XML), as found in the file
+
+    def without_metadata(self) -> "ImageData":
+        """The same pixels with no ICC profile, EXIF or XMP (``--strip``)."""
+        return ImageData(self.rgb, self.mode, self.alpha, None, self.notes)
 
     @property
     def width(self) -> int:
@@ -85,6 +98,7 @@ def read_image(data: bytes) -> ImageData:
     except Exception:  # a broken EXIF block must not make the image unreadable
         notes.append("EXIF orientation could not be read and was ignored")
     icc = im.info.get("icc_profile") or None
+    exif, xmp = _exif_of(im, notes), _xmp_of(im)
     mode = original_mode = im.mode
     if mode == "F":
         raise MediaError("32-bit floating-point images are not supported; convert to 8 or 16 bits")
@@ -119,7 +133,59 @@ def read_image(data: bytes) -> ImageData:
     im.close()  # the pixels now live in numpy; free Pillow's copy before coding starts
     if alpha is not None and alpha.min() == 255:
         notes.append("alpha channel is fully opaque; it is kept anyway")
-    return ImageData(np.ascontiguousarray(rgb), mode, alpha, icc, notes)
+    return ImageData(np.ascontiguousarray(rgb), mode, alpha, icc, notes, exif, xmp)
+
+
+EXIF_PREFIX = b"Exif\x00\x00"
+ORIENTATION = 0x0112
+# TIFF files keep their EXIF facts among the image's own tags (sizes, strips, compression):
+# only these describe the picture rather than the file's layout, so only these are carried.
+_TIFF_DESCRIPTIVE_TAGS = (0x010E, 0x010F, 0x0110, 0x0131, 0x0132, 0x013B, 0x8298)  # description, make,
+# model, software, date/time, artist, copyright
+_EXIF_IFD, _GPS_IFD = 0x8769, 0x8825
+
+
+def _exif_of(im: Image.Image, notes: list[str]) -> bytes | None:
+    """The image's EXIF block as ``Exif\0\0`` + TIFF structure, orientation removed (the
+    pixels are already upright), or None.  A block that cannot be parsed is dropped with a note."""
+    try:
+        if im.format == "TIFF":
+            return _tiff_exif(im)
+        raw = im.info.get("exif")
+        if not raw:
+            return None
+        raw = bytes(raw) if bytes(raw).startswith(EXIF_PREFIX) else EXIF_PREFIX + bytes(raw)  # WebP has no prefix
+        exif = Image.Exif()
+        exif.load(raw)
+        if ORIENTATION in exif:
+            del exif[ORIENTATION]
+            raw = exif.tobytes()
+        return raw
+    except Exception:  # noqa: BLE001 - a broken block must not make the image unreadable
+        notes.append("the EXIF block could not be read and was not kept")
+        return None
+
+
+def _tiff_exif(im: Image.Image) -> bytes | None:
+    source = im.getexif()
+    exif = Image.Exif()
+    for tag in _TIFF_DESCRIPTIVE_TAGS:
+        if tag in source:
+            exif[tag] = source[tag]
+    for ifd in (_EXIF_IFD, _GPS_IFD):
+        values = source.get_ifd(ifd)
+        if values:
+            exif.get_ifd(ifd).update(values)
+    if not len(exif) and not any(exif.get_ifd(i) for i in (_EXIF_IFD, _GPS_IFD)):
+        return None
+    return exif.tobytes()
+
+
+def _xmp_of(im: Image.Image) -> bytes | None:
+    xmp = im.info.get("xmp") or im.info.get("XML:com.adobe.xmp")
+    if not xmp:
+        return None
+    return xmp.encode("utf-8") if isinstance(xmp, str) else bytes(xmp)
 
 
 def _cmyk_to_srgb(im: Image.Image, icc: bytes | None) -> Image.Image:
@@ -174,25 +240,103 @@ def check_image_output(fmt: str, width: Any, height: Any) -> None:
                          f"(write .png or .tiff instead)")
 
 
-def write_image(image: ImageData, fmt: str = "PNG") -> bytes:
-    """Encode to bytes; lossless formats keep everything, JPEG refuses alpha."""
+@dataclass(frozen=True)
+class ImageOutput:
+    """How a decoded image is written (``walloc decode``'s output options).
+
+    Defaults keep every decoded pixel: JPEG at quality 95 with full-resolution colour
+    (4:4:4), WebP lossless.  ``jpeg_quality`` below 90 also halves the colour resolution
+    (4:2:0, as cjpeg does); ``webp_quality`` writes lossy WebP.
+    """
+
+    jpeg_quality: int = 95
+    webp_quality: int | None = None  # None: lossless
+
+    def options(self, fmt: str) -> dict:
+        if fmt == "JPEG":
+            return {"quality": self.jpeg_quality, "subsampling": 0 if self.jpeg_quality >= 90 else 2}
+        if fmt == "WEBP":
+            if self.webp_quality is None:
+                return {"lossless": True}
+            return {"quality": self.webp_quality, "method": 4}
+        return {}
+
+
+DEFAULT_OUTPUT = ImageOutput()
+# Metadata each output format holds (through Pillow): BMP holds none.
+METADATA_HELD = {fmt: ("ICC profile", "EXIF", "XMP") for fmt in ("PNG", "JPEG", "WEBP", "TIFF")}
+
+
+def _metadata_options(image: ImageData, fmt: str) -> tuple[dict, list[str]]:
+    """Pillow save options that carry the image's metadata, and a note on what the format cannot hold."""
+    present = {"ICC profile": image.icc, "EXIF": image.exif, "XMP": image.xmp}
+    held = METADATA_HELD.get(fmt, ())
+    lost = [name for name, value in present.items() if value and name not in held]
+    options: dict = {}
+    if image.icc and "ICC profile" in held:
+        options["icc_profile"] = image.icc
+    if fmt == "TIFF" and (image.exif or image.xmp):
+        # TIFF keeps EXIF facts and the XMP packet (tag 700) among its own tags: one set for Pillow
+        tags = Image.Exif()
+        if image.exif:
+            tags.load(image.exif)
+        if image.xmp:
+            tags[700] = image.xmp
+        options["exif"] = tags
+        return options, _lost_note(fmt, lost)
+    if image.exif and "EXIF" in held:
+        options["exif"] = image.exif
+    if image.xmp and "XMP" in held:
+        if fmt == "PNG":
+            from PIL import PngImagePlugin
+
+            info = PngImagePlugin.PngInfo()
+            info.add_itxt("XML:com.adobe.xmp", image.xmp.decode("utf-8", "replace"))
+            options["pnginfo"] = info
+        else:
+            options["xmp"] = image.xmp
+    return options, _lost_note(fmt, lost)
+
+
+def _lost_note(fmt: str, lost: list[str]) -> list[str]:
+    if not lost:
+        return []
+    names = lost[0] if len(lost) == 1 else ", ".join(lost[:-1]) + " and " + lost[-1]
+    return [f"{fmt} cannot hold the {names}; not written"]
+
+
+def write_image(image: ImageData, fmt: str = "PNG", output: ImageOutput = DEFAULT_OUTPUT) -> bytes:
+    """Encode to bytes; lossless formats keep everything, JPEG refuses alpha.
+
+    The ICC profile, EXIF and XMP are written where the format holds them; what could not
+    be written is added to ``image.notes``.
+    """
     check_image_output(fmt, image.width, image.height)
     im = to_pillow(image)
-    options: dict = {}
-    if image.icc:
-        options["icc_profile"] = image.icc
-    if fmt == "JPEG":
-        if image.alpha is not None:
-            raise MediaError("JPEG cannot store the alpha channel; write .png or .webp instead")
-        options.update(quality=95, subsampling=0)
-    elif fmt == "WEBP":
-        options.update(lossless=True)
-    elif fmt == "BMP" and image.alpha is not None and image.mode == "LA":
+    options = output.options(fmt)
+    if fmt == "JPEG" and image.alpha is not None:
+        raise MediaError("JPEG cannot store the alpha channel; write .png or .webp instead")
+    if fmt == "BMP" and image.alpha is not None and image.mode == "LA":
         im = im.convert("RGBA")
+    try:
+        metadata, notes = _metadata_options(image, fmt)
+        data = _save(im, fmt, {**options, **metadata})
+        image.notes.extend(notes)
+        return data
+    except Exception:  # noqa: BLE001 - a block the format or Pillow refuses (JPEG holds 64 KB of EXIF at most)
+        if not (image.exif or image.xmp):
+            raise
+    metadata, notes = _metadata_options(ImageData(image.rgb, image.mode, image.alpha, image.icc), fmt)
+    data = _save(im, fmt, {**options, **metadata})  # the pixels still count
+    image.notes.extend(notes + [f"the EXIF/XMP could not be written to {fmt}; the image was written without them"])
+    return data
+
+
+def _save(im: Image.Image, fmt: str, options: dict) -> bytes:
     buf = io.BytesIO()
     try:
         im.save(buf, format=fmt, **options)
-    except (OSError, ValueError) as exc:  # the encoder library's own refusal, as one line
+    except (OSError, ValueError, TypeError, struct.error) as exc:  # the encoder library's refusal, as one line
         raise MediaError(f"cannot write {fmt} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
     return buf.getvalue()
 
@@ -291,6 +435,68 @@ def open_audio(data: bytes | str | os.PathLike) -> AudioSource:
     return AudioSource(handle, int(handle.samplerate), int(handle.channels), int(frames), str(handle.subtype))
 
 
+# -- audio tags (title, artist, ...: libsndfile's string metadata) ------------------------------
+# libsndfile's names, read from and written to WAV (INFO chunk), FLAC and OGG (Vorbis
+# comments) and AIFF; the .wlc file keeps them in a "tags" section (docs/FORMAT.md).
+AUDIO_TAGS = ("title", "artist", "album", "date", "tracknumber", "genre", "comment", "copyright", "license",
+              "software")
+# What each output format can hold (measured with libsndfile 1.2: WAV drops "license", AIFF
+# keeps only these five).
+AUDIO_TAGS_HELD = {"WAV": set(AUDIO_TAGS) - {"license"}, "FLAC": set(AUDIO_TAGS), "OGG": set(AUDIO_TAGS),
+                   "AIFF": {"title", "artist", "comment", "copyright", "software"}}
+MAX_TAG_BYTES = 1 << 16  # per value: a tag is a line of text, not a payload
+
+
+def clean_tags(tags: Any) -> dict[str, str]:
+    """Only the known keys with string values without NUL (libsndfile would cut them there)."""
+    if not isinstance(tags, dict):
+        return {}
+    return {k: v for k, v in sorted(tags.items())
+            if k in AUDIO_TAGS and isinstance(v, str) and v and "\x00" not in v and len(v.encode()) <= MAX_TAG_BYTES}
+
+
+def read_audio_tags(data: bytes | str | os.PathLike) -> dict[str, str]:
+    """The string metadata of an audio file (bytes or a path); {} when there is none or it cannot be read."""
+    import soundfile
+
+    try:
+        with soundfile.SoundFile(io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data) as f:
+            return clean_tags(f.copy_metadata())
+    except Exception:  # noqa: BLE001 - unreadable audio is the encoder's business, with its own message
+        return {}
+
+
+def tags_section(tags: dict[str, str]) -> bytes:
+    """The ``tags`` section: a UTF-8 JSON object, keys sorted (docs/FORMAT.md)."""
+    return json.dumps(clean_tags(tags), sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def parse_tags_section(section: bytes) -> dict[str, str]:
+    """Tags from a ``tags`` section; unknown keys and non-string values are left out."""
+    try:
+        return clean_tags(json.loads(section.decode("utf-8")))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return {}
+
+
+_OUTPUT_TAGS: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("walloc_output_tags", default={})
+
+
+@contextlib.contextmanager
+def audio_output_tags(tags: dict[str, str]) -> Iterator[None]:
+    """Audio sinks opened inside this block write ``tags`` into their file (those the format holds)."""
+    token = _OUTPUT_TAGS.set(clean_tags(tags))
+    try:
+        yield
+    finally:
+        _OUTPUT_TAGS.reset(token)
+
+
+def tags_not_held(fmt: str, tags: dict[str, str]) -> list[str]:
+    """The tags an audio output format cannot hold."""
+    return sorted(k for k in clean_tags(tags) if k not in AUDIO_TAGS_HELD.get(fmt, set()))
+
+
 def audio_output_format(suffix: str) -> str:
     """libsndfile format name for an audio file extension."""
     return _format_for(suffix, AUDIO_OUTPUT_FORMATS, "audio")
@@ -377,6 +583,13 @@ class AudioSink:
         except Exception as exc:  # noqa: BLE001 - libsndfile's refusal, as one line
             self.file.check()
             raise MediaError(f"cannot write {fmt} audio ({_first_line(exc)})") from None
+        self.file.check()
+        for key, value in _OUTPUT_TAGS.get().items():  # strings go in before the first frame
+            if key in AUDIO_TAGS_HELD.get(fmt, ()):
+                try:
+                    setattr(self.handle, key, value)
+                except Exception:  # noqa: BLE001 - a tag libsndfile refuses is not worth the audio
+                    pass
         self.file.check()
 
     def write(self, frames: np.ndarray) -> None:
