@@ -196,7 +196,13 @@ def _decode_work(job: batch.Job, options: dict) -> tuple[batch.Payload, list[str
     return write, notes, "audio", target
 
 
-WORK = {"encode": _encode_work, "decode": _decode_work}
+def _latents_work(job: batch.Job, options: dict) -> tuple[batch.Payload, list[str], str, str]:
+    from . import latents
+
+    return latents.job_work(job, options)
+
+
+WORK = {"encode": _encode_work, "decode": _decode_work, "latents": _latents_work}
 
 
 def _times(job: batch.Job, options: dict) -> tuple[int, int] | None:
@@ -294,6 +300,11 @@ def _stop_workers(pool) -> None:
 
 
 def _outcomes(kind: str, jobs: list[batch.Job], options: dict, force: bool, workers: int) -> Iterator[Outcome]:
+    if options.get("dask"):  # --dask ADDRESS: the same per-file work, on a Dask cluster (cluster.py)
+        from .cluster import outcomes
+
+        yield from outcomes(kind, jobs, options, force, options["dask"])
+        return
     tasks = [(kind, job, options, force) for job in jobs]
     uses_stdio = any(j.source == batch.STDIO or j.target == batch.STDIO for j in jobs)
     if workers <= 1 or len(jobs) <= 1 or uses_stdio:
@@ -325,8 +336,8 @@ def _outcomes(kind: str, jobs: list[batch.Job], options: dict, force: bool, work
 
 def _run(kind: str, jobs: list[batch.Job], options: dict, force: bool, workers: int, report: Reporter) -> int:
     """Process every job (in parallel with -j), continuing past failures; returns the exit code."""
-    verb = {"encode": "encoded", "decode": "decoded"}[kind]
-    running = {"encode": "encoding", "decode": "decoding"}[kind]
+    verb = {"encode": "encoded", "decode": "decoded", "latents": "latents of"}[kind]
+    running = {"encode": "encoding", "decode": "decoding", "latents": "latents of"}[kind]
     failed = done = skipped = 0
     if len(jobs) > 1 and options.get("progress", True) and not report.quiet and _is_terminal(sys.stderr):
         report.progress = Progress(sys.stderr, len(jobs), running)
@@ -450,6 +461,25 @@ def _check_stdout(jobs: list[batch.Job]) -> None:
         raise click.UsageError("refusing to write binary data to a terminal; use -o FILE or redirect stdout")
 
 
+def dask_client(address: str | None, jobs: list[batch.Job]):
+    """The Dask client for --dask ADDRESS (None without it); a cluster that cannot be used is a usage error."""
+    if address is None:
+        return None
+    from . import cluster
+
+    try:
+        cluster.check(jobs)
+        return cluster.connect(address)
+    except cluster.ClusterError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+dask_option = click.option(
+    "--dask", "dask_address", default=None, metavar="ADDRESS",
+    help="Run the files on a Dask cluster (tcp://HOST:8786; needs walloc[dask] and the same paths on every "
+         "worker). Output is identical to a local run.")
+
+
 common_options = [
     click.option("-o", "--output", type=str, default=None,
                  help="Output file, - for stdout, or a folder: an existing one or a name ending in / "
@@ -519,10 +549,11 @@ def main() -> None:
 @click.option("--strip", is_flag=True,
               help="Keep no metadata: no ICC profile, EXIF or XMP, no audio tags, and the .wlc gets the "
                    "current time instead of the input's modification time.")
+@dask_option
 def encode(inputs: tuple[str, ...], output: str | None, force: bool, skip_existing: bool, recursive: bool,
            quiet: bool, verbose: int, workers: int, no_progress: bool, model_names: tuple[str, ...],
            quality: int | None, target_bpp: float | None, target_kbps: float | None, tune: str | None, effort: int,
-           strip: bool) -> None:
+           strip: bool, dask_address: str | None = None) -> None:
     """Compress images (PNG, JPEG, WebP, TIFF, ...) and audio (WAV, FLAC, OGG, ...) to .wlc files."""
     from . import media
 
@@ -544,7 +575,7 @@ def encode(inputs: tuple[str, ...], output: str | None, force: bool, skip_existi
     _report_rejected(report, rejected, "an image or audio format walloc reads")
     options = {"models": models, "quality": quality, "bpp": target_bpp, "kbps": target_kbps, "tune": tune,
                "effort": effort, "strip": strip, "keep_mtime": True, "skip_existing": skip_existing,
-               "progress": not no_progress}
+               "progress": not no_progress, "dask": dask_client(dask_address, jobs)}
     sys.exit(_run("encode", jobs, options, force, _workers(workers), report))
 
 
@@ -870,35 +901,73 @@ def train(ctx: click.Context) -> None:
 @click.option("-o", "--output", type=str, default=None,
               help="FILE.npy (one input), FILE.npz (any number), DIR/ (one .npy each) or - (stdout, one input). "
                    "Default: INPUT.npy next to one input, latents.npz for several.")
+@click.option("-r", "--recursive", is_flag=True,
+              help="Descend into folders: the tree (class folders too) is mirrored under -o DIR/, one .npy per file.")
+@click.option("-j", "--jobs", "workers", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="Files processed in parallel (processes), for .npy outputs. Output is identical to -j 1.")
+@click.option("--dtype", type=click.Choice(["int8", "int16", "int32", "float32"]), default=None,
+              help="Storage type (default int32; float32 with --float). int8 holds rgb-16x latents in a quarter "
+                   "of the bytes; a file whose values do not fit is refused, never clipped.")
 @click.option("--float", "as_float", is_flag=True,
               help="Write float32 dequantized latents (latents·step, the decoder's input), not int32.")
 @click.option("-m", "--model", "model_name", default=None,
               help="Model for images and audio (default rgb-16x / stereo-ms); a .wlc file uses its own.")
 @click.option("-q", "--quality", type=click.IntRange(1, 100), default=None,
               help="Image quality 1–100 for quality-ladder models (-m); as in `walloc encode`.")
+@click.option("-n", "--skip-existing", is_flag=True,
+              help="Skip inputs whose output exists (outputs are only ever written whole: this resumes a run).")
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing output files.")
+@dask_option
 @click.option("--quiet", is_flag=True, help="Print errors only.")
 @click.option("-v", "--verbose", count=True, help="Print a line per file (shape, dtype).")
-def latents(inputs: tuple[str, ...], output: str | None, as_float: bool, model_name: str | None,
-            quality: int | None, force: bool, quiet: bool, verbose: int) -> None:
+def latents(inputs: tuple[str, ...], output: str | None, recursive: bool, workers: int, dtype: str | None,
+            as_float: bool, model_name: str | None, quality: int | None, skip_existing: bool, force: bool,
+            dask_address: str | None, quiet: bool, verbose: int) -> None:
     """Write the latents of images, audio or .wlc files as NumPy arrays (.npy / .npz).
 
     Images and audio go through the encoder; .wlc files are only entropy-decoded
     (no neural decoder, no torch). An image's latents cover it mirror-padded to a
     multiple of 8 pixels (bottom, right); a .npz also holds KEY.meta, a JSON string
     with the original size, padding, model and step.
+
+    A labelled dataset: `walloc latents -r photos/ -o latents/ -j 2 --dtype int8`
+    keeps the class folders (photos/cat/1.jpg -> latents/cat/1.npy).
     """
     from . import latents as product
 
-    try:
-        plan = product.plan(inputs, output)
-    except product.UsageProblem as exc:
-        raise click.UsageError(str(exc)) from None
-    if (plan.archive == batch.STDIO or batch.STDIO in plan.targets) and sys.stdout.isatty():
-        raise click.UsageError("refusing to write binary data to a terminal; use -o FILE or redirect stdout")
+    if as_float and dtype not in (None, "float32"):
+        raise click.UsageError("--float writes float32; it cannot be combined with --dtype " + dtype)
+    if skip_existing and force:
+        raise click.UsageError("give either --skip-existing or --force, not both")
     report = Reporter(quiet, verbose)
-    failed = product.run_command(plan, as_float, model_name, quality, force, report)
-    if len(inputs) > 1 and not quiet:
-        tail = f", {failed} failed" if failed else ""
-        click.echo(f"walloc: latents of {len(inputs) - failed} of {len(inputs)} files{tail}", err=True)
-    sys.exit(EXIT_FAILED if failed else 0)
+    if recursive:
+        if output is not None and (output == batch.STDIO or output.lower().endswith((".npy", ".npz"))):
+            raise click.UsageError("-r writes one .npy per file: give -o DIR/")
+        jobs = _plan(inputs, output, True, ".npy", product.accepts)
+    else:
+        try:
+            plan = product.plan(inputs, output)
+        except product.UsageProblem as exc:
+            raise click.UsageError(str(exc)) from None
+        if plan.archive is not None:
+            if dask_address is not None:
+                raise click.UsageError("--dask writes one .npy per input: give -o DIR/")
+            if plan.archive == batch.STDIO and sys.stdout.isatty():
+                raise click.UsageError("refusing to write binary data to a terminal; use -o FILE or redirect stdout")
+            if skip_existing and os.path.lexists(plan.archive):
+                report.note(plan.archive, "exists; skipped (--skip-existing)")
+                sys.exit(0)
+            failed = product.run_command(plan, as_float, model_name, quality, force, report, dtype)
+            if len(inputs) > 1 and not quiet:
+                tail = f", {failed} failed" if failed else ""
+                click.echo(f"walloc: latents of {len(inputs) - failed} of {len(inputs)} files{tail}", err=True)
+            sys.exit(EXIT_FAILED if failed else 0)
+        jobs = [batch.Job(source, target) for source, target in zip(plan.inputs, plan.targets)]
+    _check_stdout(jobs)
+    if skip_existing:
+        jobs, skipped = product.skip_existing(jobs)
+        if skipped and not quiet:
+            click.echo(f"walloc: skipped {skipped} files whose output exists", err=True)
+    options = {"float": as_float, "model": model_name, "quality": quality, "dtype": dtype,
+               "skip_existing": skip_existing, "dask": dask_client(dask_address, jobs)}
+    sys.exit(_run("latents", jobs, options, force, workers, report))
