@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-stamp
 # environment variable pointing there.
 LOCAL_WHEELS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels)
 
-.PHONY: install demo test bench bench-rd bench-audio bench-memory train train-ladder train-audio export fetch-audio clean
+.PHONY: install demo test bench bench-rd bench-audio bench-memory train train-ladder train-audio train-audio-ladder export fetch-audio clean
 
 install: $(STAMP)
 
@@ -51,6 +51,11 @@ train: install
 # The quality-ladder image model rgb-1x: closed-form fit (PCA + histograms), about 10 minutes on 2 cores.
 train-ladder: install
 	$(BIN)/python -m walloc_cli.ladder --data ../shared/data/images --out weights/ --name rgb-1x --images 300
+
+# The perceptual audio ladder stereo-1x (the default audio model): histograms and a rate map,
+# no gradients, about 2 minutes on 2 cores.  Needs the music: make fetch-audio.
+train-audio-ladder: install
+	$(BIN)/python -m walloc_cli.audio_fit --data data/audio --out weights/ --name stereo-1x
 
 fetch-audio:
 	bash ../shared/data/audio/fetch-audio.sh data/audio

@@ -180,10 +180,13 @@ def test_channels_and_exact_frame_counts(music, channels):
     assert (channels > 2) == any("independent" in n for n in result.notes)
 
 
-def test_mono_costs_less_than_stereo(music):
-    stereo = len(api.encode_audio(wav(music)).data)
-    mono = len(api.encode_audio(wav(music[:, :1])).data)
-    assert mono < 0.8 * stereo
+def test_mono_costs_about_half_of_stereo(music):
+    """The same music as a mono mix costs at most 55 % of the stereo file (measured 45–48 %
+    at q 10–70 on this clip; its left channel alone 52–56 %)."""
+    for q in (20, 60):
+        stereo = len(api.encode_audio(wav(music), quality=q).data)
+        mono = len(api.encode_audio(wav(music.mean(axis=1, keepdims=True)), quality=q).data)
+        assert mono <= 0.55 * stereo
 
 
 def test_tiny_clip_and_other_rates(music):
@@ -293,6 +296,6 @@ def test_cli_quality_kbps_and_tune(tmp_path, music):
     assert meta["tune"] == "psnr" and meta["kbps"] <= 32
     assert run("encode", str(song), "-q", "20", "--kbps", "32", "-o", str(tmp_path / "x.wlc")).exit_code == 2
     result = run("encode", str(song), "-m", "stereo-ms", "-q", "20", "-o", str(tmp_path / "ms.wlc"))
-    assert result.exit_code == 1 and not (tmp_path / "ms.wlc").exists()
+    assert result.exit_code == 2 and not (tmp_path / "ms.wlc").exists()  # a usage error, before any work
     assert run("decode", str(tmp_path / "q20.wlc"), "-o", str(tmp_path / "q20.flac")).exit_code == 0
     assert soundfile.info(tmp_path / "q20.flac").frames == len(music)

@@ -31,9 +31,9 @@ PRESET = dict(
     levels=8, wavelet="bior4.4", frame=4, segment=4096,
     groups=[0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 19, 22, 26, 30, 35, 41, 48, 56, 66, 78, 92, 108,
             128, 152, 180, 212, 256],
-    alpha_num=7, alpha_den=10, spread_up=5, spread_down=10, decay=2, side_mask=4, side_offset=8,
-    rho_min=-24, rho_tables=60, rho_skip=-24, deadzone=0.2, recon=0.1, noise_cap=0.6,
-    post_tolerance=1.0, post_boost=2.0, post_free_rho=16,
+    alpha_num=7, alpha_den=10, spread_up=5, spread_down=10, decay=2, side_mask=4, side_offset=32,
+    rho_min=-96, rho_tables=60, rho_skip=-96, deadzone=0.15, recon=0.1, noise_cap=0.3,
+    post_tolerance=1.0, post_boost=2.0, post_free_rho=64,
 )
 RATE = 44100
 VALUE_LIMIT = 4096            # histogram range of quantized values; beyond it counts as escape
@@ -134,7 +134,7 @@ def fit(data: Path, tracks: int, seconds: float, params_dict: dict) -> tuple[al.
     _log(f"{len(clips)} excerpts, {duration / 60:.1f} min of training music")
     ath = ath_floor(params)
     tilt = np.zeros(params.group_count, np.int64)
-    grid = np.arange(-160, 121, 8)            # base step offsets to measure (step units)
+    grid = np.arange(-640, 481, 32)           # base step offsets to measure (step units: ½ octave apart)
     width = 2 * VALUE_LIMIT + 1
     coef_counts = np.zeros((len(al.TUNES), grid.size, params.rho_tables, width))
     coef_escapes = np.zeros((len(al.TUNES), grid.size, params.rho_tables))
@@ -214,18 +214,27 @@ def main() -> None:
     parser.add_argument("--name", default="stereo-1x")
     parser.add_argument("--tracks", type=int, default=48)
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                        help="override a recipe parameter, e.g. --set levels=9 --set 'groups=[0, 2, …]'")
     args = parser.parse_args()
+    preset = dict(PRESET)
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if key not in preset:
+            sys.exit(f"audio_fit: unknown parameter {key!r}")
+        preset[key] = json.loads(value)
     if not (args.data / "train").is_dir():
         sys.exit(f"audio_fit: {args.data}/train: no such folder (fetch it: make fetch-audio)")
     started = time.time()
-    tables, facts = fit(args.data, args.tracks, args.seconds, PRESET)
+    tables, facts = fit(args.data, args.tracks, args.seconds, preset)
     config = {"name": args.name, "family": "audio-ladder", "modality": "audio", "channels": 1,
-              "levels": PRESET["levels"], "wavelet": PRESET["wavelet"], "latent_channels": 2 ** PRESET["levels"],
+              "levels": preset["levels"], "wavelet": preset["wavelet"], "latent_channels": 2 ** preset["levels"],
               "decoder_width": 0, "decoder_blocks": 0, "decoder_kind": "linear", "coding": "audio-ladder",
-              "table_sets": 1, **PRESET,
+              "table_sets": 1, **preset,
               "info": {**facts, "fit_wall_minutes": round((time.time() - started) / 60, 1),
                        "command": f"python -m walloc_cli.audio_fit --data {args.data} --out {args.out} "
-                                  f"--tracks {args.tracks} --seconds {args.seconds}"}}
+                                  f"--tracks {args.tracks} --seconds {args.seconds}"
+                                  + "".join(f" --set '{item}'" for item in args.set)}}
     save_model(args.out, config, tables.arrays())
     _log(f"wrote {args.out / (args.name + '.npz')} in {(time.time() - started) / 60:.1f} min")
 

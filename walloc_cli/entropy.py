@@ -558,13 +558,7 @@ def _encode_channels(encoder, latents: np.ndarray, c0: int, c1: int, tables: Rag
     first_rows = np.array([candidates[int(b)][0] for b in best], np.int64)
     rows = (np.take_along_axis(best_which, order, axis=1) + first_rows[:, None] + channel_rows).reshape(-1)
     values = np.take_along_axis(coded, order, axis=1).reshape(-1)
-    lo_value, size = tables.lo[rows].astype(np.int64), tables.size[rows].astype(np.int64)
-    symbols = values - lo_value
-    outside = (symbols < 0) | (symbols >= size)
-    beyond = np.where(symbols < 0, symbols, symbols - size + 1)
-    symbols = np.where(outside, size, symbols).astype(np.int32)
-    starts = np.flatnonzero(np.concatenate(([True], np.diff(rows) != 0)))
-    ends = np.append(starts[1:], rows.size)
+    symbols, outside, beyond, starts, ends = _symbols_by_row(tables, rows, values)
     escapes = np.add.reduceat(outside.astype(np.int64), starts)
     channel_of = starts // activity.shape[1]
     for i, (a, b) in enumerate(zip(starts.tolist(), ends.tolist())):
@@ -573,6 +567,19 @@ def _encode_channels(encoder, latents: np.ndarray, c0: int, c1: int, tables: Rag
         encoder.encode(symbols[a:b], tables.model(int(rows[a])))
         if escapes[i]:
             _encode_escapes(encoder, beyond[a:b][outside[a:b]])
+
+
+def _symbols_by_row(tables: RaggedTables, rows: np.ndarray, values: np.ndarray):
+    """Values sorted by table row -> (symbols with escapes as ``size``, escaped mask, signed distance
+    beyond the range, start and end of each row's run): what both grouped encoders hand constriction."""
+    lo, size = tables.lo[rows].astype(np.int64), tables.size[rows].astype(np.int64)
+    symbols = values - lo
+    outside = (symbols < 0) | (symbols >= size)
+    beyond = np.where(symbols < 0, symbols, symbols - size + 1)
+    symbols = np.where(outside, size, symbols).astype(np.int32)
+    starts = np.flatnonzero(np.concatenate(([True], np.diff(rows) != 0)))
+    ends = np.append(starts[1:], rows.size)
+    return symbols, outside, beyond, starts, ends
 
 
 def _decode_groups(decoder, tables: RaggedTables, first_row: int, which: np.ndarray,
@@ -690,13 +697,7 @@ def encode_grouped(encoder, tables: RaggedTables, first_row: int, which: np.ndar
     order = np.argsort(which.astype(np.int16), kind="stable")
     rows = which[order].astype(np.int64) + first_row
     values = values[order]
-    lo, size = tables.lo[rows].astype(np.int64), tables.size[rows].astype(np.int64)
-    symbols = values - lo
-    outside = (symbols < 0) | (symbols >= size)
-    beyond = np.where(symbols < 0, symbols, symbols - size + 1)
-    symbols = np.where(outside, size, symbols).astype(np.int32)
-    starts = np.flatnonzero(np.concatenate(([True], np.diff(rows) != 0)))
-    ends = np.append(starts[1:], rows.size)
+    symbols, outside, beyond, starts, ends = _symbols_by_row(tables, rows, values)
     for a, b in zip(starts.tolist(), ends.tolist()):
         encoder.encode(symbols[a:b], tables.model(int(rows[a])))
         if outside[a:b].any():
