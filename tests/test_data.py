@@ -93,6 +93,8 @@ def test_skip_existing_resumes_and_force_is_still_needed_to_replace(tree, tmp_pa
     assert "skipped 4 files" in r.stderr and "dog/0000" in r.stderr
     after = files(out, ".npy")
     assert after["dog/0000.npy"] == before["dog/0000.npy"] and after["cat/0001.npy"] == b"kept"
+    r = run("latents", "-r", str(tree), "-o", f"{out}/", "-n")     # nothing left to do: done, not "no input"
+    assert r.exit_code == 0 and "skipped 5 files" in r.stderr and "no input" not in r.stderr
     r = run("latents", "-r", str(tree), "-o", f"{out}/")
     assert r.exit_code == 1 and len(error_lines(r)) == 5 and all("--force" in e for e in error_lines(r))
     assert run("latents", "-r", str(tree), "-o", f"{out}/", "-n", "-f").exit_code == 2
@@ -251,10 +253,23 @@ def test_dask_outputs_equal_a_local_run_failures_are_reported_and_runs_resume(tr
             f"walloc: error: {os.path.join('src', 'dog', 'broken.png')}: not an image walloc can read"]
         got = files(tmp_path / f"dask-{command}", suffix)
         assert len(got) == 5 and got == files(tmp_path / f"local-{command}", suffix)
+    from walloc_cli import cluster as cluster_module
+
+    monkeypatch.setattr(cluster_module, "files_per_task", lambda count, threads: 4)   # several files per task
+    r = run("latents", "-r", "src", "-o", "dask-chunks/", "--dtype", "int8", "--dask", address)
+    assert r.exit_code == 1 and len(error_lines(r)) == 1
+    assert files(tmp_path / "dask-chunks", ".npy") == files(tmp_path / "local-latents", ".npy")
     (tmp_path / "dask-latents/cat/0001.npy").unlink()
     r = run("latents", "-r", "src", "-o", "dask-latents/", "--dtype", "int8", "-n", "-v", "--dask", address)
     assert "skipped 4 files" in r.stderr and f"{os.path.join('src', 'cat', '0001.png')} -> " in r.stderr
     assert files(tmp_path / "dask-latents", ".npy") == files(tmp_path / "local-latents", ".npy")
+
+
+def test_files_per_task():
+    from walloc_cli.cluster import MAX_FILES_PER_TASK, files_per_task
+
+    assert files_per_task(6, 2) == 1 and files_per_task(800, 2) == MAX_FILES_PER_TASK
+    assert files_per_task(100, 4) == 6 and files_per_task(1_281_167, 256) == MAX_FILES_PER_TASK
 
 
 def test_dask_usage_errors(tree, tmp_path):

@@ -968,6 +968,8 @@ def latents(inputs: tuple[str, ...], output: str | None, recursive: bool, worker
         jobs, skipped = product.skip_existing(jobs)
         if skipped and not quiet:
             click.echo(f"walloc: skipped {skipped} files whose output exists", err=True)
+        if skipped and not jobs:
+            sys.exit(0)
     options = {"float": as_float, "model": model_name, "quality": quality, "dtype": dtype,
                "skip_existing": skip_existing, "dask": dask_client(dask_address, jobs)}
     sys.exit(_run("latents", jobs, options, force, workers, report))

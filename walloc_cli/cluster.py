@@ -5,9 +5,10 @@
 
 The plan (which input goes to which output, collisions, inputs that would be
 overwritten) is made here, on the client, exactly as for a local run; each file is
-then one task that runs the very function a local ``-j`` worker runs
-(:func:`walloc_cli.cli.process`): read, code, check the target, write it through a
-temporary file and a no-clobber link.  So the outputs are byte-identical to a local
+then processed on a worker by the very function a local ``-j`` worker runs
+(:func:`walloc_cli.cli.process`; files go a few per task, so that a million files are not
+a million tasks): read, code, check the target, write it through a temporary file and a
+no-clobber link.  So the outputs are byte-identical to a local
 run (the codec is deterministic and uses one BLAS thread), every failure is one
 error line naming its file, and an interrupted or partly failed run resumes with
 ``--skip-existing``: an output that exists is complete.
@@ -63,12 +64,24 @@ def _prepare_worker() -> None:
         pass
 
 
-def run_task(kind: str, job: batch.Job, options: dict, force: bool) -> "Outcome":
-    """What one Dask task runs: the local batch runner's own per-file function."""
+MAX_FILES_PER_TASK = 64
+
+
+def run_task(kind: str, jobs: list[batch.Job], options: dict, force: bool) -> list["Outcome"]:
+    """What one Dask task runs: the local batch runner's own per-file function, over a few files."""
     from .cli import process
 
     _prepare_worker()
-    return process(kind, job, options, force)
+    return [process(kind, job, options, force) for job in jobs]
+
+
+def files_per_task(count: int, threads: int) -> int:
+    """Files in one task: about 4 tasks per worker thread, at most MAX_FILES_PER_TASK.
+
+    One task per file would put a million tasks on the scheduler for ImageNet (it spends
+    about a millisecond on each); a few tasks per thread still balance the load.
+    """
+    return max(1, min(MAX_FILES_PER_TASK, count // max(1, 4 * threads)))
 
 
 def connect(address: str):
@@ -86,8 +99,9 @@ def outcomes(kind: str, jobs: list[batch.Job], options: dict, force: bool, clust
     """Each job's outcome in input order, the work done by ``cluster`` (a Dask Client, or a scheduler's
     address); the client is closed at the end.
 
-    A task that dies with an unexpected error (a worker lost, a bug) is reported as a
-    failure of its file, like any other; the rest of the batch goes on.
+    Files go to the cluster a few per task (:func:`files_per_task`).  A task that dies with
+    an unexpected error (a worker lost, a bug) is reported as a failure of each of its
+    files, like any other; the rest of the batch goes on, and ``-n`` redoes just those.
     """
     from .cli import Outcome
 
@@ -99,16 +113,20 @@ def outcomes(kind: str, jobs: list[batch.Job], options: dict, force: bool, clust
     futures = []
     try:
         remote_options = {k: v for k, v in options.items() if k != "dask"}
-        futures = client.map(run_task, [kind] * len(jobs), [absolute(j) for j in jobs],
-                             [remote_options] * len(jobs), [force] * len(jobs), pure=False)
-        for job, future in zip(jobs, futures):
+        threads = sum(w.get("nthreads", 1) for w in client.scheduler_info().get("workers", {}).values())
+        size = files_per_task(len(jobs), threads)
+        chunks = [jobs[i:i + size] for i in range(0, len(jobs), size)]
+        futures = client.map(run_task, [kind] * len(chunks), [[absolute(j) for j in c] for c in chunks],
+                             [remote_options] * len(chunks), [force] * len(chunks), pure=False)
+        for chunk, future in zip(chunks, futures):
             try:
-                outcome = future.result()
-            except Exception as exc:  # noqa: BLE001 - a task's failure is its file's failure
+                results = future.result()
+            except Exception as exc:  # noqa: BLE001 - a task's failure is its files' failure
                 detail = str(exc).splitlines()[0] if str(exc) else ""
-                outcome = Outcome(job.source, job.target,
-                                  f"failed on the cluster ({type(exc).__name__}{': ' + detail if detail else ''})")
-            yield replace(outcome, source=job.source, target=job.target)  # the paths as the user wrote them
+                why = f"failed on the cluster ({type(exc).__name__}{': ' + detail if detail else ''})"
+                results = [Outcome(job.source, job.target, why) for job in chunk]
+            for job, outcome in zip(chunk, results):
+                yield replace(outcome, source=job.source, target=job.target)  # the paths as the user wrote them
     finally:
         if futures:
             client.cancel(futures)
