@@ -32,8 +32,8 @@ PRESET = dict(
     groups=[0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 19, 22, 26, 30, 35, 41, 48, 56, 66, 78, 92, 108,
             128, 152, 180, 212, 256],
     alpha_num=7, alpha_den=10, spread_up=5, spread_down=10, decay=2, side_mask=4, side_offset=32,
-    rho_min=-96, rho_tables=60, rho_skip=-96, deadzone=0.15, recon=0.1, noise_cap=0.3,
-    post_tolerance=1.0, post_boost=2.0, post_free_rho=64,
+    rho_min=-96, rho_tables=60, rho_skip=-96, deadzone=0.15, recon=0.1, noise_cap=0.15,
+    post_tolerance=1.0, post_boost=2.0, post_free_rho=0,
 )
 RATE = 44100
 VALUE_LIMIT = 4096            # histogram range of quantized values; beyond it counts as escape
