@@ -360,10 +360,11 @@ def _signal_groups(channels: int, coding: str | None = None) -> list[tuple[np.nd
 STEREO_READ_FRAMES = 1 << 20
 
 
-def _stereo_coding(source: media.AudioSource) -> str:
+def _stereo_coding(source: media.AudioSource, tune: str = audio_ladder.DEFAULT_TUNE) -> str:
     """The ladder's channel coding of a file: for stereo, one pass over its energies decides
-    between mid-side and left-right (:func:`audio_ladder.stereo_coding`)."""
-    if source.channels != 2:
+    between mid-side and left-right (:func:`audio_ladder.stereo_coding`); tune psnr always
+    takes mid-side, which concentrates the energy of alike channels (the MSE choice)."""
+    if source.channels != 2 or tune == "psnr":
         return channel_mixes(source.channels)[0]
     mid = side = 0.0
     for start in range(0, source.frames, STEREO_READ_FRAMES):
@@ -442,7 +443,7 @@ def _audio_ladder_to_kbps(source: media.AudioSource, model: audio_ladder.LadderM
                           tune: str) -> tuple[bytes, list[str]]:
     """The highest quality whose file (header included) fits ``target_kbps``: a binary search, ~7 encodes."""
     seconds = source.frames / source.rate
-    coding = _stereo_coding(source)
+    coding = _stereo_coding(source, tune)
     best, lo, hi = None, 1, 100
     while lo <= hi:
         q = (lo + hi) // 2
@@ -479,7 +480,7 @@ def encode_audio(data: bytes | str | Path, model_name: str | None = None, qualit
         wlc, more = _audio_ladder_to_kbps(source, model, target_kbps, tune)
         return EncodeResult(wlc, notes + more)
     quality = audio_ladder.check_quality(DEFAULT_AUDIO_QUALITY if quality is None else quality)
-    return EncodeResult(_encode_audio_ladder(source, model, quality, tune, _stereo_coding(source)), notes)
+    return EncodeResult(_encode_audio_ladder(source, model, quality, tune, _stereo_coding(source, tune)), notes)
 
 
 def _audio_layout(header: dict[str, Any], model, max_frames: int) -> tuple[int, int, int, str, tuple]:

@@ -33,7 +33,7 @@ PRESET = dict(
             128, 152, 180, 212, 256],
     alpha_num=7, alpha_den=10, spread_up=5, spread_down=10, decay=2, side_mask=4, side_offset=32,
     rho_min=-96, rho_tables=60, rho_skip=-96, deadzone=0.15, recon=0.1, noise_cap=0.15,
-    post_tolerance=1.0, post_boost=2.0, post_free_rho=0,
+    post_tolerance=1.0, post_boost=2.0, post_free_rho=0, psnr_frames=8,
 )
 RATE = 44100
 VALUE_LIMIT = 4096            # histogram range of quantized values; beyond it counts as escape

@@ -92,6 +92,8 @@ class LadderParams:
     post_boost: float               # … and bands quieter than it raised, by at most this amplitude gain
     post_free_rho: int              # … except bands coded finely (energy/step ratio ≥ this, step units):
                                     # those are only kept inside their energy's 3 dB rounding interval
+    psnr_frames: int                # tune psnr sends one energy per this many frames: there the
+                                    # energies only pick tables, and 5.7 kbps of them cost 1.5 dB
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "LadderParams":
@@ -258,6 +260,23 @@ def group_energies(signals: np.ndarray, params: LadderParams) -> np.ndarray:
     return energy_index(band_power(signals, params))
 
 
+def energy_step(params: LadderParams, tune: str) -> int:
+    """Frames per coded energy: every frame in the perceptual tune, ``psnr_frames`` in the psnr tune."""
+    return params.psnr_frames if tune == "psnr" else 1
+
+
+def held_energies(power: np.ndarray, step: int) -> np.ndarray:
+    """Coded energies from per-frame powers (S, frames, G) when one energy serves ``step`` frames:
+    the mean power of each run of ``step`` frames, held over the run."""
+    if step == 1:
+        return energy_index(power)
+    s, frames, groups = power.shape
+    runs = -(-frames // step)
+    padded = np.concatenate([power, np.repeat(power[:, -1:], runs * step - frames, axis=1)], axis=1)
+    held = energy_index(padded.reshape(s, runs, step, groups).mean(axis=2))
+    return np.repeat(held, step, axis=1)[:, :frames]
+
+
 def masking(e: np.ndarray, params: LadderParams) -> np.ndarray:
     """Masking energy of each (frame, group) of one signal: spread across groups, then in time."""
     frames, groups = e.shape
@@ -408,16 +427,18 @@ def _energy_context(residual: np.ndarray, g: int) -> np.ndarray:
 
 
 def encode_segment(encoder, latents: np.ndarray, energies: np.ndarray, k: np.ndarray, roles: list[int],
-                   params: LadderParams, tables: LadderTables) -> None:
+                   params: LadderParams, tables: LadderTables, step: int = 1) -> None:
     """Append one segment to ``encoder``: per signal its silence flags and the sounding frames'
-    energies (group by group), then every coefficient that is sent."""
+    energies (group by group; one frame in ``step``, the energies being held over each run),
+    then every coefficient that is sent."""
     for i, role in enumerate(roles):
-        silent = _silent_frames(energies[i])
+        coded = energies[i][::step]
+        silent = _silent_frames(coded)
         entropy.encode_grouped(encoder, _FLAGS, 0, np.zeros(1, np.int64), np.array([int(silent.all())]))
         if silent.all():
             continue
         entropy.encode_grouped(encoder, _FLAGS, 1, np.zeros(silent.size, np.int64), silent.astype(np.int64))
-        residual = _energy_residuals(energies[i][~silent])
+        residual = _energy_residuals(coded[~silent])
         for g in range(residual.shape[1]):
             entropy.encode_grouped(encoder, tables.energy, role * ENERGY_CONTEXTS, _energy_context(residual, g),
                                    residual[:, g])
@@ -440,11 +461,13 @@ def decode_segment(decoder, signals: int, positions: int, roles: list[int], qual
     """Inverse of :func:`encode_segment`: (latents (S, bands, P) int32, energies, step indices)."""
     frames = positions // params.frame
     groups = params.group_count
-    energies = np.full((signals, frames, groups), SILENT, np.int64)
+    step = energy_step(params, tune)
+    runs = -(-frames // step)
+    energies = np.full((signals, runs, groups), SILENT, np.int64)
     for i, role in enumerate(roles):
         if _decode_flags(decoder, 0, 1)[0]:
             continue
-        sounding = ~_decode_flags(decoder, 1, frames)
+        sounding = ~_decode_flags(decoder, 1, runs)
         residual = np.empty((int(sounding.sum()), groups), np.int64)
         for g in range(groups):
             order, values = entropy.decode_grouped(decoder, tables.energy, role * ENERGY_CONTEXTS,
@@ -454,6 +477,7 @@ def decode_segment(decoder, signals: int, positions: int, roles: list[int], qual
         if e.min(initial=SILENT) < SILENT or e.max(initial=E_MAX) > E_MAX:
             raise EntropyError("decoded band energy out of range")
         energies[i, sounding] = e
+    energies = np.repeat(energies, step, axis=1)[:, :frames]
     k = step_indices(energies, roles, params, tables, quality, tune)
     which = _per_coefficient(table_of(energies, k, params), params)
     sent = which >= 0
@@ -602,17 +626,19 @@ class LadderModel:
             p1 = min(positions, p0 + p.segment)
             if positions <= p.segment:
                 window = read(np.arange(length))
-                coefficients, energies = analyse(window, p), group_energies(window, p)
+                coefficients, power = analyse(window, p), band_power(window, p)
             else:
                 m = self.margin
                 window = read(np.arange((p0 - m) * block, (p1 + m) * block) % length)
                 coefficients = analyse(window, p)[:, :, m : m + p1 - p0]
-                energies = group_energies(window, p)[:, m // p.frame : (m + p1 - p0) // p.frame]
+                power = band_power(window, p)[:, m // p.frame : (m + p1 - p0) // p.frame]
+            step = energy_step(p, tune)
+            energies = held_energies(power, step)
             k = step_indices(energies, roles, p, self.tables, quality, tune)
             which = _per_coefficient(table_of(energies, k, p), p)
             latents = quantize(coefficients, _per_coefficient(step_sizes(k), p), which >= 0, p.deadzone)
             encoder = new_encoder()
-            encode_segment(encoder, latents, energies, k, roles, p, self.tables)
+            encode_segment(encoder, latents, energies, k, roles, p, self.tables, step)
             out.append(finish(encoder))
         return out
 
