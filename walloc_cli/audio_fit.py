@@ -144,10 +144,10 @@ def fit(data: Path, tracks: int, seconds: float, params_dict: dict) -> tuple[al.
         coefficients = al.analyse(signals, params)
         energies = al.group_energies(signals, params)
         for i, role in enumerate(roles):
-            sounding = energies[i][~al._silent_frames(energies[i])]
-            residual = al._energy_residuals(sounding)
+            sounding = energies[i][~al.silent_frames(energies[i])]
+            residual = al.energy_residuals(sounding)
             for g in range(residual.shape[1]):
-                context = al._energy_context(residual, g)
+                context = al.energy_context(residual, g)
                 for c in np.unique(context):
                     energy_values[role * al.ENERGY_CONTEXTS + c].append(residual[context == c, g])
         for t, tune in enumerate(al.TUNES):
@@ -155,9 +155,9 @@ def fit(data: Path, tracks: int, seconds: float, params_dict: dict) -> tuple[al.
                 offsets = np.full((len(al.TUNES), 101), base, np.int64)
                 tables = al.LadderTables(offsets, tilt, ath, None, None)
                 k = al.step_indices(energies, roles, params, tables, 50, tune)
-                which = al._per_coefficient(al.table_of(energies, k, params), params)
+                which = al.per_coefficient(al.table_of(energies, k, params), params)
                 sent = which >= 0
-                values = al.quantize(coefficients, al._per_coefficient(al.step_sizes(k), params), sent,
+                values = al.quantize(coefficients, al.per_coefficient(al.step_sizes(k), params), sent,
                                      params.deadzone)[sent].astype(np.int64)
                 rows = which[sent]
                 inside = np.abs(values) <= VALUE_LIMIT

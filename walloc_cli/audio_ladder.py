@@ -325,7 +325,7 @@ def step_sizes(k: np.ndarray) -> np.ndarray:
 
 def per_coefficient_steps(k: np.ndarray, params: LadderParams) -> np.ndarray:
     """Step indices (S, frames, groups) -> the step of every latent (S, bands, positions), float32."""
-    return _per_coefficient(step_sizes(k), params).astype(np.float32)
+    return per_coefficient(step_sizes(k), params).astype(np.float32)
 
 
 def table_of(energies: np.ndarray, k: np.ndarray, params: LadderParams) -> np.ndarray:
@@ -335,7 +335,7 @@ def table_of(energies: np.ndarray, k: np.ndarray, params: LadderParams) -> np.nd
     return np.where((energies == SILENT) | (rho < params.rho_skip), -1, table)
 
 
-def _per_coefficient(per_group: np.ndarray, params: LadderParams) -> np.ndarray:
+def per_coefficient(per_group: np.ndarray, params: LadderParams) -> np.ndarray:
     """(S, frames, groups) -> (S, bands, positions): each coefficient's group value."""
     expanded = per_group[:, :, params.group_of_band]                  # (S, frames, bands)
     return np.repeat(expanded.transpose(0, 2, 1), params.frame, axis=2)
@@ -368,7 +368,7 @@ def reconstruct(values: np.ndarray, energies: np.ndarray, k: np.ndarray, params:
     ``first_position`` (the segment's absolute position) seeds the noise, so a
     segment decodes to the same samples whichever order segments are decoded in.
     """
-    steps = _per_coefficient(step_sizes(k), params)
+    steps = per_coefficient(step_sizes(k), params)
     magnitude = np.maximum(np.abs(values) - params.recon, 0.0)
     out = np.sign(values) * magnitude * steps
     if tune == "psnr":
@@ -390,7 +390,7 @@ def reconstruct(values: np.ndarray, energies: np.ndarray, k: np.ndarray, params:
     cap = (params.noise_cap * step_sizes(k)) ** 2
     partly = zeros < size[None, None, :]
     variance = np.where(partly, np.minimum(variance, cap), variance)
-    scale = _per_coefficient(np.sqrt(variance), params)
+    scale = per_coefficient(np.sqrt(variance), params)
     signal = np.arange(s, dtype=np.uint64)[:, None, None] << np.uint64(56)
     band = np.arange(bands, dtype=np.uint64)[None, :, None] << np.uint64(44)
     position = np.arange(first_position, first_position + positions, dtype=np.uint64)[None, None, :]
@@ -409,17 +409,17 @@ _FLAGS = RaggedTables.from_rows([
 ])
 
 
-def _silent_frames(energies: np.ndarray) -> np.ndarray:
+def silent_frames(energies: np.ndarray) -> np.ndarray:
     return (energies == SILENT).all(axis=-1)
 
 
-def _energy_residuals(e: np.ndarray) -> np.ndarray:
+def energy_residuals(e: np.ndarray) -> np.ndarray:
     """Each sounding frame's energies minus the previous sounding frame's (ENERGY_START before the first)."""
     previous = np.vstack([np.full((1, e.shape[1]), ENERGY_START), e[:-1]])
     return e - previous
 
 
-def _energy_context(residual: np.ndarray, g: int) -> np.ndarray:
+def energy_context(residual: np.ndarray, g: int) -> np.ndarray:
     """Context of group g's residuals: the group below's residual in the same frame, clipped (−3…3)."""
     if g == 0:
         return np.full(residual.shape[0], ENERGY_CONTEXTS - 1)
@@ -433,16 +433,16 @@ def encode_segment(encoder, latents: np.ndarray, energies: np.ndarray, k: np.nda
     then every coefficient that is sent."""
     for i, role in enumerate(roles):
         coded = energies[i][::step]
-        silent = _silent_frames(coded)
+        silent = silent_frames(coded)
         entropy.encode_grouped(encoder, _FLAGS, 0, np.zeros(1, np.int64), np.array([int(silent.all())]))
         if silent.all():
             continue
         entropy.encode_grouped(encoder, _FLAGS, 1, np.zeros(silent.size, np.int64), silent.astype(np.int64))
-        residual = _energy_residuals(coded[~silent])
+        residual = energy_residuals(coded[~silent])
         for g in range(residual.shape[1]):
-            entropy.encode_grouped(encoder, tables.energy, role * ENERGY_CONTEXTS, _energy_context(residual, g),
+            entropy.encode_grouped(encoder, tables.energy, role * ENERGY_CONTEXTS, energy_context(residual, g),
                                    residual[:, g])
-    which = _per_coefficient(table_of(energies, k, params), params)
+    which = per_coefficient(table_of(energies, k, params), params)
     sent = which >= 0
     entropy.encode_grouped(encoder, tables.coefficients, 0, which[sent], latents[sent])
 
@@ -471,7 +471,7 @@ def decode_segment(decoder, signals: int, positions: int, roles: list[int], qual
         residual = np.empty((int(sounding.sum()), groups), np.int64)
         for g in range(groups):
             order, values = entropy.decode_grouped(decoder, tables.energy, role * ENERGY_CONTEXTS,
-                                                   _energy_context(residual, g), ENERGY_CONTEXTS)
+                                                   energy_context(residual, g), ENERGY_CONTEXTS)
             residual[order, g] = values
         e = np.cumsum(residual, axis=0) + ENERGY_START
         if e.min(initial=SILENT) < SILENT or e.max(initial=E_MAX) > E_MAX:
@@ -479,7 +479,7 @@ def decode_segment(decoder, signals: int, positions: int, roles: list[int], qual
         energies[i, sounding] = e
     energies = np.repeat(energies, step, axis=1)[:, :frames]
     k = step_indices(energies, roles, params, tables, quality, tune)
-    which = _per_coefficient(table_of(energies, k, params), params)
+    which = per_coefficient(table_of(energies, k, params), params)
     sent = which >= 0
     latents = np.zeros((signals, params.bands, positions), np.int32)
     order, values = entropy.decode_grouped(decoder, tables.coefficients, 0, which[sent], params.rho_tables)
@@ -635,8 +635,8 @@ class LadderModel:
             step = energy_step(p, tune)
             energies = held_energies(power, step)
             k = step_indices(energies, roles, p, self.tables, quality, tune)
-            which = _per_coefficient(table_of(energies, k, p), p)
-            latents = quantize(coefficients, _per_coefficient(step_sizes(k), p), which >= 0, p.deadzone)
+            which = per_coefficient(table_of(energies, k, p), p)
+            latents = quantize(coefficients, per_coefficient(step_sizes(k), p), which >= 0, p.deadzone)
             encoder = new_encoder()
             encode_segment(encoder, latents, energies, k, roles, p, self.tables, step)
             out.append(finish(encoder))
