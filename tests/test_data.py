@@ -138,6 +138,17 @@ def test_latent_folder_reads_images_wlc_and_npy_alike(stores):
     assert sets["npy"][2][0].shape == (12, 7, 10)
 
 
+def test_wlc_of_another_model_is_an_error_naming_the_file(stores, tmp_path):
+    from walloc_cli.errors import WallocError
+
+    (tmp_path / "a").mkdir()
+    assert run("encode", str(stores["images"] / "cat/0000.png"), "-o", str(tmp_path / "a/x.wlc")).exit_code == 0
+    x, _ = LatentFolder(tmp_path)[0]           # rgb-1x, walloc encode's default: 192 dequantized channels
+    assert x.shape == (192, 8, 8) and x.dtype == torch.float32
+    with pytest.raises(WallocError, match=r"x\.wlc: written with model rgb-1x, not rgb-16x"):
+        LatentFolder(tmp_path, model="rgb-16x")[0]
+
+
 def test_fixed_size_crops_pads_and_standardises(stores):
     full = LatentFolder(stores["npy"])
     ds = LatentFolder(stores["npy"], size=(6, 8))

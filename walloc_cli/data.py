@@ -184,8 +184,16 @@ class LatentFolder(Dataset):
 
     # -- reading ------------------------------------------------------------------------
     def load(self, index: int) -> np.ndarray:
-        """The item's latents (or padded pixels, ``(3, H, W)`` uint8) as stored, before any crop."""
+        """The item's latents (or padded pixels, ``(3, H, W)`` uint8) as stored, before any crop.
+
+        A file walloc cannot read raises :class:`walloc_cli.errors.WallocError` naming it."""
         path, _ = self.samples[index]
+        try:
+            return self._read(path)
+        except WallocError as exc:
+            raise WallocError(f"{path}: {exc}") from None
+
+    def _read(self, path: str) -> np.ndarray:
         suffix = Path(path).suffix.lower()
         if suffix == NPY:
             return np.load(path, allow_pickle=False)
