@@ -1,402 +1,535 @@
-"""Compressed-domain learning: do WaLLoC latents beat pixels of equal dimensionality?
+"""Compressed-domain learning on Imagenette: one classifier on latents, small pixels and full pixels.
 
-    .venv/bin/python bench/compressed_learning.py            # full run: ~4–5 min on 2 idle cores
-    .venv/bin/python bench/compressed_learning.py --quick    # smoke test, < 1 min
+    nice -n 19 .venv/bin/python bench/compressed_learning.py            # resumable; see --budget-min
+    .venv/bin/python bench/compressed_learning.py --report              # the table from finished runs
 
-The claim (WaLLoC paper, Jacobellis & Yadwadkar, DCC 2025): a network trained on
-the codec's latents does clearly better than the same network trained on
-downsampled pixels holding the same number of values.  Here is a small,
-self-contained check of it.
+The claim (WaLLoC paper, Jacobellis & Yadwadkar, DCC 2025): a network trained on the
+codec's latents does clearly better than the same network on downsampled pixels of
+the same size, and comes close to full-resolution pixels at a fraction of the compute.
 
-Task — rotation prediction (self-supervised, labels for free).  Each random
-256×256 crop of a photo is rotated by k·90°, k ∈ {0, 1, 2, 3} (``np.rot90`` on
-the *pixels*), and a small CNN predicts k.  Both inputs are built from the
-rotated crop:
+Data: ``../shared/data/imagenette`` (10 classes, 224×224 JPEGs, 5,000 train / 2,500 val).
+Three input forms of every photo, one classifier body:
 
-(a) latents: the ``rgb-16x`` model's integer latents of the rotated crop,
-    12 × 32 × 32 (a 3-level wavelet packet transform, 192 channels at 1/8
-    resolution, a linear 1×1 projection to 12 channels, rounding);
-(b) pixels:  the rotated crop resized to 64 × 64 × 3 with Pillow (bicubic by
-    default, antialiased when downscaling), scaled to [-1, 1] and then
-    ``pixel_unshuffle(2)``-ed to 12 × 32 × 32.
+(a) ``latents``: ``rgb-16x`` latents, 12×28×28, made once by
+    ``walloc latents -r IMAGENETTE/ -o LATENTS/ -j 2 --dtype int8`` and read per item by
+    :class:`walloc_cli.data.LatentFolder` through a ``DataLoader(num_workers=2)``;
+(b) ``pixels56``: the photo resized to 56×56×3 (Pillow bicubic, antialiased), the same
+    9,408 values, ``pixel_unshuffle(2)``-ed to 12×28×28 so that the body is identical;
+(c) ``pixels224``: the full 224×224×3 photo through a 4×4 stride-4 "patchify" stem
+    (3 -> width channels, BN, ReLU: 4× downsampling, what people do today), so the same
+    body runs on a 56×56 grid: 4× its compute.
 
-Why equal dimensionality: both inputs hold exactly 12·32·32 = 64·64·3 = 12,288
-numbers on the same 32 × 32 grid (16× fewer than the 256×256×3 crop), so the
-two networks are *identical* — same layers, parameter count, FLOPs, optimiser,
-epochs, batch size, augmentation and seeds — and the only difference is which
-12,288 numbers describe the crop: a learned linear transform code, or a
-resampled thumbnail.  A gap in accuracy then measures how much task-relevant
-information, in a learnable form, each representation keeps at this budget;
-it cannot come from a bigger input or a bigger network.
+Body: conv3×3(in -> w), conv3×3 stride 2 (w -> 2w), conv3×3 (2w), conv3×3 stride 2 (2w -> 4w),
+conv3×3 (4w), each with BN + ReLU, global average pool, linear -> 10.  AdamW, one-cycle
+learning rate, cross-entropy, batch 128, per-channel standardisation with training
+statistics.  Augmentation, the same meaning for every form: random shifts of up to 2
+latent cells (16 of the 224 pixels; reflect padding, then a crop) and horizontal flips
+(for latents a flip of the latent grid, which is not the codec's latents of the flipped
+photo; see walloc_cli/data.py).  Ablations: ``-noflip`` (no flips, for latents and 56×56
+pixels), ``-e20`` (20 epochs instead of 10) and ``-w48`` (a network twice as wide).
 
-Both inputs are standardised per channel with training-set statistics; the
-only augmentation is a random translation by up to ±2 cells of the 32 × 32
-grid (one cell = 8×8 crop pixels for both inputs, zero fill).  Training photos
-and validation photos are disjoint; validation photos are only evaluated.
+Reported per form: val top-1 (mean ± sd over seeds), training images/s (epoch wall time,
+data loading included), forward MACs per image, bytes on disk per image, and, for data
+loading, the time to get one item from its file: ``.wlc`` (entropy decoding), ``.npy``,
+JPEG decoding (+ resize), JPEG -> latents (encoding on the fly).
 
-Latents come straight from the codec, :func:`walloc_cli.api.image_to_latents`,
-one rotated crop at a time (the numpy encoder, ~5–20 ms per crop here).
-
-Prepared arrays are cached in ``runs/compressed_learning/`` (npz, keyed by the
-data settings), so a re-run trains straight away.  Results go to
-``runs/compressed_learning/results.json`` and a markdown table is printed.
+Every run checkpoints each epoch to ``OUT/ckpt/ARM-seedS.pt`` and writes
+``OUT/runs/ARM-seedS.json`` when done; a rerun skips finished runs and resumes
+unfinished ones.  Runs start in ``--order`` while ``--budget-min`` of wall time is
+left (a run that would overrun is not started).
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
+import os
 import platform
+import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from walloc_cli import api  # noqa: E402
-from walloc_cli.model import CodecModel, load_model  # noqa: E402
+from torch.utils.data import DataLoader, Dataset
 
 ROOT = Path(__file__).resolve().parent.parent
-CROP = 256
-PIXELS = 64          # 64 × 64 × 3 = 12 × 32 × 32
-ROTATIONS = 4
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
-RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "box": Image.Resampling.BOX}
-REPRESENTATIONS = ("latents", "pixels")
+sys.path.insert(0, str(ROOT))
+
+from walloc_cli.data import LatentFolder, worker_init  # noqa: E402
+
+ARMS = {
+    "latents": "(a) rgb-16x latents 12×28×28",
+    "latents-noflip": "(a') latents, no flip augmentation",
+    "pixels56": "(b) pixels 56×56×3 (bicubic), unshuffled to 12×28×28",
+    "pixels56-noflip": "(b') pixels 56×56×3, no flip augmentation",
+    "pixels224": "(c) pixels 224×224×3, 4× patchify stem",
+    "latents-e20": "(a'') latents, 20 epochs",
+    "pixels56-e20": "(b'') pixels 56×56×3, 20 epochs",
+    "latents-w48": "(a''') latents, network twice as wide (width 48)",
+    "pixels56-w48": "(b''') pixels 56×56×3, width 48",
+}
 
 
-# -- data -------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class PrepConfig:
-    """Everything the prepared arrays depend on (the cache key)."""
-
-    train_dir: str
-    val_dir: str
-    train_crops: int
-    val_crops: int
-    max_train_images: int | None
-    max_val_images: int | None
-    resample: str
-    data_seed: int
-    model: str
-    weights: str
-
-    def key(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+def base_arm(arm: str) -> str:
+    """The input form of an arm: latents, pixels56 or pixels224 (ablations add -noflip, -e20)."""
+    return arm.split("-")[0]
 
 
-def list_images(folder: Path, limit: int | None) -> list[Path]:
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise SystemExit(f"no images in {folder}")
-    return files[:limit] if limit else files
+def width_of(arm: str, default: int) -> int:
+    return 48 if arm.endswith("-w48") else default
 
 
-def random_crops(files: list[Path], per_image: int, rng: np.random.Generator) -> np.ndarray:
-    """``per_image`` random CROP×CROP crops of each photo (photos smaller than a crop are skipped)."""
-    crops = []
-    for path in files:
-        with Image.open(path) as im:
-            rgb = np.asarray(im.convert("RGB"))
-        h, w = rgb.shape[:2]
-        if h < CROP or w < CROP:
-            continue
-        for _ in range(per_image):
-            top, left = int(rng.integers(0, h - CROP + 1)), int(rng.integers(0, w - CROP + 1))
-            crops.append(rgb[top : top + CROP, left : left + CROP])
-    return np.stack(crops)
+def epochs_of(arm: str, default: int) -> int:
+    return 20 if arm.endswith("-e20") else default
+SHIFT_CELLS = 2   # random shifts of up to 2 latent cells = 16 px of 224
 
 
-def prepare_split(crops: np.ndarray, model: CodecModel, resample: str,
-                  progress: str = "") -> tuple[dict[str, np.ndarray], dict[str, float]]:
-    """All 4 rotations of every crop -> latents (N·4, 12, 32, 32), pixels (N·4, 64, 64, 3), labels.
-
-    Rows are crop-major, rotation-minor: row 4·i + k is crop i rotated by k·90°.
-    Returns the arrays and the mean encode / resize time per rotated crop.
-    """
-    n = len(crops) * ROTATIONS
-    side = CROP // model.config.block
-    latents = np.empty((n, model.config.latent_channels, side, side), np.int16)
-    pixels = np.empty((n, PIXELS, PIXELS, 3), np.uint8)
-    labels = np.tile(np.arange(ROTATIONS, dtype=np.int8), len(crops))
-    encode_s = resize_s = 0.0
-    for i, crop in enumerate(crops):
-        for k in range(ROTATIONS):
-            rotated = np.ascontiguousarray(np.rot90(crop, k))
-            t = time.perf_counter()
-            z, pad = api.image_to_latents(model, rotated)
-            encode_s += time.perf_counter() - t
-            if pad != (0, 0) or np.abs(z).max() > np.iinfo(np.int16).max:
-                raise ValueError(f"unexpected latents (pad {pad}, max |z| {np.abs(z).max()})")
-            latents[ROTATIONS * i + k] = z
-            t = time.perf_counter()
-            pixels[ROTATIONS * i + k] = np.asarray(
-                Image.fromarray(rotated).resize((PIXELS, PIXELS), RESAMPLE[resample]))
-            resize_s += time.perf_counter() - t
-        if progress and (i + 1) % 500 == 0:
-            print(f"  {progress}: {i + 1}/{len(crops)} crops", flush=True)
-    return ({"latents": latents, "pixels": pixels, "labels": labels},
-            {"encode_s": encode_s, "resize_s": resize_s})
+# -- the network ---------------------------------------------------------------------------------
+def conv(cin: int, cout: int, stride: int) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
 
-def load_or_prepare(cfg: PrepConfig, out: Path, model: CodecModel) -> tuple[dict[str, np.ndarray], dict]:
-    """Prepared arrays of both splits from the npz cache, or built (and cached) from the photos."""
-    cache = out / f"data-{cfg.key()}.npz"
-    meta_path = cache.with_suffix(".json")
-    if cache.exists() and meta_path.exists():
-        print(f"using cached arrays {cache}")
-        with np.load(cache, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}, json.loads(meta_path.read_text())
-    t0 = time.perf_counter()
-    rng = np.random.default_rng(cfg.data_seed)
-    train_files = list_images(Path(cfg.train_dir), cfg.max_train_images)
-    val_files = list_images(Path(cfg.val_dir), cfg.max_val_images)
-    train_crops = random_crops(train_files, cfg.train_crops, rng)
-    val_crops = random_crops(val_files, cfg.val_crops, rng)
-    load_s = time.perf_counter() - t0
-    arrays: dict[str, np.ndarray] = {}
-    encode_s = resize_s = 0.0
-    for split, crops in (("train", train_crops), ("val", val_crops)):
-        print(f"preparing {split}: {len(crops)} crops × {ROTATIONS} rotations", flush=True)
-        data, times = prepare_split(crops, model, cfg.resample, progress=split)
-        arrays.update({f"{split}_{k}": v for k, v in data.items()})
-        encode_s, resize_s = encode_s + times["encode_s"], resize_s + times["resize_s"]
-    total = len(arrays["train_labels"]) + len(arrays["val_labels"])
-    meta = {
-        "prep_config": asdict(cfg),
-        "train_photos": len(train_files), "val_photos": len(val_files),
-        "train_samples": int(len(arrays["train_labels"])), "val_samples": int(len(arrays["val_labels"])),
-        "encode_ms_per_crop": 1e3 * encode_s / total,
-        "resize_ms_per_crop": 1e3 * resize_s / total,
-        "photo_load_and_crop_s": load_s,
-        "prep_wall_s": time.perf_counter() - t0,
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    np.savez(cache, **arrays)
-    meta_path.write_text(json.dumps(meta, indent=1))
-    return arrays, meta
+def body(cin: int, width: int, classes: int = 10) -> nn.Sequential:
+    w = width
+    return nn.Sequential(*conv(cin, w, 1), *conv(w, 2 * w, 2), *conv(2 * w, 2 * w, 1), *conv(2 * w, 4 * w, 2),
+                         *conv(4 * w, 4 * w, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * w, classes))
 
 
-def as_input(arrays: dict[str, np.ndarray], split: str, representation: str) -> torch.Tensor:
-    """(N, 12, 32, 32) float32 network input, before standardisation."""
-    if representation == "latents":
-        return torch.from_numpy(arrays[f"{split}_latents"].astype(np.float32))
-    pixels = torch.from_numpy(arrays[f"{split}_pixels"]).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    return F.pixel_unshuffle(pixels, 2)  # (N, 3, 64, 64) -> (N, 12, 32, 32)
+class Unshuffle(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pixel_unshuffle(x, 2)
 
 
-def standardise(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
-    """Per-channel standardisation with the training set's mean and std."""
-    mean = train.mean(dim=(0, 2, 3), keepdim=True)
-    std = train.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
-    return [(t - mean) / std for t in (train, *others)]
+def make_net(arm: str, width: int) -> nn.Module:
+    if arm.startswith("latents"):
+        return body(12, width)
+    if arm.startswith("pixels56"):
+        return nn.Sequential(Unshuffle(), body(12, width))
+    if base_arm(arm) == "pixels224":
+        stem = [nn.Conv2d(3, width, 4, 4, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+        return nn.Sequential(*stem, body(width, width))
+    raise ValueError(arm)
 
 
-# -- the network ------------------------------------------------------------------------
-def make_net(width: int = 32, in_channels: int = 12, classes: int = ROTATIONS) -> nn.Sequential:
-    """Small CNN on 12 × 32 × 32: three 3×3 conv/BN/ReLU (strides 2, 2, 1), global average pool, linear."""
-
-    def conv(cin: int, cout: int, stride: int) -> list[nn.Module]:
-        return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
-
-    return nn.Sequential(*conv(in_channels, width, 2), *conv(width, 2 * width, 2), *conv(2 * width, 2 * width, 1),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * width, classes))
+def input_shape(arm: str) -> tuple[int, int, int]:
+    return {"pixels56": (3, 56, 56), "pixels224": (3, 224, 224)}.get(base_arm(arm), (12, 28, 28))
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int
-    batch: int
-    lr: float
-    weight_decay: float
-    width: int
-    shift: int
+def forward_macs(net: nn.Module, shape: tuple[int, ...]) -> int:
+    """Multiply-accumulates of one forward pass of one image (convolutions and linear layers)."""
+    total = 0
 
+    def hook(module: nn.Module, inputs, output) -> None:
+        nonlocal total
+        if isinstance(module, nn.Conv2d):
+            k = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
+            total += output[0].numel() * k
+        elif isinstance(module, nn.Linear):
+            total += module.in_features * module.out_features
 
-def random_shift(x: torch.Tensor, shift: int, generator: torch.Generator) -> torch.Tensor:
-    """Translate each sample by up to ±``shift`` grid cells (8 source pixels each, for both inputs), zero fill.
-
-    Zero is the training mean after standardisation.  The same augmentation means
-    the same thing for both representations: one cell of the 32 × 32 grid is one
-    latent position, or one 2×2 block of the 64×64 image, i.e. 8×8 crop pixels.
-    """
-    if shift <= 0:
-        return x
-    n, c, h, w = x.shape
-    padded = F.pad(x, (shift, shift, shift, shift))
-    dy, dx = torch.randint(0, 2 * shift + 1, (2, n), generator=generator)
-    rows = (dy[:, None] + torch.arange(h))[:, None, :, None]
-    cols = (dx[:, None] + torch.arange(w))[:, None, None, :]
-    return padded[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
-
-
-def accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 500) -> float:
-    """Top-1 accuracy in eval mode (BatchNorm running statistics), no augmentation."""
+    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     net.eval()
-    with torch.inference_mode():
-        correct = sum(int((net(x[i : i + batch]).argmax(1) == y[i : i + batch]).sum()) for i in range(0, len(x), batch))
-    return correct / len(x)
+    with torch.no_grad():
+        net(torch.zeros(1, *shape))
+    for h in handles:
+        h.remove()
+    return total
 
 
-def timed(fn: Callable[[], object]) -> float:
+# -- pixel data ------------------------------------------------------------------------------------
+def pixel_cache(files: list[str], side: int, path: Path) -> tuple[np.ndarray, float]:
+    """uint8 (N, side, side, 3) of the photos (RGB, bicubic resize when side < 224), cached as .npy.
+
+    Returns the array (memory-mapped) and the mean decode (+ resize) time per photo in ms
+    (measured when the cache is built, else read back from its sidecar).
+    """
+    meta = path.with_suffix(".json")
+    if path.exists() and meta.exists():
+        return np.load(path, mmap_mode="r"), json.loads(meta.read_text())["ms_per_image"]
+    out = np.lib.format.open_memmap(str(path) + ".part", mode="w+", dtype=np.uint8, shape=(len(files), side, side, 3))
     start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+    for i, f in enumerate(files):
+        with Image.open(f) as im:
+            im = im.convert("RGB")
+            if im.size != (side, side):
+                im = im.resize((side, side), Image.Resampling.BICUBIC)
+            out[i] = np.asarray(im)
+    ms = 1e3 * (time.perf_counter() - start) / len(files)
+    out.flush()
+    del out
+    os.replace(str(path) + ".part", path)
+    meta.write_text(json.dumps({"ms_per_image": ms, "files": len(files)}))
+    return np.load(path, mmap_mode="r"), ms
 
 
-def train_one(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor,
-              cfg: TrainConfig, seed: int) -> dict[str, float]:
-    """Train the CNN from scratch with ``seed`` (init and batch order); return accuracies and timings."""
+class PixelArray(Dataset):
+    """Items of a uint8 (N, S, S, 3) array as standardised float (3, S, S), with the latents'
+    augmentation in pixels: shifts of up to SHIFT_CELLS cells (S/28 pixels each, reflect) and flips."""
+
+    def __init__(self, array: np.ndarray, labels: list[int], mean: np.ndarray, std: np.ndarray, train: bool,
+                 seed: int = 0, flip: bool = True) -> None:
+        self.array, self.labels, self.train, self.seed, self.epoch = array, labels, train, seed, 0
+        self.flip = flip
+        self.mean = torch.as_tensor(mean, dtype=torch.float32).reshape(3, 1, 1)
+        self.std = torch.as_tensor(std, dtype=torch.float32).reshape(3, 1, 1)
+        self.cell = array.shape[1] // 28
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        x = torch.from_numpy(np.array(self.array[i])).permute(2, 0, 1).float()
+        if self.train:
+            rng = np.random.default_rng((self.seed, self.epoch, i))
+            pad = SHIFT_CELLS * self.cell
+            side = x.shape[1]
+            x = F.pad(x[None], (pad, pad, pad, pad), mode="reflect")[0]
+            top, left = (int(rng.integers(0, 2 * SHIFT_CELLS + 1)) * self.cell for _ in range(2))
+            x = x[:, top : top + side, left : left + side]
+            if rng.random() < 0.5 and self.flip:
+                x = torch.flip(x, dims=(2,))
+        return ((x - self.mean) / self.std).contiguous(), self.labels[i]
+
+
+def rgb_stats(array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    sample = np.asarray(array[:: max(1, len(array) // 1000)], dtype=np.float64)
+    return sample.mean(axis=(0, 1, 2)), sample.std(axis=(0, 1, 2))
+
+
+# -- data of each arm ----------------------------------------------------------------------------
+class Data:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.jpeg = {s: LatentFolder(args.data / s, extensions=(".jpeg", ".jpg")) for s in ("train", "val")}
+        self._cache: dict = {}
+
+    def labels(self, split: str) -> list[int]:
+        return [label for _, label in self.jpeg[split].samples]
+
+    def sets(self, arm: str, seed: int) -> tuple[Dataset, Dataset]:
+        args = self.args
+        if arm.startswith("latents"):
+            root = args.latents
+            stats = LatentFolder(root / "train").channel_stats(limit=None)
+            train = LatentFolder(root / "train", size=28, train=True, padding=SHIFT_CELLS, flip="noflip" not in arm,
+                                 mean=stats[0], std=stats[1], seed=seed)
+            val = LatentFolder(root / "val", size=28, mean=stats[0], std=stats[1])
+            assert train.classes == self.jpeg["train"].classes and val.targets == self.labels("val")
+            return train, val
+        side = 56 if arm.startswith("pixels56") else 224
+        arrays = {s: self.pixels(s, side)[0] for s in ("train", "val")}
+        mean, std = rgb_stats(arrays["train"])
+        return (PixelArray(arrays["train"], self.labels("train"), mean, std, True, seed, flip="noflip" not in arm),
+                PixelArray(arrays["val"], self.labels("val"), mean, std, False))
+
+    def pixels(self, split: str, side: int) -> tuple[np.ndarray, float]:
+        key = (split, side)
+        if key not in self._cache:
+            files = [p for p, _ in self.jpeg[split].samples]
+            self.args.out.mkdir(parents=True, exist_ok=True)
+            self._cache[key] = pixel_cache(files, side, self.args.out / f"pixels{side}-{split}.npy")
+        return self._cache[key]
+
+
+def ensure_inputs(args: argparse.Namespace) -> None:
+    """The int8 latents and the rgb-16x .wlc files of the whole set, with the CLI (resumable: -n
+    skips finished files, so a rerun costs a directory walk)."""
+    walloc = str(ROOT / ".venv/bin/walloc") if (ROOT / ".venv/bin/walloc").exists() else "walloc"
+    for cmd in ([walloc, "latents", "-r", f"{args.data}/", "-o", f"{args.latents}/", "-j", "2", "--dtype", "int8"],
+                [walloc, "encode", "-r", f"{args.data}/", "-o", f"{args.wlc}/", "-m", "rgb-16x", "-j", "2"]):
+        cmd += ["-n", "--quiet"]
+        print("$", " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True)
+
+
+# -- training ---------------------------------------------------------------------------------------
+def loader(ds: Dataset, batch: int, shuffle: bool, workers: int, seed: int) -> DataLoader:
+    return DataLoader(ds, batch_size=batch, shuffle=shuffle, num_workers=workers, worker_init_fn=worker_init,
+                      persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed))
+
+
+def evaluate(net: nn.Module, dl: DataLoader) -> tuple[float, float]:
+    net.eval()
+    correct = total = 0
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for x, y in dl:
+            correct += int((net(x).argmax(1) == y).sum())
+            total += len(y)
+    return correct / total, total / (time.perf_counter() - start)
+
+
+def train_run(arm: str, seed: int, data: Data, args: argparse.Namespace) -> dict:
+    ckpt_path = args.out / "ckpt" / f"{arm}-seed{seed}.pt"
+    ckpt_path.parent.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    net = make_net(cfg.width)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = -(-len(x_train) // cfg.batch)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
-                                                   pct_start=0.2)
-    order = torch.Generator().manual_seed(seed)
-    epoch_s = []
-    for _ in range(cfg.epochs):
+    net = make_net(arm, width_of(arm, args.width))
+    opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    train_ds, val_ds = data.sets(arm, seed)
+    train_dl = loader(train_ds, args.batch, True, args.workers, seed)
+    epochs = epochs_of(arm, args.epochs)
+    steps = epochs * len(train_dl)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.lr, total_steps=steps, pct_start=0.2)
+    state = {"epoch": 0, "history": []}
+    if ckpt_path.exists():
+        saved = torch.load(ckpt_path, weights_only=False)
+        net.load_state_dict(saved["net"])
+        opt.load_state_dict(saved["opt"])
+        sched.load_state_dict(saved["sched"])
+        state = saved["state"]
+        print(f"  resumed {arm} seed {seed} after epoch {state['epoch']}", flush=True)
+    for epoch in range(state["epoch"], epochs):
+        train_ds.set_epoch(epoch)
+        train_dl.generator.manual_seed(seed * 1000 + epoch)
         net.train()
         start = time.perf_counter()
-        perm = torch.randperm(len(x_train), generator=order)
-        for i in range(0, len(x_train), cfg.batch):
-            idx = perm[i : i + cfg.batch]
-            loss = F.cross_entropy(net(random_shift(x_train[idx], cfg.shift, order)), y_train[idx])
+        compute = 0.0
+        seen = correct = 0
+        loss_sum = 0.0
+        for x, y in train_dl:
+            t = time.perf_counter()
+            out = net(x)
+            loss = F.cross_entropy(out, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            schedule.step()
-        epoch_s.append(time.perf_counter() - start)
-    subset = torch.randperm(len(x_train), generator=order)[: min(len(x_val), len(x_train))]
-    val_acc = accuracy(net, x_val, y_val)  # also the warm-up for the timed pass
-    infer_s = timed(lambda: accuracy(net, x_val, y_val))
-    return {
-        "val_acc": val_acc,
-        "train_acc": accuracy(net, x_train[subset], y_train[subset]),
-        "train_s_per_epoch": float(np.mean(epoch_s)),
-        "infer_ms_per_1000": 1e3 * infer_s / len(x_val) * 1000,
+            sched.step()
+            compute += time.perf_counter() - t
+            seen += len(y)
+            correct += int((out.argmax(1) == y).sum())
+            loss_sum += float(loss) * len(y)
+        wall = time.perf_counter() - start
+        state["epoch"] = epoch + 1
+        state["history"].append({"epoch": epoch + 1, "wall_s": wall, "compute_s": compute, "images": seen,
+                                 "train_loss": loss_sum / seen, "train_acc": correct / seen})
+        torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "state": state},
+                   str(ckpt_path) + ".part")
+        os.replace(str(ckpt_path) + ".part", ckpt_path)
+        print(f"  {arm} seed {seed} epoch {epoch + 1}/{epochs}: loss {loss_sum / seen:.3f} "
+              f"train acc {100 * correct / seen:.1f} %  {seen / wall:.0f} img/s ({seen / compute:.0f} compute)",
+              flush=True)
+    val_dl = loader(val_ds, 250, False, args.workers, 0)
+    val_acc, infer_ips = evaluate(net, val_dl)
+    hist = state["history"]
+    return {"arm": arm, "seed": seed, "val_acc": val_acc, "infer_images_per_s": infer_ips,
+            "train_images_per_s": sum(h["images"] for h in hist) / sum(h["wall_s"] for h in hist),
+            "train_compute_images_per_s": sum(h["images"] for h in hist) / sum(h["compute_s"] for h in hist),
+            "final_train_acc": hist[-1]["train_acc"], "history": hist, "epochs": epochs,
+            "width": width_of(arm, args.width), "params": sum(p.numel() for p in net.parameters()),
+            "macs": forward_macs(net, input_shape(arm))}
+
+
+def speed_test(args: argparse.Namespace, arms: tuple[str, ...] = ("latents", "pixels56", "pixels224"),
+               rounds: int = 5, steps: int = 3) -> dict:
+    """Training steps per second of each network on random batches, the arms interleaved round
+    by round (the machine is shared: interleaving spreads the other jobs' load over all arms)."""
+    torch.manual_seed(0)
+    nets = {a: make_net(a, args.width) for a in arms}
+    opts = {a: torch.optim.AdamW(n.parameters(), lr=1e-3) for a, n in nets.items()}
+    batch = {a: (torch.randn(args.batch, *input_shape(a)), torch.randint(0, 10, (args.batch,))) for a in arms}
+    times: dict[str, list[float]] = {a: [] for a in arms}
+    for r in range(rounds + 1):
+        for a in arms:
+            net, opt, (x, y) = nets[a], opts[a], batch[a]
+            net.train()
+            start = time.perf_counter()
+            for _ in range(steps):
+                loss = F.cross_entropy(net(x), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            if r:  # round 0 warms up
+                times[a].append(steps * args.batch / (time.perf_counter() - start))
+    return {a: float(np.median(v)) for a, v in times.items()}
+
+
+# -- loading time and bytes -------------------------------------------------------------------------
+def loading_times(data: Data, args: argparse.Namespace, count: int = 300) -> dict:
+    """ms per item to get it from its file, in this process (one thread), on `count` val photos."""
+    path = args.out / "loading.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    torch.set_num_threads(1)
+    jpeg = data.jpeg["val"]
+    step = max(1, len(jpeg) // count)
+    picks = list(range(0, len(jpeg), step))[:count]
+    forms = {
+        ".npy int8 latents (np.load)": LatentFolder(args.latents / "val"),
+        ".wlc rgb-16x -> latents (entropy decoding)": LatentFolder(args.wlc / "val"),
+        "JPEG -> latents (decode + rgb-16x encoder)": jpeg,
     }
-
-
-# -- report -----------------------------------------------------------------------------
-def summarise(runs: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, Any]]:
-    """Per representation: val accuracy mean, sd (over seeds) and per seed; mean timings."""
-    out = {}
-    for rep, rs in runs.items():
-        acc = np.array([r["val_acc"] for r in rs])
-        out[rep] = {
-            "val_acc_mean": float(acc.mean()), "val_acc_std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
-            "val_acc_per_seed": acc.tolist(),
-            "train_acc_mean": float(np.mean([r["train_acc"] for r in rs])),
-            "train_s_per_epoch": float(np.mean([r["train_s_per_epoch"] for r in rs])),
-            "infer_ms_per_1000": float(np.median([r["infer_ms_per_1000"] for r in rs])),
-        }
+    out: dict[str, float] = {}
+    for name, ds in forms.items():
+        assert len(ds) == len(jpeg), name
+        ds.load(picks[0])
+        start = time.perf_counter()
+        for i in picks:
+            ds.load(i)
+        out[name] = 1e3 * (time.perf_counter() - start) / len(picks)
+    for side, name in ((224, "JPEG -> 224×224 pixels (decode)"), (56, "JPEG -> 56×56 pixels (decode + resize)")):
+        start = time.perf_counter()
+        for i in picks:
+            with Image.open(jpeg.samples[i][0]) as im:
+                im = im.convert("RGB")
+                if side != 224:
+                    im = im.resize((side, side), Image.Resampling.BICUBIC)
+                np.asarray(im)
+        out[name] = 1e3 * (time.perf_counter() - start) / len(picks)
+    torch.set_num_threads(args.threads)
+    path.write_text(json.dumps(out, indent=1))
     return out
 
 
-def table(summary: dict[str, dict[str, Any]], meta: dict[str, Any], params: int, resample: str) -> str:
-    """The markdown results table."""
-    prep = {"latents": f"{meta['encode_ms_per_crop']:.2f} (api.image_to_latents)",
-            "pixels": f"{meta['resize_ms_per_crop']:.2f} (Pillow {resample})"}
-    names = {"latents": "(a) WaLLoC rgb-16x latents 12×32×32", "pixels": f"(b) pixels 64×64×3 ({resample}), unshuffled"}
-    lines = ["| input | val acc (mean ± sd) | per seed | train acc | train s/epoch | infer ms/1000 crops "
-             "| prep ms/crop | params |",
-             "|---|---|---|---|---|---|---|---|"]
-    for rep in REPRESENTATIONS:
-        s = summary[rep]
-        seeds = ", ".join(f"{100 * a:.1f}" for a in s["val_acc_per_seed"])
-        lines.append(f"| {names[rep]} | {100 * s['val_acc_mean']:.2f} ± {100 * s['val_acc_std']:.2f} % | {seeds} "
-                     f"| {100 * s['train_acc_mean']:.1f} % | {s['train_s_per_epoch']:.1f} "
-                     f"| {s['infer_ms_per_1000']:.0f} | {prep[rep]} | {params:,} |")
-    return "\n".join(lines)
+def information(data: Data, args: argparse.Namespace, count: int = 100) -> dict:
+    """How much of the photo each 9,408-value input keeps: mean PSNR of the 224×224 photo rebuilt
+    from it (the latents by walloc's rgb-16x decoder, the thumbnail by bicubic upsampling)."""
+    from walloc_cli import api
+
+    def psnr(a: np.ndarray, b: np.ndarray) -> float:
+        return float(10 * np.log10(255.0**2 / np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)))
+
+    jpeg = data.jpeg["val"]
+    picks = list(range(0, len(jpeg), max(1, len(jpeg) // count)))[:count]
+    latents, thumbs = [], []
+    for i in picks:
+        path = Path(jpeg.samples[i][0])
+        rgb = np.asarray(Image.open(path).convert("RGB"))
+        wlc = (args.wlc / path.relative_to(args.data)).with_suffix(".wlc").read_bytes()
+        latents.append(psnr(rgb, api.decode_image(wlc).rgb))
+        small = Image.fromarray(rgb).resize((56, 56), Image.Resampling.BICUBIC)
+        thumbs.append(psnr(rgb, np.asarray(small.resize(rgb.shape[1::-1], Image.Resampling.BICUBIC))))
+    return {"rgb-16x latents -> walloc decoder, PSNR dB": float(np.mean(latents)),
+            "56×56 bicubic -> bicubic upsampling, PSNR dB": float(np.mean(thumbs)), "photos": len(picks)}
+
+
+def disk_bytes(args: argparse.Namespace) -> dict:
+    def mean_size(root: Path, suffixes: tuple[str, ...]) -> tuple[float, int]:
+        sizes = [p.stat().st_size for p in root.rglob("*") if p.suffix.lower() in suffixes]
+        return (float(np.mean(sizes)) if sizes else float("nan")), len(sizes)
+
+    jpeg, n_jpeg = mean_size(args.data, (".jpeg", ".jpg"))
+    npy, n_npy = mean_size(args.latents, (".npy",))
+    wlc, n_wlc = mean_size(args.wlc, (".wlc",))
+    return {"JPEG 224×224 (the source files)": jpeg, "files_jpeg": n_jpeg,
+            ".wlc rgb-16x": wlc, "files_wlc": n_wlc,
+            ".npy int8 latents 12×28×28 (128-byte header)": npy, "files_npy": n_npy,
+            ".npy int32 latents (walloc latents default)": 128 + 4 * 12 * 28 * 28,
+            "raw uint8 56×56×3": 56 * 56 * 3, "raw uint8 224×224×3": 224 * 224 * 3}
+
+
+# -- report -----------------------------------------------------------------------------------------
+def load_runs(out: Path) -> dict[str, list[dict]]:
+    runs: dict[str, list[dict]] = {}
+    for p in sorted((out / "runs").glob("*.json")):
+        r = json.loads(p.read_text())
+        runs.setdefault(r["arm"], []).append(r)
+    return runs
+
+
+def report(args: argparse.Namespace) -> str:
+    runs = load_runs(args.out)
+    lines = ["| input | val top-1 (mean ± sd) | seeds: per seed | train acc, last epoch | train images/s in the run "
+             "(busy machine) | forward MMACs/image | params |",
+             "|---|---|---|---|---|---|---|"]
+    for arm in ARMS:
+        rs = sorted(runs.get(arm, []), key=lambda r: r["seed"])
+        if not rs:
+            continue
+        acc = np.array([r["val_acc"] for r in rs]) * 100
+        sd = f" ± {acc.std(ddof=1):.1f}" if len(acc) > 1 else ""
+        ips = np.mean([r["train_images_per_s"] for r in rs])
+        fit = 100 * np.mean([r["final_train_acc"] for r in rs])
+        lines.append(f"| {ARMS[arm]} | {acc.mean():.1f}{sd} % | {len(rs)}: {', '.join(f'{a:.1f}' for a in acc)} "
+                     f"| {fit:.1f} % | {ips:.0f} | {rs[0]['macs'] / 1e6:.1f} | {rs[0]['params']:,} |")
+    text = "\n".join(lines)
+    for name, file in (("loading, ms per item", "loading.json"), ("bytes per image", "bytes.json"),
+                       ("what each 9,408-value input keeps of the 224×224 val photos", "information.json"),
+                       ("training images/s, interleaved microbenchmark (batch, median of rounds)", "speed.json")):
+        p = args.out / file
+        if p.exists():
+            text += f"\n\n{name}:\n" + "\n".join(f"  {k}: {v:.2f}" if isinstance(v, float) else f"  {k}: {v}"
+                                                 for k, v in json.loads(p.read_text()).items())
+    return text
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--train-dir", type=Path, default=ROOT.parent / "shared/data/images/train")
-    p.add_argument("--val-dir", type=Path, default=ROOT.parent / "shared/data/images/val")
-    p.add_argument("--crops-per-image", type=int, default=2, help="random 256×256 crops per training photo")
-    p.add_argument("--val-crops-per-image", type=int, default=8, help="random 256×256 crops per validation photo")
-    p.add_argument("--max-train-images", type=int, default=None)
-    p.add_argument("--max-val-images", type=int, default=None)
-    p.add_argument("--resample", choices=sorted(RESAMPLE), default="bicubic", help="Pillow filter for 256 -> 64")
-    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--data", type=Path, default=ROOT.parent / "shared/data/imagenette")
+    p.add_argument("--latents", type=Path, default=ROOT / "runs/imagenette/latents-int8")
+    p.add_argument("--wlc", type=Path, default=ROOT / "runs/imagenette/wlc-16x",
+                   help="rgb-16x .wlc files of the set (walloc encode -r DATA/ -o WLC/ -m rgb-16x): loading time")
+    p.add_argument("--out", type=Path, default=ROOT / "runs/compressed_learning_imagenette")
+    p.add_argument("--order", nargs="+",
+                   default=["latents:0", "pixels56:0", "pixels224:0", "latents:1", "pixels56:1", "latents:2",
+                            "pixels56:2", "pixels224:1", "pixels224:2", "latents-noflip:0", "pixels56-noflip:0",
+                            "latents-e20:0", "pixels56-e20:0", "latents-w48:0", "pixels56-w48:0", "latents-w48:1",
+                            "pixels56-w48:1", "latents-noflip:1", "pixels56-noflip:1"],
+                   help="ARM:SEED runs, started in this order")
+    p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--weight-decay", type=float, default=5e-4)
-    p.add_argument("--shift", type=int, default=2, help="random translation (grid cells) in training; 0: none")
-    p.add_argument("--width", type=int, default=32, help="channels of the first conv (then 2×)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (init and batch order)")
-    p.add_argument("--data-seed", type=int, default=0, help="seed of the crop positions")
-    p.add_argument("--model", default="rgb-16x")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", type=Path, default=ROOT / "runs/compressed_learning")
-    p.add_argument("--quick", action="store_true", help="smoke test: 40 + 10 photos, 1 epoch, 1 seed")
-    args = p.parse_args(argv)
-    if args.quick:
-        args.max_train_images = args.max_train_images or 40
-        args.max_val_images = args.max_val_images or 10
-        args.epochs, args.seeds = 1, args.seeds[:1]
-    return args
+    p.add_argument("--width", type=int, default=24)
+    p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
+    p.add_argument("--threads", type=int, default=2, help="torch threads of the training process")
+    p.add_argument("--budget-min", type=float, default=None,
+                   help="start no run that the time used so far says would end after this many minutes")
+    p.add_argument("--report", action="store_true", help="print the table of finished runs and exit")
+    p.add_argument("--speed", action="store_true", help="also measure training images/s of each network, interleaved")
+    return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.report:
+        print(report(args))
+        return
     wall = time.perf_counter()
     torch.set_num_threads(args.threads)
-    model = load_model(args.model)
-    if model.config.latent_channels * (CROP // model.config.block) ** 2 != PIXELS * PIXELS * 3:
-        raise SystemExit(f"model {args.model} does not give 12 × 32 × 32 latents for a 256×256 crop")
-    prep_cfg = PrepConfig(str(args.train_dir.resolve()), str(args.val_dir.resolve()), args.crops_per_image,
-                          args.val_crops_per_image, args.max_train_images, args.max_val_images, args.resample,
-                          args.data_seed, args.model, model.config.short_hash)
-    arrays, meta = load_or_prepare(prep_cfg, args.out, model)
-    print(f"train {meta['train_samples']} samples from {meta['train_photos']} photos, "
-          f"val {meta['val_samples']} from {meta['val_photos']} photos")
-
-    train_cfg = TrainConfig(args.epochs, args.batch, args.lr, args.weight_decay, args.width, args.shift)
-    y_train = torch.from_numpy(arrays["train_labels"].astype(np.int64))
-    y_val = torch.from_numpy(arrays["val_labels"].astype(np.int64))
-    runs: dict[str, list[dict[str, float]]] = {}
-    for rep in REPRESENTATIONS:
-        x_train, x_val = standardise(as_input(arrays, "train", rep), as_input(arrays, "val", rep))
-        for seed in args.seeds:
-            r = train_one(x_train, y_train, x_val, y_val, train_cfg, seed)
-            runs.setdefault(rep, []).append({"seed": seed, **r})
-            print(f"  {rep:8s} seed {seed}: val {100 * r['val_acc']:.2f} %  train {100 * r['train_acc']:.2f} %  "
-                  f"{r['train_s_per_epoch']:.1f} s/epoch", flush=True)
-        del x_train, x_val
-
-    params = sum(p.numel() for p in make_net(args.width).parameters())
-    summary = summarise(runs)
-    md = table(summary, meta, params, args.resample)
-    gap = summary["latents"]["val_acc_mean"] - summary["pixels"]["val_acc_mean"]
-    wall_s = time.perf_counter() - wall
+    ensure_inputs(args)
+    data = Data(args)
+    (args.out / "runs").mkdir(parents=True, exist_ok=True)
+    (args.out / "bytes.json").write_text(json.dumps(disk_bytes(args), indent=1))
+    if args.wlc.exists():
+        loading_times(data, args)
+        if not (args.out / "information.json").exists():
+            (args.out / "information.json").write_text(json.dumps(information(data, args), indent=1))
+    durations: dict[str, float] = {}
+    for item in args.order:
+        arm, seed = item.split(":")
+        seed = int(seed)
+        done = args.out / "runs" / f"{arm}-seed{seed}.json"
+        if done.exists():
+            r = json.loads(done.read_text())
+            durations.setdefault(base_arm(arm), sum(h["wall_s"] for h in r["history"]) * 1.1 * 10 / r["epochs"])
+            continue
+        used = (time.perf_counter() - wall) / 60
+        guess = durations.get(base_arm(arm), 0) / 60 * epochs_of(arm, 10) / 10
+        if args.budget_min is not None and used + guess > args.budget_min:
+            print(f"skipping {arm} seed {seed}: {used:.0f} min used, about {guess:.0f} more needed", flush=True)
+            continue
+        print(f"training {arm} seed {seed}", flush=True)
+        start = time.perf_counter()
+        r = train_run(arm, seed, data, args)
+        r.update({"torch": torch.__version__, "python": platform.python_version(), "threads": args.threads,
+                  "workers": args.workers, "lr": args.lr, "batch": args.batch, "weight_decay": args.weight_decay})
+        done.write_text(json.dumps(r, indent=1))
+        durations[base_arm(arm)] = (time.perf_counter() - start) * 1.05 * 10 / epochs_of(arm, 10)
+        print(f"  {arm} seed {seed}: val top-1 {100 * r['val_acc']:.2f} %, {r['train_images_per_s']:.0f} train img/s",
+              flush=True)
+    if args.speed:
+        (args.out / "speed.json").write_text(json.dumps(speed_test(args), indent=1))
     print()
-    print(md)
-    print(f"\nlatents − pixels: {100 * gap:+.2f} points of val accuracy (chance 25 %), "
-          f"{len(args.seeds)} seed(s), {args.epochs} epochs; wall {wall_s:.0f} s")
-    results = {
-        "task": "rotation prediction (4 classes) on random 256×256 crops",
-        "summary": summary, "runs": runs, "latents_minus_pixels": gap,
-        "params": params, "net": str(make_net(args.width)),
-        "train_config": asdict(train_cfg), "seeds": args.seeds, "prep": meta,
-        "threads": args.threads, "torch": torch.__version__, "python": platform.python_version(),
-        "wall_s": wall_s, "table": md,
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    name = "results-quick.json" if args.quick else "results.json"
-    (args.out / name).write_text(json.dumps(results, indent=1))
-    print(f"wrote {args.out / name}")
+    print(report(args))
+    print(f"\nwall {time.perf_counter() - wall:.0f} s")
 
 
 if __name__ == "__main__":
