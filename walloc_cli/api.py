@@ -96,7 +96,7 @@ def latents_to_image(model: CodecModel, latents: np.ndarray, height: int, width:
     return rgb
 
 
-def model_of_kind(name: str, modality: str) -> CodecModel:
+def model_of_kind(name: str, modality: str) -> CodecModel | audio_ladder.LadderModel:
     model = load_model(name)
     if model.config.modality != modality:
         raise WallocError(f"model {name} codes {model.config.modality}, not {modality}")

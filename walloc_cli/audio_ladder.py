@@ -213,6 +213,17 @@ def context_margin(params: LadderParams) -> int:
 
 
 # -- energies and steps (integers) ----------------------------------------------------------
+def _stft_frames(signals: np.ndarray, params: LadderParams) -> tuple[np.ndarray, int, int]:
+    """How the energies and the post-filter cut periodic signals (S, T) into frames: sample indices
+    (frames, 2·hop) of windows two frames long centred on each frame, the hop, the frame count."""
+    length = signals.shape[1]
+    hop = params.frame * params.block
+    frames = length // hop
+    size = 2 * hop
+    starts = np.arange(frames) * hop + hop // 2 - size // 2
+    return (starts[:, None] + np.arange(size)[None, :]) % length, hop, frames
+
+
 def band_power(signals: np.ndarray, params: LadderParams) -> np.ndarray:
     """Mean power of each (signal, frame, group) as the *spectrum* has it, in coefficient units.
 
@@ -227,13 +238,9 @@ def band_power(signals: np.ndarray, params: LadderParams) -> np.ndarray:
 
     ``signals`` (S, T) is periodic (as the transform sees it); T = frames · frame · 2^J.
     """
-    s, length = signals.shape
-    hop = params.frame * params.block
-    frames = length // hop
-    size = 2 * hop
+    index, hop, frames = _stft_frames(signals, params)
+    s, size = signals.shape[0], 2 * hop
     window = np.hanning(size + 1)[:-1]
-    starts = np.arange(frames) * hop + hop // 2 - size // 2
-    index = (starts[:, None] + np.arange(size)[None, :]) % length
     spectrum = np.abs(np.fft.rfft(signals[:, index] * window, axis=-1)) ** 2       # (S, frames, size/2+1)
     spectrum[..., 1:-1] *= 2.0                                                      # one-sided
     per_sample = spectrum / (size * float((window**2).sum()))
@@ -241,7 +248,6 @@ def band_power(signals: np.ndarray, params: LadderParams) -> np.ndarray:
     edges = np.asarray(params.groups) * (size // 2) // params.bands
     cumulative = np.concatenate([np.zeros((s, frames, 1)), np.cumsum(per_sample, axis=-1)], axis=-1)
     in_group = cumulative[..., edges[1:]] - cumulative[..., edges[:-1]]
-    # the bin at a group's upper edge: half to each side
     return in_group * params.bands / np.diff(params.groups)
 
 
@@ -519,16 +525,6 @@ def finish(encoder) -> bytes:
 
 
 # -- spectral envelope post-filter -------------------------------------------------------------
-def _stft_frames(signals: np.ndarray, params: LadderParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Frames of periodic signals as :func:`band_power` cuts them: (index (frames, 2·hop), hop, frames)."""
-    length = signals.shape[1]
-    hop = params.frame * params.block
-    frames = length // hop
-    size = 2 * hop
-    starts = np.arange(frames) * hop + hop // 2 - size // 2
-    return (starts[:, None] + np.arange(size)[None, :]) % length, hop, frames
-
-
 def envelope_gains(measured: np.ndarray, energies: np.ndarray, free: np.ndarray, tolerance: float,
                    max_gain: float) -> np.ndarray:
     """Per (signal, frame, group) amplitude gains that bring each band to its coded energy.
