@@ -18,7 +18,7 @@ from typing import Any, BinaryIO, Iterator
 
 import numpy as np
 
-from . import audio_ladder, container, entropy, media, rdoq
+from . import audio_ladder, container, entropy, media, multiband, raster, raster_codec, rdoq
 from .errors import WallocError
 from .model import DEFAULT_AUDIO_MODEL, DEFAULT_IMAGE_MODEL, CodecModel, contiguous_runs, find_model, load_model
 from .threads import one_blas_thread
@@ -240,6 +240,8 @@ def _open(data: bytes, modality: str) -> tuple[container.Container, CodecModel]:
 def _coder(model: CodecModel) -> str:
     if isinstance(model, audio_ladder.LadderModel):
         return audio_ladder.CODER
+    if isinstance(model, multiband.MultibandModel):
+        return multiband.CODER
     return entropy.CONTEXT_CODER if model.has_quality else entropy.CODER
 
 
@@ -611,8 +613,11 @@ def encode_image_to_bpp(data: bytes, target_bpp: float, model_name: str = DEFAUL
 
 
 def input_modality(data: bytes, name_hint: str = "") -> str:
-    """"image" or "audio" for an input file: by its name's extension, else by sniffing its bytes."""
+    """"image", "raster" (N-band or deeper than 8 bits: :mod:`walloc_cli.raster`) or "audio" for an
+    input file: by its name's extension, else by sniffing its bytes."""
     suffix = Path(name_hint).suffix.lower()
+    if suffix not in media.AUDIO_SUFFIXES and raster.is_raster(data, suffix):
+        return "raster"
     audio = suffix in media.AUDIO_SUFFIXES or (suffix not in media.IMAGE_SUFFIXES and media.looks_like_audio(data))
     return "audio" if audio else "image"
 
@@ -627,9 +632,12 @@ def encode_bytes(data: bytes, name_hint: str = "", model_name: str | None = None
     code a folder of photos and songs.  Metadata (an image's ICC profile, EXIF and XMP, a
     sound's tags) is kept unless ``metadata`` is False.
     """
-    audio = input_modality(data, name_hint) == "audio"
+    modality = input_modality(data, name_hint)
+    audio = modality == "audio"
     notes = ignored_options("audio" if audio else "image", target_bpp, target_kbps, tune)
-    if audio:
+    if modality == "raster":
+        result = encode_raster(data, name_hint, model_name, quality, target_bpp)
+    elif audio:
         result = encode_audio(data, model_name, quality, tune, target_kbps)
         if metadata:
             result = EncodeResult(attach_tags(result.data, media.read_audio_tags(data)), result.notes)
@@ -638,6 +646,32 @@ def encode_bytes(data: bytes, name_hint: str = "", model_name: str | None = None
     else:
         result = encode_image(data, model_name or DEFAULT_IMAGE_MODEL, quality, effort, metadata)
     return EncodeResult(result.data, result.notes + notes)
+
+
+def encode_raster(data: bytes, name_hint: str = "", model_name: str | None = None, quality: int | None = None,
+                  target_bps: float | None = None, max_samples: int = DEFAULT_MAX_PIXELS) -> EncodeResult:
+    """N-band or high-bit-depth file bytes (.npy, TIFF, 16-bit PNG/PNM) -> ``.wlc``; ``target_bps``
+    (``--bpp`` for these files) is bits per *sample*.  An image model name is ignored with a note."""
+    image = raster.read_raster(data, Path(name_hint).suffix)
+    notes = list(image.notes)
+    if model_name is not None and load_model(model_name).config.modality != raster_codec.MODALITY:
+        notes.append(f"model {model_name} codes 8-bit images; this one is coded with {raster_codec.DEFAULT_RASTER_MODEL}")
+        model_name = None
+    if target_bps is not None:
+        wlc, more = raster_codec.encode_to_rate(image, target_bps, model_name, max_samples)
+        return EncodeResult(wlc, notes + more)
+    return EncodeResult(raster_codec.encode(image, quality, model_name, max_samples), notes)
+
+
+def decode_raster(data: bytes, max_samples: int = DEFAULT_MAX_PIXELS) -> raster.Raster:
+    """``.wlc`` bytes of modality ``raster`` -> :class:`~walloc_cli.raster.Raster` (dtype, bands, layout)."""
+    box, model = _open(data, raster_codec.MODALITY)
+    return raster_codec.decode(box, model, max_samples)
+
+
+def decode_raster_file(data: bytes, suffix: str | None = None, max_samples: int = DEFAULT_MAX_PIXELS) -> bytes:
+    """``.wlc`` bytes -> a file of the recorded container type (or the one ``suffix`` names)."""
+    return raster.write_raster(decode_raster(data, max_samples), suffix)
 
 
 def attach_tags(wlc: bytes, tags: dict[str, str]) -> bytes:
@@ -669,7 +703,7 @@ def ignored_options(modality: str, target_bpp: float | None, target_kbps: float 
 def modality_of(data: bytes) -> str:
     """"image" or "audio", from a ``.wlc`` file's header (the file is fully verified)."""
     modality = container.unpack(data).header.get("modality")
-    if modality not in ("image", "audio"):
+    if modality not in ("image", "audio", raster_codec.MODALITY):
         raise container.FormatError(f"corrupt header (unknown modality {modality!r})")
     return modality
 
@@ -690,6 +724,9 @@ def file_latents(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, max_frames: 
     """The latents of a ``.wlc`` file by entropy decoding alone: no neural decoder, no torch."""
     modality = modality_of(data)
     box, model = _open(data, modality)
+    if modality == raster_codec.MODALITY:
+        latents, step = raster_codec.latents(box, model, max_pixels)
+        return FileLatents(latents, step, model.config.name, modality, box.header)
     if modality == "image":
         _, _, shape = _image_layout(box.header, model, max_pixels)
         quality = box.header.get("quality")
@@ -744,6 +781,8 @@ def info(data: bytes) -> dict[str, Any]:
                     out["kbps"] = round(8 * len(data) / seconds / 1000, 2)
             except (OverflowError, ZeroDivisionError):
                 out.pop("duration_s", None)
+    if header.get("modality") == raster_codec.MODALITY:
+        out.update(raster_codec.info(header, len(data)))
     if box.header.get("modality") == "image":
         w, h = box.header.get("width"), box.header.get("height")
         if isinstance(w, int) and isinstance(h, int) and w > 0 and h > 0:

@@ -153,19 +153,23 @@ def _encode_work(job: batch.Job, options: dict) -> tuple[batch.Payload, list[str
         model = models.get(api.input_modality(data, job.source))
         result = api.encode_bytes(data, job.source, model, quality, bpp, options.get("effort", 1), kbps, tune, keep)
     meta = api.info(result.data)
-    rate = f"{meta['kbps']:.1f} kbps" if "kbps" in meta else f"{meta['bpp']:.3f} bpp"
+    rate = (f"{meta['kbps']:.1f} kbps" if "kbps" in meta else f"{meta['bits_per_sample']:.3f} bits per sample"
+            if "bits_per_sample" in meta else f"{meta['bpp']:.3f} bpp")
     if "quality" in meta:
         rate += f", quality {meta['quality']}"
     return result.data, result.notes, f"{len(result.data)} bytes, {rate}", job.target
 
 
 def _decode_work(job: batch.Job, options: dict) -> tuple[batch.Payload, list[str], str, str]:
-    from . import api, container, media
+    from . import api, container, media, raster
 
     data = batch.read_input(job.source)
     forced = options["suffix"]
     modality = api.modality_of(data)
+    header = container.unpack(data).header
     default = ".png" if modality == "image" else ".wav"
+    if modality == "raster":  # N-band / high-depth: the container type it came in (raster.py)
+        default = raster.DEFAULT_SUFFIX.get(header.get("container"), ".tif")
     target = job.resolved(forced or default)
     suffix = forced or (Path(target).suffix if target != batch.STDIO else default) or default
     if job.suffix_from_content:  # the plan could not compare this name with the input: do it now
@@ -174,8 +178,10 @@ def _decode_work(job: batch.Job, options: dict) -> tuple[batch.Payload, list[str
         if options.get("skip_existing") and os.path.lexists(target):
             raise _Skip(target)
         batch.check_target(target, options["force"])
-    header = container.unpack(data).header
     keep = not options.get("strip")
+    if modality == "raster":
+        out = api.decode_raster_file(data, suffix, options["max_pixels"])
+        return out, [], f"{len(out)} bytes", target
     if modality == "image":
         media.check_image_output(media.output_format(suffix), header.get("width"), header.get("height"))
         out, notes = api.decode_image_file(data, suffix, options["max_pixels"],
@@ -554,15 +560,18 @@ def encode(inputs: tuple[str, ...], output: str | None, force: bool, skip_existi
            quiet: bool, verbose: int, workers: int, no_progress: bool, model_names: tuple[str, ...],
            quality: int | None, target_bpp: float | None, target_kbps: float | None, tune: str | None, effort: int,
            strip: bool, dask_address: str | None = None) -> None:
-    """Compress images (PNG, JPEG, WebP, TIFF, ...) and audio (WAV, FLAC, OGG, ...) to .wlc files."""
-    from . import media
+    """Compress images (PNG, JPEG, WebP, TIFF, ...) and audio (WAV, FLAC, OGG, ...) to .wlc files.
+
+    N-band and 9–16-bit images (.npy H×W×B arrays, multi-band TIFF, 16-bit PNG/PNM) are coded at
+    their depth by nband-1x; for them --bpp counts bits per sample."""
+    from . import media, raster
 
     if quality is not None and (target_bpp is not None or target_kbps is not None):
         raise click.UsageError("give either --quality or a target (--bpp, --kbps), not both")
     _check_force(force, skip_existing)
     models = _resolve_models(model_names)
     _check_model_options(models, quality, target_bpp, target_kbps, tune)
-    accepted = media.IMAGE_SUFFIXES | media.AUDIO_SUFFIXES
+    accepted = media.IMAGE_SUFFIXES | media.AUDIO_SUFFIXES | raster.SUFFIXES
     rejected: list[Path] = []
     jobs = _plan(inputs, output, recursive, ".wlc", lambda p: p.suffix.lower() in accepted, rejected=rejected)
     named = _file_output(jobs, output)
@@ -700,7 +709,8 @@ def _format_name(suffix: str | None) -> str | None:
 
     if not suffix:
         return None
-    return media.OUTPUT_FORMATS.get(suffix.lower()) or media.AUDIO_OUTPUT_FORMATS.get(suffix.lower())
+    return (media.OUTPUT_FORMATS.get(suffix.lower()) or media.AUDIO_OUTPUT_FORMATS.get(suffix.lower())
+            or ("NPY" if suffix.lower() == ".npy" else None) or ("PNM" if suffix.lower() in (".pgm", ".ppm", ".pnm") else None))
 
 
 def _image_output(out_fmt: str | None, jpeg_quality: int | None, webp_quality: int | None, webp_lossless: bool):
@@ -719,9 +729,9 @@ def _image_output(out_fmt: str | None, jpeg_quality: int | None, webp_quality: i
 
 
 def media_suffixes() -> set[str]:
-    from . import media
+    from . import media, raster
 
-    return set(media.OUTPUT_FORMATS) | set(media.AUDIO_OUTPUT_FORMATS)
+    return set(media.OUTPUT_FORMATS) | set(media.AUDIO_OUTPUT_FORMATS) | set(raster.OUTPUT_SUFFIXES)
 
 
 @main.command()

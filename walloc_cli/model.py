@@ -501,11 +501,18 @@ def _load_audio_ladder(config: ModelConfig, raw: dict[str, Any], arrays: dict[st
     return audio_ladder.load(config, raw, arrays)
 
 
+def _load_multiband(config: ModelConfig, raw: dict[str, Any], arrays: dict[str, np.ndarray]):
+    from . import multiband
+
+    return multiband.load(config, raw, arrays)
+
+
 # Model families by the "family" key of a model's JSON: each is one module behind the same
 # small interface (encode signals -> bytes, bytes -> signals, integer tables in the weights).
 FAMILIES: dict[str, Callable[..., Any]] = {
     "autoencoder": lambda config, raw, arrays: CodecModel(config, arrays),
     "audio-ladder": _load_audio_ladder,
+    "multiband": _load_multiband,
 }
 
 

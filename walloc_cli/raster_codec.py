@@ -1,0 +1,154 @@
+"""``.wlc`` files of modality ``raster``: N-band and high-bit-depth images (docs/FORMAT.md).
+
+The glue between :mod:`walloc_cli.raster` (files in and out), :mod:`walloc_cli.multiband`
+(the model) and :mod:`walloc_cli.container`: which header fields such a file has, and
+the checks every one of them passes before anything is allocated.  :mod:`walloc_cli.api`
+calls in here; nothing here knows about paths or the command line.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from . import container, multiband, raster
+from .errors import WallocError
+from .model import load_model
+
+DEFAULT_RASTER_MODEL = "nband-1x"
+DEFAULT_QUALITY = 75
+MODALITY = "raster"
+LAYOUTS = ("hw", "hwb", "bhw", "pages", "hw-f", "hwb-f")
+
+
+def raster_model(name: str | None = None) -> multiband.MultibandModel:
+    model = load_model(name or DEFAULT_RASTER_MODEL)
+    if not isinstance(model, multiband.MultibandModel):
+        raise WallocError(f"model {model.config.name} codes {model.config.modality}, not N-band images "
+                          f"(use {DEFAULT_RASTER_MODEL})")
+    return model
+
+
+def check_samples(width: int, height: int, bands: int, levels: int, max_samples: int) -> None:
+    """The limit counts samples of the padded grid (height × width × bands), not pixels."""
+    block = 1 << levels
+    padded = (height + (-height) % block) * (width + (-width) % block) * bands
+    if padded > max_samples:
+        raise WallocError(f"image of {width}×{height}×{bands} samples is coded on a grid of {padded} samples "
+                          f"(sides padded to whole blocks), above the limit of {max_samples} samples")
+
+
+def encode(image: raster.Raster, quality: int | None = None, model_name: str | None = None,
+           max_samples: int = 1 << 28) -> bytes:
+    """A :class:`~walloc_cli.raster.Raster` -> ``.wlc`` bytes."""
+    model = raster_model(model_name)
+    quality = model.check_quality(DEFAULT_QUALITY if quality is None else quality)
+    check_samples(image.width, image.height, image.bands, multiband.levels_for(image.height, image.width),
+                  max_samples)
+    if image.wavelengths is not None and len(image.wavelengths) != image.bands:
+        raise WallocError(f"{len(image.wavelengths)} wavelengths given for {image.bands} bands")
+    fields, sections = multiband.encode(model, image.array, quality)
+    header = {"modality": MODALITY, "model": model.config.name, "weights": model.config.short_hash,
+              "coder": multiband.CODER, "width": image.width, "height": image.height, **image.describe(), **fields}
+    return container.pack(header, sections)
+
+
+def encode_to_rate(image: raster.Raster, bits_per_sample: float, model_name: str | None = None,
+                   max_samples: int = 1 << 28) -> tuple[bytes, list[str]]:
+    """The highest quality whose file (header included) stays within ``bits_per_sample``."""
+    samples = image.width * image.height * image.bands
+    best, lo, hi = None, 1, 100
+    while lo <= hi:
+        q = (lo + hi) // 2
+        wlc = encode(image, q, model_name, max_samples)
+        if 8 * len(wlc) <= bits_per_sample * samples:
+            best, lo = (q, wlc), q + 1
+        else:
+            hi = q - 1
+    if best is None:
+        wlc = encode(image, 1, model_name, max_samples)
+        return wlc, [f"even quality 1 needs {8 * len(wlc) / samples:.3f} bits per sample, above the "
+                     f"{bits_per_sample} asked"]
+    return best[1], [f"quality {best[0]}"]
+
+
+def _int(header: dict[str, Any], key: str, low: int, high: int) -> int:
+    value = header.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise container.FormatError(f"corrupt header (field {key!r})")
+    return value
+
+
+def layout(header: dict[str, Any], max_samples: int) -> dict[str, Any]:
+    """Every field of a raster header checked against the others and the sample limit."""
+    width, height = _int(header, "width", 1, 1 << 31), _int(header, "height", 1, 1 << 31)
+    bands = _int(header, "bands", 1, raster.MAX_BANDS)
+    levels = _int(header, "levels", 1, multiband.MAX_LEVELS)
+    if levels != multiband.levels_for(height, width):
+        raise container.FormatError("corrupt header (field 'levels')")
+    check_samples(width, height, bands, levels, max_samples)
+    if header.get("dtype") not in raster.DTYPES:
+        raise container.FormatError(f"corrupt header (unknown dtype {header.get('dtype')!r})")
+    itembits = 8 * np.dtype(header["dtype"]).itemsize
+    _int(header, "bit_depth", 1, itembits)
+    if header.get("container") not in raster.DEFAULT_SUFFIX or header.get("layout") not in LAYOUTS \
+            or header.get("byteorder") not in ("<", ">"):
+        raise container.FormatError("corrupt header (container, layout or byte order)")
+    if "maxval" in header:
+        _int(header, "maxval", 1, (1 << itembits) - 1)
+    wavelengths = header.get("wavelengths")
+    if wavelengths is not None and (not isinstance(wavelengths, list) or len(wavelengths) != bands
+                                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                               and math.isfinite(v) for v in wavelengths)):
+        raise container.FormatError("corrupt header (field 'wavelengths')")
+    _int(header, "quality", 1, 100)
+    step = _int(header, "step", 1, 1 << 40)
+    components = _int(header, "components", 0, bands)
+    block = 1 << levels
+    pad = header.get("pad")
+    if (not isinstance(pad, list) or len(pad) != 2
+            or any(not isinstance(p, int) or isinstance(p, bool) or not 0 <= p < block for p in pad)
+            or (height + pad[0]) % block or (width + pad[1]) % block):
+        raise container.FormatError("corrupt header (field 'pad')")
+    shape = [components, block * block, (height + pad[0]) // block, (width + pad[1]) // block]
+    if header.get("latent_shape") != shape:
+        raise container.FormatError("corrupt header (latent shape does not match the size)")
+    return {"width": width, "height": height, "bands": bands, "levels": levels, "step": step,
+            "shape": tuple(shape)}
+
+
+def decode(box: container.Container, model: multiband.MultibandModel, max_samples: int) -> raster.Raster:
+    """A verified container of modality ``raster`` -> :class:`~walloc_cli.raster.Raster`."""
+    header = box.header
+    fields = layout(header, max_samples)
+    if "spectral" not in box.sections:
+        raise container.FormatError("corrupt file (no spectral section)")
+    ranges = multiband.parse_ranges(box.sections["spectral"], fields["bands"])
+    dtype = np.dtype(header["dtype"])
+    info = np.iinfo(dtype)
+    if ranges["low"].min() < info.min or ranges["high"].max() > info.max:
+        raise container.FormatError("corrupt spectral section (ranges outside the dtype)")
+    matrix, bits, q = multiband.decode(model, box.sections["latents"], fields["bands"], fields["shape"])
+    array = multiband.reconstruct(model, q, fields["step"], matrix, bits, ranges, fields["height"],
+                                  fields["width"], fields["levels"], dtype.name)
+    return raster.Raster(array, header["container"], header["layout"], header["byteorder"],
+                         header["bit_depth"] if header["bit_depth"] < 8 * dtype.itemsize else 0,
+                         header.get("maxval", 0), header.get("wavelengths"))
+
+
+def latents(box: container.Container, model: multiband.MultibandModel, max_samples: int
+            ) -> tuple[np.ndarray, float]:
+    """The quantized coefficients (K·4^J, H', W') int32 and their step, by entropy decoding alone."""
+    fields = layout(box.header, max_samples)
+    _, _, q = multiband.decode(model, box.sections["latents"], fields["bands"], fields["shape"])
+    k, b, _, hb, wb = q.shape
+    return q.reshape(k * b * b, hb, wb).astype(np.int32), fields["step"] / multiband.STEP_UNIT
+
+
+def info(header: dict[str, Any], file_bytes: int) -> dict[str, Any]:
+    """Derived figures for ``walloc info``: bits per sample."""
+    w, h, b = header.get("width"), header.get("height"), header.get("bands")
+    if all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (w, h, b)):
+        return {"samples": w * h * b, "bits_per_sample": round(8 * file_bytes / (w * h * b), 4)}
+    return {}
