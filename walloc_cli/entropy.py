@@ -50,7 +50,8 @@ class EntropyTables:
         return int(self.lo.shape[0])
 
     def validate(self) -> None:
-        if self.lo.ndim != 1 or self.size.shape != self.lo.shape or self.freqs.shape[0] != self.channels:
+        if (self.lo.ndim != 1 or self.size.shape != self.lo.shape or self.freqs.ndim != 2
+                or self.freqs.shape[0] != self.channels or self.freqs.shape[1] < int(self.size.max(initial=0)) + 1):
             raise ValueError("entropy tables have inconsistent shapes")
         for c in range(self.channels):
             n = int(self.size[c])
@@ -246,6 +247,8 @@ class RaggedTables:
     freqs: np.ndarray    # (sum(size + 1),) int32; each row sums to 2^24
 
     def validate(self) -> None:
+        if self.lo.ndim != 1 or self.freqs.ndim != 1:
+            raise ValueError("entropy tables have inconsistent shapes")
         rows = self.lo.shape[0]
         if self.size.shape != (rows,) or self.offset.shape != (rows + 1,):
             raise ValueError("entropy tables have inconsistent shapes")

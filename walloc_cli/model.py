@@ -24,6 +24,8 @@ from .errors import WallocError
 import hashlib
 import json
 import os
+import re
+import zipfile
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -90,11 +92,64 @@ class ModelConfig:
         return self.sha256[:HASH_DIGITS]
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "ModelConfig":
+    def from_json(cls, data: Any) -> "ModelConfig":
+        """A config from a model's JSON, every field checked for type and range.
+
+        A hand-edited or mismatched JSON must fail here with the field it got wrong,
+        not later as a ZeroDivisionError or an IndexError deep inside the coder.
+        Raises ValueError naming the field (the registry adds the file name).
+        """
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        missing = [k for k in ("name", "modality", "channels", "levels", "wavelet", "latent_channels",
+                               "decoder_width", "decoder_blocks", "sha256") if k not in data]
+        if missing:
+            raise ValueError(f"field {missing[0]!r} missing")
         fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
-        if "neighbour_cuts" in fields:
-            fields["neighbour_cuts"] = tuple(int(v) for v in fields["neighbour_cuts"])
-        return cls(**fields)
+        for key, (lo, hi) in _INT_FIELDS.items():
+            if key in fields:
+                value = fields[key]
+                if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+                    raise ValueError(f"field {key!r} is {value!r}, expected an integer from {lo} to {hi}")
+        for key, allowed in _CHOICE_FIELDS.items():
+            if key in fields and (not isinstance(fields[key], str) or fields[key] not in allowed):
+                raise ValueError(f"field {key!r} is {fields[key]!r}, expected one of {', '.join(allowed)}")
+        for key in _NAME_FIELDS:
+            if key in fields and not isinstance(fields[key], str):
+                raise ValueError(f"field {key!r} is {fields[key]!r}, not a name")
+        if not isinstance(fields["name"], str) or not fields["name"]:
+            raise ValueError("field 'name' is not a model name")
+        if not isinstance(fields["sha256"], str) or not re.fullmatch(r"[0-9a-f]{64}", fields["sha256"]):
+            raise ValueError("field 'sha256' is not 64 hex digits")
+        if not isinstance(fields.get("info", {}), dict):
+            raise ValueError("field 'info' is not an object")
+        if not isinstance(fields["wavelet"], str):
+            raise ValueError(f"field 'wavelet' is {fields['wavelet']!r}, not a wavelet name")
+        try:
+            wavelets.filter_bank(fields["wavelet"])
+        except Exception:  # pywt raises ValueError for unknown names, others for odd input
+            raise ValueError(f"field 'wavelet' names no usable wavelet ({fields['wavelet']!r})") from None
+        cuts = fields.get("neighbour_cuts", ())
+        if (not isinstance(cuts, (list, tuple)) or len(cuts) > 16
+                or any(not isinstance(v, int) or isinstance(v, bool) or not 0 < v < 2**31 for v in cuts)
+                or any(b <= a for a, b in zip(cuts, cuts[1:]))):
+            raise ValueError("field 'neighbour_cuts' is not a list of increasing positive integers")
+        fields["neighbour_cuts"] = tuple(cuts)
+        config = cls(**fields)
+        if config.context_depth > config.latent_channels or config.lifted_channels > config.latent_channels:
+            raise ValueError("fields 'context_depth'/'lifted_channels' exceed 'latent_channels'")
+        return config
+
+
+# Integer fields of a model's JSON and their sane ranges (anything outside is a damaged file).
+_INT_FIELDS: dict[str, tuple[int, int]] = {
+    "channels": (1, 16), "levels": (1, 10), "latent_channels": (1, 1 << 16), "decoder_width": (0, 1 << 12),
+    "decoder_blocks": (0, 64), "table_sets": (1, 2), "context_depth": (0, 1 << 16), "context_bins": (1, 256),
+    "lifted_channels": (0, 1 << 16),
+}
+_CHOICE_FIELDS: dict[str, tuple[str, ...]] = {"modality": ("image", "audio", "raster"), "decoder_kind": ("neural", "linear")}
+# Free-form names each family checks for itself (a new family may bring its own).
+_NAME_FIELDS = ("coding", "family")
 
 
 def weights_dirs() -> list[Path]:
@@ -130,22 +185,28 @@ class CodecModel:
 
     def __init__(self, config: ModelConfig, arrays: dict[str, np.ndarray]) -> None:
         self.config = config
+        self.source: Path | None = None  # the weights file, set by load_model (named in errors)
+        if config.coding not in ("static", "context"):
+            raise ModelError(f"field 'coding' is {config.coding!r}; this model family codes 'static' or 'context'")
+        latents, coefficients = config.latent_channels, config.coefficient_channels
         # float64 projection: the rounding of latents then does not depend on BLAS
         # kernels or thread counts in any practical case.
-        self.encoder_weight = arrays["encoder.weight"].astype(np.float64)
-        self.encoder_bias = arrays["encoder.bias"].astype(np.float64)
-        self.tables = EntropyTables(
-            arrays["entropy.lo"].astype(np.int32),
-            arrays["entropy.size"].astype(np.int32),
-            arrays["entropy.freqs"].astype(np.int32),
-        )
+        self.encoder_weight = array_of(arrays, "encoder.weight", (latents, coefficients)).astype(np.float64)
+        self.encoder_bias = array_of(arrays, "encoder.bias", (latents,)).astype(np.float64)
+        self.tables = EntropyTables(int_array(arrays, "entropy.lo", np.int32), int_array(arrays, "entropy.size", np.int32),
+                                    int_array(arrays, "entropy.freqs", np.int32))
         self.tables.validate()
+        if self.tables.channels != latents * config.table_sets:
+            raise ModelError(f"entropy tables have {self.tables.channels} channels, the config asks for "
+                             f"{latents * config.table_sets}")
         self._decoder_arrays = {k[len("decoder."):]: v for k, v in arrays.items() if k.startswith("decoder.")}
         self._decoder = None
-        expected = (config.latent_channels, config.coefficient_channels)
-        if (self.encoder_weight.shape != expected
-                or self.tables.channels != config.latent_channels * config.table_sets):
-            raise ModelError(f"model {config.name}: arrays do not match its config")
+        if config.decoder_kind == "linear":  # the numpy decoder uses these two arrays directly
+            weight = array_of(arrays, "decoder.linear.weight")
+            if weight.size != coefficients * latents or weight.shape[:2] != (coefficients, latents):
+                raise ModelError(f"array 'decoder.linear.weight' has shape {weight.shape}, expected "
+                                 f"({coefficients}, {latents}, 1, 1)")
+            array_of(arrays, "decoder.linear.bias", (coefficients,))
         self.ladder = QualityLadder.from_arrays(arrays, config) if config.coding == "context" else None
 
     @property
@@ -246,7 +307,12 @@ class CodecModel:
             net = Decoder(cfg.latent_channels, cfg.coefficient_channels, cfg.decoder_width,
                           cfg.decoder_blocks, cfg.dims)
             state = {k: torch.from_numpy(v.astype(np.float32)) for k, v in self._decoder_arrays.items()}
-            net.load_state_dict(state)
+            try:
+                net.load_state_dict(state)
+            except RuntimeError as exc:  # missing, unexpected or mis-shaped decoder arrays
+                reason = str(exc).strip().splitlines()[-1].strip() if str(exc).strip() else "mismatch"
+                raise ModelError(f"{self.source or cfg.name}: decoder arrays do not match the config "
+                                 f"({reason})") from None
             net.eval()
             self._decoder = net
         return self._decoder
@@ -362,6 +428,38 @@ class CodecModel:
             yield signal[:, margin * block : (margin + q1 - q0) * block]
 
 
+def array_of(arrays: dict[str, np.ndarray], key: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """Array ``key`` of a weights file, checked to exist, be finite and (given ``shape``) have that shape."""
+    if key not in arrays:
+        raise ModelError(f"array {key!r} missing")
+    a = arrays[key]
+    if shape is not None and a.shape != shape:
+        raise ModelError(f"array {key!r} has shape {a.shape}, expected {shape}")
+    return a
+
+
+def int_array(arrays: dict[str, np.ndarray], key: str, dtype: type) -> np.ndarray:
+    """Integer array ``key`` of a weights file as ``dtype``: refused if it holds floats or
+    values that ``dtype`` cannot hold (a cast would silently wrap or truncate them)."""
+    a = array_of(arrays, key)
+    if a.dtype.kind not in "iu":
+        raise ModelError(f"array {key!r} holds {a.dtype}, expected integers")
+    info = np.iinfo(dtype)
+    if a.size and (int(a.min()) < info.min or int(a.max()) > info.max):
+        raise ModelError(f"array {key!r} holds values outside {np.dtype(dtype).name}")
+    return a.astype(dtype)
+
+
+def check_arrays(arrays: dict[str, np.ndarray]) -> None:
+    """Every array of a weights file holds finite numbers (no strings, NaN or infinities):
+    a NaN weight would round to arbitrary latents rather than fail."""
+    for key, a in arrays.items():
+        if a.dtype.kind not in "biuf":
+            raise ModelError(f"array {key!r} holds {a.dtype}, not numbers")
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise ModelError(f"array {key!r} holds NaN or infinite values")
+
+
 def dead_zone_round(y: np.ndarray, deadzone: float) -> np.ndarray:
     """Dead-zone rounding of latents in units of their steps (int64): a value leaves 0 only
     at 0.5 + ``deadzone`` steps — fewer bits for nearly the same PSNR.  The ladder fit
@@ -388,28 +486,34 @@ class QualityLadder:
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], config: ModelConfig) -> "QualityLadder":
-        from .entropy import RaggedTables
+        """The ladder of a weights file, every array checked against the config (ModelError says which)."""
+        from .entropy import RaggedTables, tables_per_channel
 
-        try:
-            tables = RaggedTables(arrays["context.lo"].astype(np.int32), arrays["context.size"].astype(np.int32),
-                                  arrays["context.offset"].astype(np.int64), arrays["context.freqs"].astype(np.int32))
-            tables.validate()
-            ladder = cls(arrays["quality.step"].astype(np.float64), arrays["quality.anchor"].astype(np.int64),
-                         arrays["quality.gain"].astype(np.float64), float(arrays["quality.deadzone"]),
-                         arrays["quality.offset"].astype(np.float64), arrays["context.thresholds"].astype(np.int64),
-                         tables, config.context_depth, config.lifted_channels, config.neighbour_cuts)
-        except (KeyError, ValueError) as exc:
-            raise ModelError(f"model {config.name}: quality ladder arrays missing or invalid ({exc})") from None
-        from .entropy import tables_per_channel
-
-        anchors, channels, _ = ladder.thresholds.shape
-        rows = anchors * channels * tables_per_channel(config.context_bins, config.neighbour_cuts)
-        if (ladder.step.shape != (101,) or ladder.anchor.shape != (101,) or ladder.anchor.min() < 0
-                or ladder.anchor.max() >= anchors or channels != config.latent_channels
-                or ladder.gain.shape != (anchors, channels) or ladder.offset.shape != (anchors, channels)
-                or ladder.thresholds.shape[2] != config.context_bins - 1 or tables.lo.shape[0] != rows):
-            raise ModelError(f"model {config.name}: quality ladder arrays do not match its config")
-        return ladder
+        tables = RaggedTables(int_array(arrays, "context.lo", np.int32), int_array(arrays, "context.size", np.int32),
+                              int_array(arrays, "context.offset", np.int64), int_array(arrays, "context.freqs", np.int32))
+        tables.validate()
+        channels, bins = config.latent_channels, config.context_bins
+        thresholds = int_array(arrays, "context.thresholds", np.int64)
+        if thresholds.ndim != 3 or thresholds.shape[1:] != (channels, bins - 1) or thresholds.shape[0] < 1:
+            raise ModelError(f"array 'context.thresholds' has shape {thresholds.shape}, expected "
+                             f"(anchors, {channels}, {bins - 1})")
+        anchors = thresholds.shape[0]
+        step = array_of(arrays, "quality.step", (101,)).astype(np.float64)
+        anchor = int_array(arrays, "quality.anchor", np.int64)
+        gain = array_of(arrays, "quality.gain", (anchors, channels)).astype(np.float64)
+        offset = array_of(arrays, "quality.offset", (anchors, channels)).astype(np.float64)
+        deadzone = array_of(arrays, "quality.deadzone", ())
+        if anchor.shape != (101,) or anchor.min() < 0 or anchor.max() >= anchors:
+            raise ModelError(f"array 'quality.anchor' must hold 101 table-set indices below {anchors}")
+        if step[1:].min() <= 0 or gain.min() <= 0:
+            raise ModelError("arrays 'quality.step' and 'quality.gain' must be positive")
+        if not 0 <= float(deadzone) < 0.5 or offset.min() < 0 or offset.max() >= 1:
+            raise ModelError("array 'quality.deadzone' must lie in [0, 0.5) and 'quality.offset' in [0, 1)")
+        rows = anchors * channels * tables_per_channel(bins, config.neighbour_cuts)
+        if tables.lo.shape[0] != rows:
+            raise ModelError(f"context tables have {tables.lo.shape[0]} rows, the config asks for {rows}")
+        return cls(step, anchor, gain, float(deadzone), offset, thresholds, tables, config.context_depth,
+                   config.lifted_channels, config.neighbour_cuts)
 
     def check(self, quality: int | None) -> int:
         if quality is None or isinstance(quality, bool) or not isinstance(quality, (int, np.integer)) \
@@ -473,8 +577,10 @@ def load_model(name: str) -> CodecModel:
     config_path = models[name]
     try:
         config = ModelConfig.from_json(json.loads(config_path.read_text()))
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError, UnicodeDecodeError, OSError) as exc:
         raise ModelError(f"{config_path}: unreadable model config ({exc})") from None
+    if config.name != name:
+        raise ModelError(f"{config_path}: field 'name' is {config.name!r}, but the file is named {name!r}")
     npz = config_path.with_suffix(".npz")
     if not npz.exists():
         raise ModelError(f"{npz}: weights file missing")
@@ -484,21 +590,53 @@ def load_model(name: str) -> CodecModel:
     try:
         with np.load(npz, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
-    except (ValueError, OSError, KeyError) as exc:
+    except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise ModelError(f"{npz}: unreadable weights ({exc})") from None
     loader = FAMILIES.get(config.family)
     if loader is None:
-        raise ModelError(f"model {name}: unknown model family {config.family!r}")
+        raise ModelError(f"{config_path}: unknown model family {config.family!r}")
     try:
-        return loader(config, json.loads(config_path.read_text()), arrays)
-    except (KeyError, ValueError, TypeError) as exc:
-        raise ModelError(f"model {name}: weights do not match its config ({exc})") from None
+        check_arrays(arrays)
+        model = loader(config, json.loads(config_path.read_text()), arrays)
+    except ModelError as exc:
+        raise ModelError(f"{npz}: {exc}") from None
+    # Anything else a family's loader raises means the arrays and the JSON disagree (a shape,
+    # a count, a parameter that divides): one line naming the file, never a traceback.
+    except (KeyError, ValueError, TypeError, IndexError, ArithmeticError, AttributeError) as exc:
+        raise ModelError(f"{npz}: weights do not match {config_path.name} ({type(exc).__name__}: {exc})") from None
+    if isinstance(model, CodecModel):
+        model.source = npz
+    return model
 
 
 def _load_audio_ladder(config: ModelConfig, raw: dict[str, Any], arrays: dict[str, np.ndarray]):
     from . import audio_ladder
 
+    check_field_types(raw, audio_ladder.LadderParams)
     return audio_ladder.load(config, raw, arrays)
+
+
+def check_field_types(raw: dict[str, Any], recipe: type) -> None:
+    """Each field of the dataclass ``recipe`` present in a model's JSON has its annotated kind:
+    ``int`` an integer, ``float`` a finite number, ``tuple[int, ...]`` a list of integers
+    (a string where a number belongs would otherwise surface as a numpy error mid-decode)."""
+    def integer(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and abs(v) < 2**31
+
+    for key, spec in recipe.__dataclass_fields__.items():
+        if key not in raw:
+            continue
+        kind, value = str(spec.type), raw[key]
+        if kind == "int":
+            ok = integer(value)
+        elif kind == "float":
+            ok = (integer(value) or isinstance(value, float)) and np.isfinite(value)
+        elif kind.startswith("tuple[int"):
+            ok = isinstance(value, list) and all(integer(v) for v in value) and len(value) < 1 << 16
+        else:
+            continue
+        if not ok:
+            raise ModelError(f"field {key!r} is {value!r}, expected {kind}")
 
 
 def _load_multiband(config: ModelConfig, raw: dict[str, Any], arrays: dict[str, np.ndarray]):

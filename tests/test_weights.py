@@ -1,0 +1,141 @@
+"""Inconsistent weights files: one line naming the file and the problem, never a traceback (#11 item 9).
+
+Each case writes a damaged copy of a shipped model into a temporary weights folder
+(with a correct SHA-256, so the loader gets past the hash and meets the damage
+itself) and points the registry there through ``$WALLOC_WEIGHTS``, the documented
+first place models are looked up (:func:`walloc_cli.model.weights_dirs`).
+"""
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+import soundfile
+from click.testing import CliRunner
+
+from walloc_cli import api, model
+from walloc_cli.cli import main
+from walloc_cli.errors import WallocError
+
+SHIPPED = Path(model.__file__).resolve().parent.parent / "weights"
+
+
+@pytest.fixture
+def registry(tmp_path: Path, monkeypatch):
+    """write(name, change_arrays, change_json) -> the damaged model's folder, first in the registry."""
+    folder = tmp_path / "weights"
+    monkeypatch.setenv("WALLOC_WEIGHTS", str(folder))
+    model.load_model.cache_clear()
+
+    def write(name: str, arrays_edit: Callable[[dict], Any] | None = None,
+              json_edit: Callable[[dict], Any] | None = None) -> Path:
+        config = json.loads((SHIPPED / f"{name}.json").read_text())
+        with np.load(SHIPPED / f"{name}.npz", allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        if arrays_edit:
+            arrays_edit(arrays)
+        if json_edit:
+            json_edit(config)
+        config.pop("sha256")
+        model.save_model(folder, config, arrays)   # a correct hash of the damaged arrays
+        model.load_model.cache_clear()
+        return folder
+
+    yield write
+    model.load_model.cache_clear()
+
+
+def _set(key: str, value: Any) -> Callable[[dict], None]:
+    return lambda d: d.__setitem__(key, value)
+
+
+def _drop(key: str) -> Callable[[dict], None]:
+    return lambda d: d.pop(key)
+
+
+ARRAY_CASES = [  # (model, edit of its arrays, what the message says)
+    ("rgb-16x", _drop("encoder.bias"), "'encoder.bias' missing"),
+    ("rgb-16x", _set("encoder.weight", np.zeros((12, 5))), "'encoder.weight' has shape"),
+    ("rgb-16x", _set("entropy.freqs", np.array(1)), "inconsistent shapes"),          # was an IndexError
+    ("rgb-16x", _set("entropy.lo", np.array(["a"] * 12)), "'entropy.lo' holds <U1, not numbers"),
+    ("rgb-16x", _set("encoder.weight", np.full((12, 192), np.nan)), "NaN or infinite"),
+    ("rgb-1x", _set("context.lo", np.zeros(3, np.float32)), "'context.lo' holds float32, expected integers"),
+    ("rgb-1x", _set("context.lo", np.array(7)), "inconsistent shapes"),              # was an IndexError
+    ("rgb-1x", _set("quality.gain", np.ones((2, 192))), "'quality.gain' has shape (2, 192)"),
+    ("rgb-1x", _set("quality.step", np.zeros(101)), "must be positive"),
+    ("rgb-1x", _set("quality.deadzone", np.ones(3)), "'quality.deadzone' has shape"),
+    ("rgb-1x", _drop("decoder.linear.weight"), "'decoder.linear.weight' missing"),
+    ("rgb-1x", _set("entropy.freqs", np.ones((192, 2), np.int64) << 40), "outside int32"),
+    ("stereo-1x", _set("energy.lo", np.array(1)), "inconsistent shapes"),            # was an IndexError
+]
+
+JSON_CASES = [  # (model, edit of its JSON, which file is named, what the message says)
+    ("rgb-16x", _set("levels", "3"), ".json", "field 'levels' is '3'"),
+    ("rgb-16x", _set("latent_channels", 13), ".npz", "'encoder.weight' has shape (12, 192), expected (13, 192)"),
+    ("rgb-16x", _set("wavelet", "no-such"), ".json", "field 'wavelet'"),
+    ("rgb-1x", _set("coding", "arithmetic"), ".npz", "field 'coding' is 'arithmetic'"),
+    ("rgb-1x", _set("context_bins", 7), ".npz", "'context.thresholds' has shape"),
+    ("rgb-1x", _set("neighbour_cuts", [4, 2]), ".json", "field 'neighbour_cuts'"),
+    ("rgb-1x", _set("info", []), ".json", "field 'info' is not an object"),
+    ("stereo-1x", _set("family", ["audio-ladder"]), ".json", "field 'family'"),           # was unhashable
+    ("stereo-1x", _set("frame", True), ".npz", "field 'frame' is True, expected int"),
+    ("stereo-1x", _set("deadzone", "x"), ".npz", "field 'deadzone' is 'x', expected float"),
+]
+
+
+@pytest.mark.parametrize("name, edit, message", ARRAY_CASES, ids=[f"{c[0]}-{c[2][:30]}" for c in ARRAY_CASES])
+def test_inconsistent_arrays_are_one_line_naming_the_file(registry, name, edit, message):
+    folder = registry(name, arrays_edit=edit)
+    with pytest.raises(WallocError) as caught:
+        model.load_model(name)
+    text = str(caught.value)
+    assert text.startswith(str(folder / f"{name}.npz")) and message in text and "\n" not in text
+
+
+@pytest.mark.parametrize("name, edit, suffix, message", JSON_CASES, ids=[f"{c[0]}-{c[3][:30]}" for c in JSON_CASES])
+def test_inconsistent_json_is_one_line_naming_the_file(registry, name, edit, suffix, message):
+    folder = registry(name, json_edit=edit)
+    with pytest.raises(WallocError) as caught:
+        model.load_model(name)
+    text = str(caught.value)
+    assert text.startswith(str(folder / f"{name}{suffix}")) and message in text and "\n" not in text
+
+
+def test_a_json_whose_name_is_not_its_file_name_is_refused(registry):
+    """Files record the model's name: a renamed copy would write files no other install can read."""
+    path = registry("rgb-16x") / "rgb-16x.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "name": "other"}))
+    with pytest.raises(WallocError, match=f"^{path}: field 'name' is 'other', but the file is named 'rgb-16x'$"):
+        model.load_model("rgb-16x")
+
+
+def test_neural_decoder_arrays_that_do_not_fit_name_the_file(registry, small_path):
+    """The torch decoder is built on first use; a missing layer is found then, with the same kind of line."""
+    folder = registry("rgb-16x", arrays_edit=_drop("decoder.stem.weight"))
+    wlc = api.encode_image(small_path.read_bytes(), "rgb-16x").data   # the encoder is intact
+    with pytest.raises(WallocError, match=f"^{folder / 'rgb-16x.npz'}: decoder arrays do not match the config"):
+        api.decode_image(wlc)
+
+
+def test_the_cli_prints_one_line_and_exits_1(registry, small_path, tmp_path):
+    registry("rgb-1x", arrays_edit=_set("quality.gain", np.ones((2, 192))))
+    result = CliRunner().invoke(main, ["encode", str(small_path), "-o", str(tmp_path / "x.wlc")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "rgb-1x.npz: array 'quality.gain' has shape" in result.output
+    assert not (tmp_path / "x.wlc").exists()
+
+
+def test_intact_copies_still_load_and_code(registry):
+    """The checks refuse damage only: an unchanged copy of each model loads and codes."""
+    registry("rgb-1x")
+    registry("stereo-1x")
+    rgb = (np.arange(16 * 24 * 3) % 251).astype(np.uint8).reshape(16, 24, 3)
+    image = api.media.ImageData(rgb, "RGB", None, None, [])
+    assert api.decode_image(api.encode_image_data(image, "rgb-1x")).rgb.shape == (16, 24, 3)
+    buf = io.BytesIO()
+    soundfile.write(buf, np.zeros((2048, 2)), 44100, format="WAV", subtype="PCM_16")
+    assert api.encode_audio(buf.getvalue(), "stereo-1x").data
