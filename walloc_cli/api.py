@@ -19,7 +19,7 @@ from typing import Any, BinaryIO, Iterator
 import numpy as np
 
 from . import audio_ladder, container, entropy, media, multiband, raster, raster_codec, rdoq
-from .errors import WallocError
+from .errors import WallocError, check_quality
 from .model import DEFAULT_AUDIO_MODEL, DEFAULT_IMAGE_MODEL, CodecModel, contiguous_runs, find_model, load_model
 from .threads import one_blas_thread
 
@@ -481,7 +481,7 @@ def encode_audio(data: bytes | str | Path, model_name: str | None = None, qualit
     if target_kbps is not None:
         wlc, more = _audio_ladder_to_kbps(source, model, target_kbps, tune)
         return EncodeResult(wlc, notes + more)
-    quality = audio_ladder.check_quality(DEFAULT_AUDIO_QUALITY if quality is None else quality)
+    quality = check_quality(DEFAULT_AUDIO_QUALITY if quality is None else quality)
     return EncodeResult(_encode_audio_ladder(source, model, quality, tune, _stereo_coding(source, tune)), notes)
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import api
 from . import audio_ladder as al
 from . import entropy
 from .entropy import RaggedTables
@@ -87,16 +88,14 @@ def training_clips(folder: Path, tracks: int, seconds: float, seed: int = 0) -> 
 
 
 def mixed_signals(x: np.ndarray, unit: int) -> tuple[np.ndarray, list[int]]:
-    """(frames, channels) -> the signals the codec would code (mid/side or left/right by the same
-    rule, or mono) padded like the codec pads, and their roles."""
+    """(frames, channels) -> the signals the codec would code, by the codec's own rule and mix
+    (:func:`walloc_cli.api.channel_mixes`), padded like the codec pads, and their roles."""
+    coding = None
     if x.shape[1] == 2:
         mid, side = (x[:, 0] + x[:, 1]) / 2, (x[:, 0] - x[:, 1]) / 2
-        if al.stereo_coding(float((mid**2).sum()), float((side**2).sum())) == "mid-side":
-            signals, roles = np.stack([mid, side]), [0, 1]
-        else:
-            signals, roles = x.T.copy(), [0, 0]
-    else:
-        signals, roles = x.T[:1], [0]
+        coding = al.stereo_coding(float((mid**2).sum()), float((side**2).sum()))
+    _, mix, roles = api.channel_mixes(x.shape[1], coding)
+    signals = mix @ x.T
     pad = (-signals.shape[1]) % unit
     return np.pad(signals, ((0, 0), (0, pad)), mode="symmetric"), roles
 

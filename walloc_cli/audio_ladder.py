@@ -497,13 +497,6 @@ def decode_segment(decoder, signals: int, positions: int, roles: list[int], qual
     return latents, energies, k
 
 
-def check_quality(quality: Any) -> int:
-    if quality is None or isinstance(quality, bool) or not isinstance(quality, (int, np.integer)) \
-            or not 1 <= quality <= 100:
-        raise WallocError(f"quality must be an integer from 1 to 100, got {quality!r}")
-    return int(quality)
-
-
 def check_tune(tune: Any) -> str:
     if tune not in TUNES:
         raise WallocError(f"tune must be one of {', '.join(TUNES)}, got {tune!r}")

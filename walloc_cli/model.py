@@ -19,7 +19,7 @@ producing garbage.
 """
 from __future__ import annotations
 
-from .errors import WallocError
+from .errors import WallocError, check_quality
 
 import hashlib
 import json
@@ -516,10 +516,7 @@ class QualityLadder:
                    config.lifted_channels, config.neighbour_cuts)
 
     def check(self, quality: int | None) -> int:
-        if quality is None or isinstance(quality, bool) or not isinstance(quality, (int, np.integer)) \
-                or not 1 <= quality <= 100:
-            raise WallocError(f"quality must be an integer from 1 to 100, got {quality!r}")
-        return int(quality)
+        return check_quality(quality)
 
     def steps(self, quality: int) -> np.ndarray:
         """Per-channel quantization steps (L,) at this quality."""
