@@ -1,34 +1,37 @@
 """The N-band model family ``multiband``: any band count, any depth up to 16 bits.
 
-WaLLoC's recipe — a wavelet packet transform, a linear map across channels, integer
-entropy tables — carries over to multispectral and hyperspectral images once the map
-across bands is fitted *per image*: sensors differ in band count, order and response, and
-one cube's bands are so correlated that a per-image Karhunen–Loève transform (KLT)
-concentrates almost all the energy in a few components.  So:
+WaLLoC's recipe — a wavelet transform, a linear map across channels, integer entropy
+tables — carries over to multispectral and hyperspectral images once the map across bands
+is fitted *per image*: sensors differ in band count, order and response, and one cube's
+bands are so correlated that a per-image Karhunen–Loève transform (KLT) concentrates almost
+all the energy in a few components.  So:
 
-1. **Spectral KLT.** Integer band means m (sent) are removed; the covariance's
-   eigenvectors, rounded to ``MATRIX_BITS`` fixed point, form the integer matrix A that
-   is sent (only the K columns of components that carry any nonzero coefficient).  The
-   encoder uses A's exact inverse, so the decoder's ``x = A·y / 2^MATRIX_BITS + m`` is the
-   inverse of what the encoder did; rounding the matrix costs a little decorrelation,
-   never accuracy.
-2. **Spatial WPT.** Each component gets the J-level bior4.4 packet transform of
-   :mod:`walloc_cli.wavelets` (sides mirror-padded to multiples of 2^J).
-3. **Uniform quantization** with one step for every coefficient (the KLT is orthonormal
-   and the packet transform nearly so: equal steps are the MSE choice), set by the
-   quality relative to the file's dynamic range (max − min), and dead-zone rounding.
-4. **Entropy coding with integer tables.**  The weights hold a bank of integer tables
-   (discretised Laplace laws on a quarter-octave grid of scales).  Every (component,
-   packet) group of coefficients sends a base table b and a slope g; each coefficient
-   then takes table ``b + g·(L − 24) / 4`` where L is the integer quarter-octave level of
-   its already-decoded neighbourhood: the 3×3 magnitudes in the previous packet along
-   each frequency axis and in the same packet of the previous component.  Everything
-   the entropy decoder needs is an integer; the step and the reconstruction offset only
-   scale the decoded integers.
+1. **Spectral KLT.** Integer band means (sent) are removed; the covariance's eigenvectors
+   by decreasing variance are the components.  Only the K components that keep a nonzero
+   coefficient are sent, each column rounded to its own fixed-point precision (more bits
+   for stronger components: ``matrix_bits``) and coded as differences along the bands.
+   The encoder projects onto the *rounded* columns by least squares, so the decoder's
+   ``x = Σ_k column_k · y_k + mean`` is the best fit those columns allow.
+2. **Spatial wavelet.** Each component gets D levels of the bior4.4 2-D DWT of
+   :mod:`walloc_cli.wavelets` (the pyramid: only the low band is split again, which
+   measured 3–9 % smaller than a 3-level full packet tree on the tune files); a low band of
+   odd size is mirror-extended by one sample before its next level, so no padding to 2^D.
+3. **Uniform quantization**: one step for every coefficient (the KLT is orthonormal and
+   bior4.4 nearly so: equal steps are the MSE choice), set by the quality relative to the
+   file's dynamic range (max − min), with dead-zone rounding.
+4. **Entropy coding with integer tables.**  The weights hold a bank of 80 integer tables
+   (dead-zone-quantized Laplace laws on a quarter-octave grid of scales).  Each
+   (component, subband) group is coded in two checkerboard phases; each phase sends a base
+   table b and a slope g, and every coefficient takes table ``b + g·(L − 24)/4`` where L is
+   the integer quarter-octave level of its known neighbourhood: the 3×3 magnitudes of its
+   parent subband, of its sibling at the same level and of the same subband in the previous
+   component, plus (second phase) its four same-band neighbours.  Everything the entropy
+   decoder needs is an integer; the step and the reconstruction offset only scale the
+   decoded integers.
 
-Memory: the whole raster is held (the input array, a float32 copy per component and its
-coefficients): about 16 bytes per sample, 1 GB for 64 M samples.  ``--max-pixels`` counts
-samples (height × width × bands, padded) for these files.
+Memory: the whole raster is held — the input, a float64 copy for the KLT, float32
+components and their subbands: about 40 bytes per sample at peak (measured below in the
+README), so ``--max-pixels`` counts samples (height × width × bands) for these files.
 """
 from __future__ import annotations
 
@@ -50,8 +53,11 @@ MATRIX_MARGIN = 6       # extra bits over log2(component spread / step): measure
 STEP_UNIT = 1 << 10     # the header's integer step is the quantization step × STEP_UNIT
 SLOPES = 5              # g = 0 … 4: table index rises g/4 steps per quarter-octave of activity
 CENTRE = 24             # level L of a neighbourhood whose mean |value| is 1
-MAX_LEVELS = 4          # J at most (mirror padding costs more than deeper packets gain)
-SECTION_LIMIT = 1 << 30
+MAX_LEVELS = 12         # D a header may name
+LEVELS = 5              # wavelet levels D for ordinary images ...
+LEVELS_MARGIN = 2       # ... fewer when the short side is under 2^(D + LEVELS_MARGIN) (small tiles)
+NEIGHBOUR_WEIGHT = 8    # a same-band neighbour counts as this many cells of the other bands' 3×3 boxes
+FIRST_LOG2 = -5.0       # table s of the bank has Laplace scale 2^(FIRST_LOG2 + s/4) steps
 
 
 class MultibandModel:
@@ -65,10 +71,11 @@ class MultibandModel:
                                  arrays["bank.offset"].astype(np.int64), arrays["bank.freqs"].astype(np.int32))
         self.bank.validate()
         self.levels_thresholds = arrays["context.thresholds"].astype(np.int64)
-        self.deadzone = float(raw["deadzone"])
-        self.reconstruction = float(raw["reconstruction"])
-        self.step_scale = float(raw["step_scale"])
-        self.step_slope = float(raw["step_slope"])
+        # in the arrays, not the JSON: the weights' SHA-256, which every file names, covers them
+        self.deadzone = float(arrays["quant.deadzone"])
+        self.reconstruction = float(arrays["quant.reconstruction"])
+        self.step_scale = float(arrays["quant.step_scale"])
+        self.step_slope = float(arrays["quant.step_slope"])
         self.tables = int(self.bank.lo.shape[0])
         self._bits = None
 
@@ -132,58 +139,146 @@ class MultibandModel:
             return np.full(activity.shape, CENTRE, np.int64)
         return np.searchsorted(self.levels_thresholds, (activity * 64) // cells, side="right").astype(np.int64)
 
-    def which(self, base: int, slope: int, level: np.ndarray) -> np.ndarray:
-        return np.clip(base + (slope * (level - CENTRE)) // 4, 0, self.tables - 1)
+    def which(self, base: Any, slope: int, level: np.ndarray) -> np.ndarray:
+        """Table of each value: ``base + slope·(level − CENTRE)/4`` (floor), within the bank."""
+        return np.minimum(np.maximum(base + (slope * (level - CENTRE)) // 4, 0), self.tables - 1)
 
     def choose(self, values: np.ndarray, level: np.ndarray) -> tuple[int, int]:
-        """Base table and slope that code ``values`` (at context ``level``) in the fewest bits."""
+        """Base table and slope that code ``values`` (at context ``level``) in the fewest bits
+        (encoder only; searched within 4 octaves of the scale the values' mean suggests)."""
         bits = self.bits()
         reach = (bits.shape[1] - 1) // 2
-        cost = bits[:, np.clip(values, -reach, reach) + reach]           # (S, N)
-        levels, inverse = np.unique(level, return_inverse=True)
-        by_level = np.zeros((self.tables, levels.size))
-        np.add.at(by_level.T, inverse, cost.T)
+        mean = float(np.abs(values).mean())
+        guess = int(round(4 * (np.log2(max(mean, 2.0**-6)) - FIRST_LOG2)))
+        bases = np.arange(max(0, guess - 16), min(self.tables, guess + 17))
+        order = np.argsort(level, kind="stable")
+        sorted_levels = level[order]
+        starts = np.flatnonzero(np.concatenate(([True], np.diff(sorted_levels) != 0)))
+        levels = sorted_levels[starts]
+        lo_row, hi_row = int(self.which(bases[0], SLOPES - 1, levels.min())), int(self.which(bases[-1], SLOPES - 1, levels.max()))
+        rows = np.arange(min(lo_row, bases[0]), max(hi_row, bases[-1]) + 1)
+        cost = bits[rows][:, np.clip(values[order], -reach, reach) + reach]    # (rows, N) in level order
+        by_level = np.add.reduceat(cost, starts, axis=1)                          # (rows, levels)
         best = (np.inf, 0, 0)
-        bases = np.arange(self.tables)
-        for slope in range(SLOPES):
-            idx = self.which(bases[:, None], slope, levels[None, :])      # (S, levels)
+        for slope in range(SLOPES if levels.size > 1 or levels[0] != CENTRE else 1):
+            idx = self.which(bases[:, None], slope, levels[None, :]) - rows[0]    # (bases, levels)
             total = by_level[idx, np.arange(levels.size)[None, :]].sum(axis=1)
-            b = int(total.argmin())
-            if total[b] < best[0]:
-                best = (float(total[b]), b, slope)
-            if levels.size == 1 and levels[0] == CENTRE:
-                break
+            i = int(total.argmin())
+            if total[i] < best[0]:
+                best = (float(total[i]), int(bases[i]), slope)
         return best[1], best[2]
 
 
-def _box3(a: np.ndarray) -> np.ndarray:
-    p = np.pad(a, 1)
-    rows = p[:-2] + p[1:-1] + p[2:]
-    return rows[:, :-2] + rows[:, 1:-1] + rows[:, 2:]
-
-
-def _activity(q: np.ndarray, k: int, r: int, c: int) -> tuple[np.ndarray, int]:
-    """Sum of |values| over the 3×3 neighbourhoods already known when group (k, r, c) is coded,
-    and how many cells that is.  ``q`` is (K, B, B, H', W') int64, filled up to the group."""
-    total = np.zeros(q.shape[3:], np.int64)
-    cells = 0
-    for known, grid in ((c > 0, (k, r, c - 1)), (r > 0, (k, r - 1, c)), (k > 0, (k - 1, r, c))):
-        if known:
-            total += _box3(np.abs(q[grid]))
-            cells += 9
-    return total, cells
+def box3(a: np.ndarray) -> np.ndarray:
+    """Sum over each 3×3 neighbourhood (zeros outside) of the last two axes (integers)."""
+    p = np.zeros(a.shape[:-2] + (a.shape[-2] + 2, a.shape[-1] + 2), a.dtype)
+    p[..., 1:-1, 1:-1] = a
+    rows = p[..., :-2, :] + p[..., 1:-1, :] + p[..., 2:, :]
+    return rows[..., :-2] + rows[..., 1:-1] + rows[..., 2:]
 
 
 def levels_for(height: int, width: int) -> int:
-    """Packet levels J: 3 for ordinary images, fewer for tiny ones (padding would dominate)."""
+    """Wavelet levels D: LEVELS for ordinary images, fewer for small ones."""
     side = min(height, width)
-    return int(max(1, min(MAX_LEVELS - 1, int(np.log2(max(side, 1))) - 2)))
+    return int(max(1, min(LEVELS, int(np.log2(max(side, 1))) - LEVELS_MARGIN)))
 
 
-def _spatial(y: np.ndarray, levels: int, pad: tuple[int, int]) -> np.ndarray:
-    """(H, W, K) float32 components -> (K, B, B, H', W') packet coefficients (mirror-padded)."""
-    y = np.pad(y, ((0, pad[0]), (0, pad[1]), (0, 0)), mode="symmetric")
-    return wavelets.wpt2d_positions(y, levels, wavelets.DEFAULT_WAVELET).transpose(2, 3, 4, 0, 1)
+def subband_shapes(height: int, width: int, levels: int) -> list[tuple[int, int]]:
+    """Sizes of the subbands in coding order: LL_D, then levels D … 1, three details each.
+
+    A low band of odd size is mirror-extended by one row or column before its next level,
+    so any size works and costs at most one extra sample per side and level."""
+    sizes = [(height, width)]
+    for _ in range(levels):
+        h, w = sizes[-1]
+        sizes.append(((h + 1) // 2, (w + 1) // 2))
+    out = [sizes[levels]]
+    for level in range(levels, 0, -1):
+        out += [sizes[level]] * 3
+    return out
+
+
+def context_of(index: int, levels: int) -> tuple[int | None, bool, int | None]:
+    """(parent subband, whether it is at half size, sibling subband) of a subband in coding order."""
+    if index == 0:
+        return None, False, None
+    level = levels - (index - 1) // 3
+    orientation = (index - 1) % 3
+    parent = 0 if level == levels else index - 3
+    return parent, level != levels, index - 1 if orientation else None
+
+
+def analyse(y: np.ndarray, levels: int) -> list[np.ndarray]:
+    """(K, H, W) float32 -> subbands (K, h, w) in coding order (bior4.4, periodized per level)."""
+    details = []
+    low = y
+    for _ in range(levels):
+        low = np.pad(low, ((0, 0), (0, low.shape[1] % 2), (0, low.shape[2] % 2)), mode="symmetric")
+        bands = wavelets.dwt2(low, wavelets.DEFAULT_WAVELET)
+        low = np.ascontiguousarray(bands[:, 0])
+        details.append([np.ascontiguousarray(bands[:, i]) for i in (1, 2, 3)])
+    out = [low]
+    for level in reversed(details):
+        out += level
+    return out
+
+
+def synthesise(subbands: list[np.ndarray], height: int, width: int, levels: int) -> np.ndarray:
+    """Inverse of :func:`analyse`: subbands -> (K, H, W)."""
+    sizes = [(height, width)]
+    for _ in range(levels):
+        h, w = sizes[-1]
+        sizes.append(((h + 1) // 2, (w + 1) // 2))
+    low = subbands[0]
+    for step, level in enumerate(range(levels, 0, -1)):
+        d = subbands[1 + 3 * step : 4 + 3 * step]
+        low = wavelets.idwt2(np.stack([low, *d], axis=1), wavelets.DEFAULT_WAVELET)
+        h, w = sizes[level - 1]
+        low = low[:, :h, :w]
+    return low
+
+
+def _phases(shape: tuple[int, int]) -> list[np.ndarray]:
+    """Flat positions of the black squares of a checkerboard, then of the white ones: a white
+    square's four neighbours are black, hence known when it is coded."""
+    rows, columns = np.indices(shape)
+    white = ((rows + columns) % 2).reshape(-1).astype(bool)
+    return [np.flatnonzero(~white), np.flatnonzero(white)]
+
+
+def _phase_level(model: "MultibandModel", activity: np.ndarray, cells: int, values: np.ndarray, phase: int,
+                 where: np.ndarray) -> np.ndarray:
+    """Context level of each value of a phase: white squares add their four (black, already
+    coded) neighbours' magnitudes, weighted NEIGHBOUR_WEIGHT per cell against the 3×3 boxes."""
+    if phase == 0:
+        return model.level(activity.reshape(-1)[where], cells)
+    a = np.abs(values)
+    p = np.zeros((a.shape[0] + 2, a.shape[1] + 2), np.int64)
+    p[1:-1, 1:-1] = a
+    near = (p[:-2, 1:-1] + p[2:, 1:-1] + p[1:-1, :-2] + p[1:-1, 2:]).reshape(-1)[where]
+    return model.level(activity.reshape(-1)[where] + NEIGHBOUR_WEIGHT * near, cells + 4 * NEIGHBOUR_WEIGHT)
+
+
+def _activity(boxes: dict, k: int, index: int, levels: int, shape: tuple[int, int]) -> tuple[np.ndarray, int]:
+    """Sum of |values| over the 3×3 neighbourhoods already known when subband ``index`` of
+    component k is coded — its parent (upsampled when at half size), its sibling at the
+    same level and the same subband of the previous component — and how many cells."""
+    parent, half, sibling = context_of(index, levels)
+    total = np.zeros(shape, np.int64)
+    cells = 0
+    if parent is not None:
+        box = boxes[k, parent]
+        if half:
+            box = np.repeat(np.repeat(box, 2, axis=0), 2, axis=1)[: shape[0], : shape[1]]
+        total += box
+        cells += 9
+    if sibling is not None:
+        total += boxes[k, sibling]
+        cells += 9
+    if k > 0:
+        total += boxes[k - 1, index]
+        cells += 9
+    return total, cells
 
 
 def encode(model: MultibandModel, array: np.ndarray, quality: int) -> tuple[dict[str, Any], dict[str, bytes]]:
@@ -195,8 +290,6 @@ def encode(model: MultibandModel, array: np.ndarray, quality: int) -> tuple[dict
     quality = model.check_quality(quality)
     h, w, bands = array.shape
     levels = levels_for(h, w)
-    block = 1 << levels
-    pad = ((-h) % block, (-w) % block)
     with one_blas_thread():
         x = array.reshape(-1, bands).astype(np.float64)
         lows, highs = x.min(axis=0).astype(np.int64), x.max(axis=0).astype(np.int64)
@@ -204,25 +297,24 @@ def encode(model: MultibandModel, array: np.ndarray, quality: int) -> tuple[dict
         delta = step / STEP_UNIT
         mean, vectors, spread = model.spectral(x)
         x -= mean
-        exact = _spatial((x @ vectors).reshape(h, w, bands).astype(np.float32), levels, pad)
-        big = np.abs(exact).reshape(bands, -1).max(axis=1) >= (0.5 + model.deadzone) * delta
+        exact = analyse((x @ vectors).T.reshape(bands, h, w).astype(np.float32), levels)
+        big = np.max([np.abs(b).reshape(bands, -1).max(axis=1) for b in exact], axis=0) >= (0.5 + model.deadzone) * delta
         components = int(np.flatnonzero(big)[-1]) + 1 if big.any() else 0
         del exact
         bits = np.array([model.matrix_bits(spread[k], delta) for k in range(components)], np.int64)
         matrix = np.rint(vectors[:, :components] * (1 << bits)).astype(np.int64)
         if components:
             basis = matrix / (1 << bits).astype(np.float64)
-            y = np.linalg.lstsq(basis, x.T, rcond=None)[0].T
-            coefficients = _spatial(y.reshape(h, w, components).astype(np.float32), levels, pad)
-            q = dead_zone_round(coefficients / delta, model.deadzone)
+            y = np.linalg.lstsq(basis.T @ basis, basis.T @ x.T, rcond=None)[0].T  # normal equations: K × K
+            subbands = analyse(np.ascontiguousarray(y.T).reshape(components, h, w).astype(np.float32), levels)
+            q = [dead_zone_round(b / delta, model.deadzone) for b in subbands]
         else:
-            q = np.zeros((0, block, block, (h + pad[0]) // block, (w + pad[1]) // block), np.int64)
+            q = [np.zeros((0, *shape), np.int64) for shape in subband_shapes(h, w, levels)]
     encoder = constriction.stream.queue.RangeEncoder()
     _encode_matrix(model, encoder, matrix, bits)
-    _encode_groups(model, encoder, q)
+    _encode_groups(model, encoder, q, levels)
     spectral = np.concatenate([lows, highs, mean]).astype("<i4").tobytes()
-    fields = {"quality": quality, "step": step, "levels": levels, "pad": list(pad), "components": components,
-              "latent_shape": [components, block * block, (h + pad[0]) // block, (w + pad[1]) // block]}
+    fields = {"quality": quality, "step": step, "levels": levels, "components": components}
     return fields, {"latents": encoder.get_compressed().astype("<u4").tobytes(),
                     "spectral": zlib.compress(spectral, 9)}
 
@@ -255,53 +347,58 @@ def _decode_matrix(model: MultibandModel, decoder, bands: int, components: int) 
     return matrix, bits
 
 
-def _encode_groups(model: MultibandModel, encoder, q: np.ndarray) -> None:
+def _encode_groups(model: MultibandModel, encoder, q: list[np.ndarray], levels: int) -> None:
+    """Each (component, subband) group: an 'all zero' flag, else its base table, slope and values."""
     flag, base_model, slope_model = (constriction.stream.model.Uniform(n) for n in (2, model.tables, SLOPES))
-    components, block = q.shape[0], q.shape[1]
+    components = q[0].shape[0]
+    boxes = {(k, i): box3(np.abs(band[k])) for i, band in enumerate(q) for k in range(components)}
     for k in range(components):
-        for r in range(block):
-            for c in range(block):
-                values = q[k, r, c]
-                empty = not values.any()
-                encoder.encode(np.array([int(empty)], np.int32), flag)
-                if empty:
-                    continue
-                activity, cells = _activity(q, k, r, c)
-                level = model.level(activity, cells)
-                base, slope = model.choose(values.reshape(-1), level.reshape(-1))
+        for i, band in enumerate(q):
+            values = band[k]
+            empty = not values.any()
+            encoder.encode(np.array([int(empty)], np.int32), flag)
+            if empty:
+                continue
+            activity, cells = _activity(boxes, k, i, levels, values.shape)
+            for phase, where in enumerate(_phases(values.shape)):
+                level = _phase_level(model, activity, cells, values, phase, where)
+                base, slope = model.choose(values.reshape(-1)[where], level)
                 encoder.encode(np.array([base], np.int32), base_model)
                 encoder.encode(np.array([slope], np.int32), slope_model)
-                encode_grouped(encoder, model.bank, 0, model.which(base, slope, level), values)
+                encode_grouped(encoder, model.bank, 0, model.which(base, slope, level), values.reshape(-1)[where])
 
 
-def decode(model: MultibandModel, payload: bytes, bands: int, shape: tuple[int, int, int, int]
-           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The ``latents`` section -> (matrix (B, K), its bits per column (K,), int64 (K, B, B, H', W'))."""
+def decode(model: MultibandModel, payload: bytes, bands: int, components: int, height: int, width: int,
+           levels: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """The ``latents`` section -> (matrix (B, K), its bits per column (K,), subbands (K, h, w) int64)."""
     if len(payload) % 4:
         raise EntropyError("compressed latents are not a whole number of 32-bit words")
-    components, packets, hb, wb = shape
-    block = int(round(packets ** 0.5))
-    if 8 * len(payload) + 64 < components * (packets + 4):  # every group costs its 1-bit flag at least
+    shapes = subband_shapes(height, width, levels)
+    if 8 * len(payload) + 64 < components * (len(shapes) + 4):  # each group and column costs a bit at least
         raise EntropyError("payload too short for the announced number of latents")
     decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, "<u4").astype(np.uint32))
     flag, base_model, slope_model = (constriction.stream.model.Uniform(n) for n in (2, model.tables, SLOPES))
-    q = np.zeros((components, block, block, hb, wb), np.int64)
+    q = [np.zeros((components, *shape), np.int64) for shape in shapes]
+    boxes = {(k, i): np.zeros(shape, np.int64) for i, shape in enumerate(shapes) for k in range(components)}
     limit = np.iinfo(np.int32).max
     try:
         matrix, bits = _decode_matrix(model, decoder, bands, components)
         for k in range(components):
-            for r in range(block):
-                for c in range(block):
-                    if int(decoder.decode(flag, 1)[0]):
-                        continue
+            for i, shape in enumerate(shapes):
+                if int(decoder.decode(flag, 1)[0]):
+                    continue
+                activity, cells = _activity(boxes, k, i, levels, shape)
+                flat = q[i][k].reshape(-1)
+                for phase, where in enumerate(_phases(shape)):
                     base = int(decoder.decode(base_model, 1)[0])
                     slope = int(decoder.decode(slope_model, 1)[0])
-                    activity, cells = _activity(q, k, r, c)
-                    which = model.which(base, slope, model.level(activity, cells)).reshape(-1)
-                    order, values = decode_grouped(decoder, model.bank, 0, which, model.tables)
+                    level = _phase_level(model, activity, cells, q[i][k], phase, where)
+                    order, values = decode_grouped(decoder, model.bank, 0, model.which(base, slope, level),
+                                                   model.tables)
                     if np.abs(values).max(initial=0) > limit:
                         raise EntropyError("decoded latent value out of range")
-                    q[k, r, c].reshape(-1)[order] = values
+                    flat[where[order]] = values
+                boxes[k, i] = box3(np.abs(q[i][k]))
     except EntropyError:
         raise
     except Exception as exc:  # constriction raises plain exceptions on exhausted/garbled input
@@ -315,17 +412,16 @@ def dequantize(model: MultibandModel, q: np.ndarray, step: int) -> np.ndarray:
     return (np.sign(q) * magnitude * (step / STEP_UNIT)).astype(np.float32)
 
 
-def reconstruct(model: MultibandModel, q: np.ndarray, step: int, matrix: np.ndarray, bits: np.ndarray,
+def reconstruct(model: MultibandModel, q: list[np.ndarray], step: int, matrix: np.ndarray, bits: np.ndarray,
                 ranges: dict[str, np.ndarray], height: int, width: int, levels: int, dtype: str) -> np.ndarray:
-    """Quantized coefficients -> (H, W, B) array of ``dtype``, each band clipped to its range."""
+    """Quantized subbands -> (H, W, B) array of ``dtype``, each band clipped to its range."""
     bands = ranges["mean"].size
+    components = q[0].shape[0]
     with one_blas_thread():
-        if q.shape[0]:
-            coefficients = dequantize(model, q, step).transpose(3, 4, 0, 1, 2)  # (H', W', K, r, k)
-            y = wavelets.iwpt2d_positions(np.ascontiguousarray(coefficients), levels, wavelets.DEFAULT_WAVELET)
-            y = y[:height, :width].reshape(-1, q.shape[0]).astype(np.float64)
+        if components:
+            y = synthesise([dequantize(model, b, step) for b in q], height, width, levels)
             basis = matrix / (1 << bits).astype(np.float64)
-            x = y @ basis.T + ranges["mean"]
+            x = y.reshape(components, -1).T.astype(np.float64) @ basis.T + ranges["mean"]
         else:
             x = np.broadcast_to(ranges["mean"].astype(np.float64), (height * width, bands))
         x = np.clip(np.rint(x), ranges["low"], ranges["high"])
@@ -350,15 +446,14 @@ def parse_ranges(section: bytes, bands: int) -> dict[str, np.ndarray]:
 
 
 # -- the weights: a table bank, no training data ----------------------------------------------
-def laplace_bank(tables: int = 80, deadzone: float = 0.2, reach: int = 1024, first_log2: float = -5.0
-                 ) -> RaggedTables:
-    """Integer tables of dead-zone-quantized Laplace laws, scale 2^(first_log2 + s/4) steps.
+def laplace_bank(tables: int = 80, deadzone: float = 0.2, reach: int = 1024) -> RaggedTables:
+    """Integer tables of dead-zone-quantized Laplace laws, scale 2^(FIRST_LOG2 + s/4) steps.
 
     Computed once when the weights are made and stored as integers: a decoder never
     evaluates an exponential, so no machine's libm can change a table."""
     rows = []
     for s in range(tables):
-        sigma = 2.0 ** (first_log2 + s / 4)
+        sigma = 2.0 ** (FIRST_LOG2 + s / 4)
         support = int(min(reach, np.ceil(sigma * 20 + 1)))
         n = np.arange(1, support + 1)
         tail = np.exp(-(n - 0.5 + deadzone) / sigma) - np.exp(-(n + 0.5 + deadzone) / sigma)
@@ -369,7 +464,7 @@ def laplace_bank(tables: int = 80, deadzone: float = 0.2, reach: int = 1024, fir
     return RaggedTables.from_rows(rows)
 
 
-def make_weights(directory, name: str = "nband-1x", deadzone: float = 0.2, reconstruction: float = 0.0,
+def make_weights(directory, name: str = "nband-1x", deadzone: float = 0.2, reconstruction: float = 0.1,
                  step_scale: float = 0.25, step_slope: float = 10.0) -> None:
     """Write ``<name>.npz`` and ``<name>.json`` (``make nband-weights``)."""
     from pathlib import Path
@@ -379,11 +474,12 @@ def make_weights(directory, name: str = "nband-1x", deadzone: float = 0.2, recon
     bank = laplace_bank(deadzone=deadzone)
     thresholds = np.rint(2.0 ** (np.arange(0, 96) / 4)).astype(np.int64)
     arrays = {"bank.lo": bank.lo, "bank.size": bank.size, "bank.offset": bank.offset, "bank.freqs": bank.freqs,
-              "context.thresholds": thresholds}
-    config = {"name": name, "modality": "raster", "family": "multiband", "channels": 1, "levels": 3,
+              "context.thresholds": thresholds, "quant.deadzone": np.float64(deadzone),
+              "quant.reconstruction": np.float64(reconstruction), "quant.step_scale": np.float64(step_scale),
+              "quant.step_slope": np.float64(step_slope)}
+    config = {"name": name, "modality": "raster", "family": "multiband", "channels": 1, "levels": LEVELS,
               "wavelet": wavelets.DEFAULT_WAVELET, "latent_channels": 1, "decoder_width": 0, "decoder_blocks": 0,
-              "decoder_kind": "linear", "coding": "context", "deadzone": deadzone, "reconstruction": reconstruction,
-              "step_scale": step_scale, "step_slope": step_slope,
+              "decoder_kind": "linear", "coding": "context",
               "info": {"tables": int(bank.lo.shape[0]), "table_law": "dead-zone Laplace, quarter-octave scales",
                        "spectral": f"per-image KLT, {MATRIX_BITS}-bit integer matrix"}}
     save_model(Path(directory), config, arrays)

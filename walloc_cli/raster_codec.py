@@ -30,13 +30,12 @@ def raster_model(name: str | None = None) -> multiband.MultibandModel:
     return model
 
 
-def check_samples(width: int, height: int, bands: int, levels: int, max_samples: int) -> None:
-    """The limit counts samples of the padded grid (height × width × bands), not pixels."""
-    block = 1 << levels
-    padded = (height + (-height) % block) * (width + (-width) % block) * bands
-    if padded > max_samples:
-        raise WallocError(f"image of {width}×{height}×{bands} samples is coded on a grid of {padded} samples "
-                          f"(sides padded to whole blocks), above the limit of {max_samples} samples")
+def check_samples(width: int, height: int, bands: int, max_samples: int) -> None:
+    """The limit counts samples (height × width × bands), not pixels: a 200-band cube of 1 MP
+    allocates what a 200 MP grey image does."""
+    if width * height * bands > max_samples:
+        raise WallocError(f"image of {width}×{height}×{bands} = {width * height * bands} samples exceeds the "
+                          f"limit of {max_samples} samples")
 
 
 def encode(image: raster.Raster, quality: int | None = None, model_name: str | None = None,
@@ -44,8 +43,7 @@ def encode(image: raster.Raster, quality: int | None = None, model_name: str | N
     """A :class:`~walloc_cli.raster.Raster` -> ``.wlc`` bytes."""
     model = raster_model(model_name)
     quality = model.check_quality(DEFAULT_QUALITY if quality is None else quality)
-    check_samples(image.width, image.height, image.bands, multiband.levels_for(image.height, image.width),
-                  max_samples)
+    check_samples(image.width, image.height, image.bands, max_samples)
     if image.wavelengths is not None and len(image.wavelengths) != image.bands:
         raise WallocError(f"{len(image.wavelengths)} wavelengths given for {image.bands} bands")
     fields, sections = multiband.encode(model, image.array, quality)
@@ -87,7 +85,7 @@ def layout(header: dict[str, Any], max_samples: int) -> dict[str, Any]:
     levels = _int(header, "levels", 1, multiband.MAX_LEVELS)
     if levels != multiband.levels_for(height, width):
         raise container.FormatError("corrupt header (field 'levels')")
-    check_samples(width, height, bands, levels, max_samples)
+    check_samples(width, height, bands, max_samples)
     if header.get("dtype") not in raster.DTYPES:
         raise container.FormatError(f"corrupt header (unknown dtype {header.get('dtype')!r})")
     itembits = 8 * np.dtype(header["dtype"]).itemsize
@@ -105,17 +103,8 @@ def layout(header: dict[str, Any], max_samples: int) -> dict[str, Any]:
     _int(header, "quality", 1, 100)
     step = _int(header, "step", 1, 1 << 40)
     components = _int(header, "components", 0, bands)
-    block = 1 << levels
-    pad = header.get("pad")
-    if (not isinstance(pad, list) or len(pad) != 2
-            or any(not isinstance(p, int) or isinstance(p, bool) or not 0 <= p < block for p in pad)
-            or (height + pad[0]) % block or (width + pad[1]) % block):
-        raise container.FormatError("corrupt header (field 'pad')")
-    shape = [components, block * block, (height + pad[0]) // block, (width + pad[1]) // block]
-    if header.get("latent_shape") != shape:
-        raise container.FormatError("corrupt header (latent shape does not match the size)")
     return {"width": width, "height": height, "bands": bands, "levels": levels, "step": step,
-            "shape": tuple(shape)}
+            "components": components}
 
 
 def decode(box: container.Container, model: multiband.MultibandModel, max_samples: int) -> raster.Raster:
@@ -129,7 +118,8 @@ def decode(box: container.Container, model: multiband.MultibandModel, max_sample
     info = np.iinfo(dtype)
     if ranges["low"].min() < info.min or ranges["high"].max() > info.max:
         raise container.FormatError("corrupt spectral section (ranges outside the dtype)")
-    matrix, bits, q = multiband.decode(model, box.sections["latents"], fields["bands"], fields["shape"])
+    matrix, bits, q = multiband.decode(model, box.sections["latents"], fields["bands"], fields["components"],
+                                       fields["height"], fields["width"], fields["levels"])
     array = multiband.reconstruct(model, q, fields["step"], matrix, bits, ranges, fields["height"],
                                   fields["width"], fields["levels"], dtype.name)
     return raster.Raster(array, header["container"], header["layout"], header["byteorder"],
@@ -139,11 +129,13 @@ def decode(box: container.Container, model: multiband.MultibandModel, max_sample
 
 def latents(box: container.Container, model: multiband.MultibandModel, max_samples: int
             ) -> tuple[np.ndarray, float]:
-    """The quantized coefficients (K·4^J, H', W') int32 and their step, by entropy decoding alone."""
+    """The quantized coefficients by entropy decoding alone: (K, N) int32, each KLT component's
+    subbands flattened in coding order (LL_D first), and their quantization step."""
     fields = layout(box.header, max_samples)
-    _, _, q = multiband.decode(model, box.sections["latents"], fields["bands"], fields["shape"])
-    k, b, _, hb, wb = q.shape
-    return q.reshape(k * b * b, hb, wb).astype(np.int32), fields["step"] / multiband.STEP_UNIT
+    _, _, q = multiband.decode(model, box.sections["latents"], fields["bands"], fields["components"],
+                               fields["height"], fields["width"], fields["levels"])
+    flat = np.concatenate([b.reshape(b.shape[0], -1) for b in q], axis=1)
+    return flat.astype(np.int32), fields["step"] / multiband.STEP_UNIT
 
 
 def info(header: dict[str, Any], file_bytes: int) -> dict[str, Any]:
