@@ -172,9 +172,13 @@ def _read_tiff(data: bytes) -> Raster:
         with tifffile.TiffFile(io.BytesIO(data)) as tif:
             series = tif.series[0]
             axes = series.axes
-            a = series.asarray()
-            bits = int(tif.pages[0].bitspersample)
             pages = len(tif.pages)
+            if axes == "YX" and pages > 1 and len(tif.series) == pages:  # one band per page, each its own series
+                a = np.stack([s.asarray() for s in tif.series])
+                axes = "IYX"
+            else:
+                a = series.asarray()
+            bits = int(tif.pages[0].bitspersample)
     except Exception as exc:  # tifffile raises many kinds for damaged files
         raise RasterError(f"not a readable TIFF ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") \
             from None
