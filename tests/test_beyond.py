@@ -289,3 +289,18 @@ def test_cli_encode_decode_info(tmp_path, jasper):
     result = runner.invoke(main, ["decode", str(wlc), "-o", str(tmp_path / "cube.tif")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "cube.tif").stat().st_size > 0
+
+
+def test_walloc_latents_of_an_npy_cube_and_its_wlc(tmp_path, jasper):
+    src = tmp_path / "cube.npy"
+    np.save(src, jasper)
+    runner = CliRunner()
+    result = runner.invoke(main, ["latents", str(src), "-o", str(tmp_path / "lat.npy")])
+    assert result.exit_code == 0, result.output
+    direct = np.load(tmp_path / "lat.npy")
+    assert direct.dtype == np.int32 and direct.shape[0] <= jasper.shape[2]
+    runner.invoke(main, ["encode", str(src)])
+    result = runner.invoke(main, ["latents", "--float", str(tmp_path / "cube.wlc"), "-o", str(tmp_path / "f.npy")])
+    assert result.exit_code == 0, result.output
+    floats = np.load(tmp_path / "f.npy")
+    assert floats.dtype == np.float32 and floats.shape == direct.shape  # both at the default quality

@@ -148,6 +148,12 @@ def wlc_latents(data: bytes, model_name: str | None = None) -> Latents:
         raise WallocError(f"written with model {found.model}, not {model_name}")
     header = found.header
     codec = api.load_model(found.model)  # already loaded (and its weights checked) by file_latents
+    if found.modality == "raster":  # N-band (#15): (K KLT components, their subbands flattened)
+        meta = {"modality": "raster", "model": codec.config.name, "weights": codec.config.short_hash,
+                "step": found.step, "quality": header["quality"], "layout": "components × subband coefficients",
+                **{k: header[k] for k in ("width", "height", "bands", "dtype", "levels", "components", "wavelengths")
+                   if k in header}}
+        return Latents(found.latents, codec, header["quality"], meta, steps=np.float32(found.step))
     if isinstance(codec, audio_ladder.LadderModel):  # (signals, 256 frequency bands, positions)
         cfg = codec.config
         meta = {"modality": "audio", "model": cfg.name, "weights": cfg.short_hash, "block": cfg.block,
@@ -190,6 +196,8 @@ def read_latents(source: str | os.PathLike, model_name: str | None = None, quali
         data = batch.read_input(name)
     if kind == "wlc":
         return wlc_latents(data, model_name)
+    if api.input_modality(data, name if name != batch.STDIO else "") == "raster":  # N-band, 9–16 bits (#15)
+        return wlc_latents(api.encode_raster(data, name, model_name, quality).data)
     return image_latents(media.read_image(data), model_name, quality)
 
 
