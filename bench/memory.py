@@ -1,11 +1,12 @@
 """Peak memory (RSS) of `walloc encode` / `walloc decode` on huge inputs.
 
-    python bench/memory.py [--hours 1] [--megapixels 96]
+    python bench/memory.py [--hours 1] [--megapixels 96] [--models rgb-1x rgb-16x]
 
 Writes a synthetic stereo WAV of the given length (music-like: a few tones and
 noise) and a synthetic 12000×8000 RGB PNG into a temporary folder, then runs
 the real CLI on them in subprocesses and reports each one's wall time and peak
-resident memory (VmHWM of the child).
+resident memory (VmHWM of the child); images once per image model, with the
+peak in bytes per pixel (issue #11's budget: 16).
 """
 from __future__ import annotations
 
@@ -51,7 +52,8 @@ def synthetic_audio(path: Path, hours: float, rate: int = 44100) -> None:
             f.write(np.stack([tone, 0.8 * tone], axis=1) + noise)
 
 
-def synthetic_image(path: Path, megapixels: float) -> None:
+def synthetic_image(path: Path, megapixels: float) -> int:
+    """Write a 3:2 RGB PNG of about ``megapixels``; returns its pixel count."""
     from PIL import Image
 
     w = int(np.sqrt(megapixels * 1e6 * 1.5))
@@ -59,31 +61,38 @@ def synthetic_image(path: Path, megapixels: float) -> None:
     y, x = np.mgrid[0:h, 0:w].astype(np.float32)
     rgb = np.stack([128 + 100 * np.sin(x / 300), 128 + 100 * np.cos(y / 200), 128 + 50 * np.sin((x + y) / 50)], -1)
     Image.fromarray(rgb.astype(np.uint8)).save(path, compress_level=1)
+    return w * h
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hours", type=float, default=1.0)
     parser.add_argument("--megapixels", type=float, default=96.0)
+    parser.add_argument("--models", nargs="+", default=["rgb-1x", "rgb-16x"], help="image models to measure")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        cases = []
+        cases = []  # (title, source, decoded, extra encode arguments, pixels or None)
         if args.hours > 0:
             wav = tmp / "long.wav"
             synthetic_audio(wav, args.hours)
-            cases.append((f"audio: {args.hours:g} h stereo 44.1 kHz 16-bit WAV", wav, tmp / "back.wav"))
+            cases.append((f"audio: {args.hours:g} h stereo 44.1 kHz 16-bit WAV", wav, tmp / "back.wav", [], None))
         if args.megapixels > 0:
             png = tmp / "huge.png"
-            synthetic_image(png, args.megapixels)
-            cases.append((f"image: {args.megapixels:g} MP RGB PNG", png, tmp / "back.png"))
-        for title, source, decoded in cases:
+            pixels = synthetic_image(png, args.megapixels)
+            for name in args.models:
+                cases.append((f"image: {args.megapixels:g} MP RGB PNG, {name}", png, tmp / "back.png",
+                              ["-m", name], pixels))
+        for title, source, decoded, extra, pixels in cases:
             coded = source.with_suffix(".wlc")
             print(f"{title}, {source.stat().st_size / 1e6:.0f} MB")
-            for verb, args_ in (("encode", [str(source), "-o", str(coded)]), ("decode", [str(coded), "-o", str(decoded)])):
+            for verb, args_ in (("encode", [str(source), "-o", str(coded), "--force", *extra]),
+                                ("decode", [str(coded), "-o", str(decoded), "--force"])):
                 wall, rss = run([verb, *args_])
-                print(f"  {verb}  {wall:7.1f} s  peak RSS {rss:6.0f} MB", flush=True)
+                per_pixel = f"  {rss * 2**20 / pixels:5.1f} bytes/pixel" if pixels else ""
+                print(f"  {verb}  {wall:7.1f} s  peak RSS {rss:6.0f} MB{per_pixel}", flush=True)
             print(f"  .wlc    {coded.stat().st_size / 1e6:.2f} MB")
+
 
 if __name__ == "__main__":
     main()

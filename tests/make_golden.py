@@ -17,7 +17,7 @@ import numpy as np
 import soundfile
 from PIL import Image
 
-from walloc_cli import api, container
+from walloc_cli import api, container, strips
 
 DATA = Path(__file__).parent / "data"
 GOLDEN = DATA / "golden"
@@ -46,6 +46,15 @@ def main() -> None:
     for quality in (20, 75):  # the quality-ladder model: context-coded latents, linear decoder
         wlc = api.encode_image(crop.getvalue(), "rgb-1x", quality).data
         _save(f"v{container.VERSION}-rgb-1x-q{quality}", wlc, api.decode_image(wlc).rgb)
+    if container.VERSION >= 2:  # strip-coded rgb-1x: strips of 4 latent rows (fewer than the inverse
+        # transform reaches, so decoding a strip reads its neighbours'), three in this crop
+        rule = strips.STRIP_POSITIONS, strips.MIN_STRIP_ROWS
+        strips.STRIP_POSITIONS, strips.MIN_STRIP_ROWS = 64, 4
+        try:
+            wlc = api.encode_image(crop.getvalue(), "rgb-1x", 60).data
+        finally:
+            strips.STRIP_POSITIONS, strips.MIN_STRIP_ROWS = rule
+        _save(f"v{container.VERSION}-rgb-1x-q60-strips", wlc, api.decode_image(wlc).rgb)
     la = small.convert("L")
     la.putalpha(Image.fromarray((np.arange(64 * 96) % 251).astype(np.uint8).reshape(64, 96)))
     buf = io.BytesIO()

@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from walloc_cli import container
 from walloc_cli.cli import main
 
 
@@ -140,7 +141,7 @@ def test_info_text_and_json(work):
     assert r.exit_code == 0 and "bpp" in r.output and "rgb-1x" in r.output and "quality" in r.output
     r = run("info", "--json", str(work / "a.wlc"))
     meta = json.loads(r.output)
-    assert meta["width"] == 96 and meta["height"] == 64 and meta["format_version"] == 1
+    assert meta["width"] == 96 and meta["height"] == 64 and meta["format_version"] == container.VERSION
     (work / "junk.wlc").write_bytes(b"junk")
     r = run("info", str(work / "junk.wlc"))
     assert r.exit_code == 1 and "not a walloc file" in r.stderr

@@ -20,7 +20,7 @@ import soundfile
 from click.testing import CliRunner
 from PIL import Image
 
-from walloc_cli import api, cli
+from walloc_cli import api, cli, container
 from walloc_cli.cli import main
 
 DATA = Path(__file__).parent / "data"
@@ -214,7 +214,7 @@ def test_a_file_without_metadata_has_no_metadata_sections(here):
     run("encode", "photo.png", "song.wav", "-o", f"{here}/", cwd=here)
     for name in ("photo.wlc", "song.wlc"):
         meta = json.loads(run("info", "--json", str(here / name)).stdout)
-        assert meta["metadata"] == [] and set(meta["sections"]) <= {"latents", "index"}
+        assert meta["metadata"] == [] and set(meta["sections"]) <= {"latents", "index", "strips"}
 
 
 # -- 6. -o with several inputs means a folder only when it is one, as cp and mv ----------------
@@ -432,7 +432,7 @@ def test_the_magic_entry_names_wlc_files(here):
     magic = str(ROOT / "docs" / "walloc.magic")
     for name, modality in (("photo.wlc", "image"), ("song.wlc", "audio")):
         out = subprocess.run(["file", "-b", "-m", magic, name], cwd=here, capture_output=True, text=True)
-        assert out.stdout.strip() == f"walloc compressed data, format version 1, {modality}"
+        assert out.stdout.strip() == f"walloc compressed data, format version {container.VERSION}, {modality}"
     mime = subprocess.run(["file", "-m", magic, "--mime-type", "-b", "photo.wlc"], cwd=here, capture_output=True,
                           text=True)
     assert mime.stdout.strip() == "application/x-walloc"

@@ -18,7 +18,7 @@ from typing import Any, BinaryIO, Iterator
 
 import numpy as np
 
-from . import audio_ladder, container, entropy, media, multiband, raster, raster_codec, rdoq
+from . import audio_ladder, container, entropy, media, multiband, raster, raster_codec, rdoq, strips
 from .errors import WallocError, check_quality
 from .model import DEFAULT_AUDIO_MODEL, DEFAULT_IMAGE_MODEL, CodecModel, contiguous_runs, find_model, load_model
 from .threads import one_blas_thread
@@ -66,25 +66,52 @@ def _image_reader(rgb: np.ndarray, padded_width: int):
 
 
 def image_to_latents(model: CodecModel, rgb: np.ndarray, quality: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
-    """uint8 (H, W, 3) -> integer latents (L, H'/2^J, W'/2^J) and the padding (rows, columns)."""
+    """uint8 (H, W, 3) -> integer latents (L, H'/2^J, W'/2^J) and the padding (rows, columns).
+
+    Ladder models round each strip with that strip's contexts, as the file codes it
+    (:mod:`walloc_cli.strips`), so these are exactly the latents :func:`file_latents` reads back."""
+    cut, pad = image_strips(model, rgb, quality)
+    parts = [latents for _, latents in cut]
+    return (parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)), pad
+
+
+def image_strips(model: CodecModel, rgb: np.ndarray, quality: int | None = None
+                 ) -> tuple[Iterator[tuple[tuple[int, int], np.ndarray]], tuple[int, int]]:
+    """uint8 (H, W, 3) -> (iterator of ((first, stop) latent rows, int32 latents of those rows),
+    padding).  Ladder models yield one strip at a time (:func:`walloc_cli.strips.rows_per_strip`),
+    so a huge photo never has all its latents in memory; other models yield the whole grid."""
     block = model.config.block
     h, w = rgb.shape[:2]
     pad = ((-h) % block, (-w) % block)
     padded_w = w + pad[1]
+    rows = (h + pad[0]) // block
     chunk = max(8, ENCODE_WINDOW_SAMPLES // (3 * padded_w * block))
     read = _image_reader(rgb, padded_w)
-    with one_blas_thread():  # bit-exact whatever the caller's BLAS threads (threads.py)
-        if model.has_quality:  # rounding that knows what each value costs in its context
-            scaled = model.to_latents(read, h + pad[0], chunk, quality, scaled=True)
-            return rdoq.rd_round(scaled, model.ladder, model.ladder.check(quality)), pad
-        return model.to_latents(read, h + pad[0], chunk, quality), pad
+
+    def generate() -> Iterator[tuple[tuple[int, int], np.ndarray]]:
+        if not model.has_quality:
+            with one_blas_thread():  # bit-exact whatever the caller's BLAS threads (threads.py)
+                yield (0, rows), model.to_latents(read, h + pad[0], chunk, quality)
+            return
+        q = model.ladder.check(quality)
+        for r0, r1 in strips.bounds(rows, strips.rows_per_strip(padded_w // block)):
+            with one_blas_thread():  # entered per strip: a suspended generator must not hold it
+                scaled = model.to_latents(read, h + pad[0], chunk, q, scaled=True, start=r0, stop=r1)
+                # rounding that knows what each value costs in its context (the strip's own)
+                latents = rdoq.rd_round(scaled, model.ladder, q)
+            del scaled
+            yield (r0, r1), latents
+
+    return generate(), pad
 
 
-def latents_to_image(model: CodecModel, latents: np.ndarray, height: int, width: int,
-                     quality: int | None = None) -> np.ndarray:
-    """Integer latents -> uint8 (H, W, 3), decoded in strips of rows."""
+def latents_to_image(model: CodecModel, latents: np.ndarray | strips.StripLatents, height: int, width: int,
+                     quality: int | None = None, chunk: int | None = None) -> np.ndarray:
+    """Integer latents -> uint8 (H, W, 3), decoded in windows of ``chunk`` latent rows (by
+    default about :data:`DECODE_WINDOW_POSITIONS` positions; a strip-coded file's strips)."""
     rgb = np.empty((height, width, 3), np.uint8)
-    chunk = max(16, DECODE_WINDOW_POSITIONS // latents.shape[2])
+    if chunk is None:
+        chunk = max(16, DECODE_WINDOW_POSITIONS // latents.shape[2])
     row = 0
     with one_blas_thread():  # the same pixels whatever the caller's BLAS threads (threads.py)
         for strip in model.from_latents(latents, chunk, quality):
@@ -148,8 +175,17 @@ def encode_image_data(image: media.ImageData, model_name: str = DEFAULT_IMAGE_MO
     block = model.config.block
     _check_grid(image.width, image.height, image.width + (-image.width) % block,
                 image.height + (-image.height) % block, DEFAULT_MAX_PIXELS)  # what a decoder accepts by default
-    latents, pad = image_to_latents(model, image.rgb, quality)
-    sections = {"latents": _encode_latents(model, latents, quality, effort)}
+    parts, pad = image_strips(model, image.rgb, quality)
+    payloads: list[bytes] = []
+    layout: dict[str, int] = {}
+    for (r0, r1), latents in parts:  # one strip in memory at a time
+        payloads.append(_encode_latents(model, latents, quality, effort))
+        shape = (latents.shape[0], r1, latents.shape[2])  # the last strip's stop: the grid's height
+        del latents
+    sections = {"latents": b"".join(payloads)}
+    if len(payloads) > 1:  # strip-coded (format version 2): the layout a decoder needs
+        layout = {"strip_rows": strips.rows_per_strip(shape[2])}
+        sections["strips"] = strips.pack_sizes(payloads)
     if image.alpha is not None:
         sections["alpha"] = zlib.compress(np.ascontiguousarray(image.alpha).tobytes(), 9)
     if image.icc:
@@ -162,7 +198,7 @@ def encode_image_data(image: media.ImageData, model_name: str = DEFAULT_IMAGE_MO
     if image.mode in ("RGB", "RGBA") and is_grey(image.rgb):
         fields["grey"] = True  # decoded exactly grey (see decode_image)
     header = _header(model, "image", width=image.width, height=image.height, mode=image.mode,
-                     pad=list(pad), latent_shape=list(latents.shape), **fields)
+                     pad=list(pad), latent_shape=list(shape), **fields, **layout)
     return container.pack(header, sections)
 
 
@@ -261,14 +297,17 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> media.Ima
     header = box.header
     width, height, shape = _image_layout(header, model, max_pixels)
     quality = header.get("quality")
-    latents = _decode_latents(model, box.sections["latents"], quality, shape)
-    rgb = latents_to_image(model, latents, height, width, quality)
+    latents, strip_rows = _image_latents(box, model, shape, quality)
+    rgb = latents_to_image(model, latents, height, width, quality, strip_rows)
+    del latents
     mode = header["mode"]
     grey = header.get("grey", False)
     if not isinstance(grey, bool):
         raise container.FormatError("corrupt header (field 'grey')")
     if mode in ("L", "LA") or grey:
-        gray = np.clip(np.rint(rgb.astype(np.float32).mean(axis=2)), 0, 255).astype(np.uint8)
+        # the rounded mean of three uint8 values, (sum + 1) // 3 exactly (a sum/3 is never
+        # a half), in integers: a float copy of a 96 MP image would be 1.2 GB
+        gray = ((rgb.sum(axis=2, dtype=np.uint16) + 1) // 3).astype(np.uint8)
         rgb = np.repeat(gray[:, :, None], 3, axis=2)
     alpha = None
     if mode in ("RGBA", "LA"):
@@ -276,6 +315,37 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> media.Ima
     icc = box.sections.get("icc") or None
     return media.ImageData(np.ascontiguousarray(rgb), mode, alpha, icc, [], box.sections.get("exif") or None,
                            box.sections.get("xmp") or None)
+
+
+def _image_latents(box: container.Container, model: CodecModel, shape: tuple[int, int, int],
+                   quality: int | None) -> tuple[np.ndarray | strips.StripLatents, int | None]:
+    """An image file's latents as the decoder reads them, and its strip height (None if uncut).
+
+    Ladder-model files of format version 2 taller than one strip are coded in strips
+    (:mod:`walloc_cli.strips`; header field ``strip_rows``, section ``strips``): they decode
+    strip by strip as the inverse transform asks for rows.  Every strip's payload is
+    checked against its announced latents before anything is allocated.  A one-strip
+    image, a version 1 file or a single-point model's is one whole-grid payload."""
+    header = box.header
+    cut = "strip_rows" in header or "strips" in box.sections
+    if cut and (not model.has_quality or box.version < 2):
+        raise container.FormatError("corrupt header (strips in a file that is not strip-coded)")
+    if not cut:
+        return _decode_latents(model, box.sections["latents"], quality, shape), None
+    strip_rows = _int_field(header, "strip_rows", 1)
+    payloads = strips.split(box.sections["latents"], box.sections.get("strips"), shape[1], strip_rows)
+    shapes = [(shape[0], r1 - r0, shape[2]) for r0, r1 in strips.bounds(shape[1], strip_rows)]
+    sets = model.ladder.table_sets(quality)
+    for payload, strip_shape in zip(payloads, shapes):  # a decompression bomb stops here
+        entropy.check_context_payload(len(payload), model.ladder.tables, sets, strip_shape, model.ladder.neighbour_cuts)
+
+    def decode(payload: bytes, strip_shape: tuple[int, int, int]) -> np.ndarray:
+        return _decode_latents(model, payload, quality, strip_shape)
+
+    if len(payloads) == 1:
+        return decode(payloads[0], shape), strip_rows
+    reach = model.context_margin + model.decoder_radius
+    return strips.StripLatents(payloads, shape, strip_rows, decode, reach), strip_rows
 
 
 def _alpha_plane(section: bytes | None, width: int, height: int) -> np.ndarray:
@@ -694,7 +764,7 @@ def attach_tags(wlc: bytes, tags: dict[str, str]) -> bytes:
     if not tags:
         return wlc
     box = container.unpack(wlc)
-    return container.pack(box.header, {**box.sections, "tags": media.tags_section(tags)})
+    return container.pack(box.header, {**box.sections, "tags": media.tags_section(tags)}, box.version)
 
 
 def file_tags(data: bytes) -> dict[str, str]:
@@ -743,7 +813,9 @@ def file_latents(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, max_frames: 
     if modality == "image":
         _, _, shape = _image_layout(box.header, model, max_pixels)
         quality = box.header.get("quality")
-        latents = _decode_latents(model, box.sections["latents"], quality, shape)
+        latents, _ = _image_latents(box, model, shape, quality)
+        if isinstance(latents, strips.StripLatents):
+            latents = latents.full()
         return FileLatents(latents, model.ladder.steps(quality)[:, None, None] if model.has_quality else 1.0,
                            model.config.name, modality, box.header)
     _, channels, frames, _, shape = _audio_layout(box.header, model, max_frames)

@@ -4,7 +4,7 @@ Layout (all integers little-endian)::
 
     offset   size  field
     0        4     magic b"WLOC"
-    4        1     format version (1)
+    4        1     format version (2; version 1 files are still read)
     5        4     header length H (at most 65536)
     9        H     header: UTF-8 JSON object
     9+H      8     payload length P
@@ -29,7 +29,11 @@ from dataclasses import dataclass
 from typing import Any
 
 MAGIC = b"WLOC"
-VERSION = 1
+# Version 2 (issue #11): rgb-1x codes its latents in horizontal strips (header
+# "strip_rows", section "strips"), so memory is bounded.  Everything else reads the same,
+# and version 1 files (whole-image context coding) still decode: see docs/FORMAT.md.
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MAX_HEADER = 1 << 16
 MAX_HEADER_DEPTH = 32  # JSON nesting; walloc writes 3 levels ("sections": [[name, length], ...])
 _PREFIX = struct.Struct("<4sBI")
@@ -48,8 +52,13 @@ class Container:
     version: int = VERSION
 
 
-def pack(header: dict[str, Any], sections: dict[str, bytes]) -> bytes:
-    """Serialise a header (JSON-able, without "sections") and named byte sections."""
+def pack(header: dict[str, Any], sections: dict[str, bytes], version: int = VERSION) -> bytes:
+    """Serialise a header (JSON-able, without "sections") and named byte sections.
+
+    ``version`` other than the current one only to rewrite an older file's sections
+    (adding tags) without changing how its latents must be read."""
+    if version not in READABLE_VERSIONS:
+        raise ValueError(f"cannot write format version {version}")
     if "sections" in header:
         raise ValueError("header key 'sections' is reserved")
     full = {**header, "sections": [[name, len(data)] for name, data in sections.items()]}
@@ -57,7 +66,7 @@ def pack(header: dict[str, Any], sections: dict[str, bytes]) -> bytes:
     if len(header_bytes) > MAX_HEADER:
         raise ValueError("header too large")
     payload = b"".join(sections.values())
-    body = _PREFIX.pack(MAGIC, VERSION, len(header_bytes)) + header_bytes + _PAYLOAD_LEN.pack(len(payload)) + payload
+    body = _PREFIX.pack(MAGIC, version, len(header_bytes)) + header_bytes + _PAYLOAD_LEN.pack(len(payload)) + payload
     return body + _CRC.pack(zlib.crc32(body))
 
 
@@ -70,8 +79,9 @@ def unpack(data: bytes) -> Container:
     magic, version, header_len = _PREFIX.unpack_from(data, 0)
     if magic != MAGIC:
         raise FormatError("not a walloc file (wrong magic bytes)")
-    if version != VERSION:
-        raise FormatError(f"unsupported format version {version} (this walloc reads version {VERSION})")
+    if version not in READABLE_VERSIONS:
+        raise FormatError(f"unsupported format version {version} (this walloc reads versions "
+                          f"{', '.join(map(str, READABLE_VERSIONS))})")
     if header_len > MAX_HEADER:
         raise FormatError(f"corrupt header length {header_len}")
     pos = _PREFIX.size

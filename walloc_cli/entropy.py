@@ -624,22 +624,32 @@ def minimum_bits_with_context(tables: RaggedTables, candidates: list[Candidate],
     return float(height * width * cheapest.sum() + choices)
 
 
+def check_context_payload(size: int, tables: RaggedTables, candidates: list[Candidate],
+                          shape: tuple[int, int, int], neighbour_cuts: tuple[int, ...] = ()) -> None:
+    """Refuse a payload of ``size`` bytes that cannot hold context-coded latents of ``shape``.
+
+    As in :func:`decode`: a header announcing far more latents than the payload can hold
+    is refused before anything of that size is allocated (decompression bomb).  Callers
+    that decode in strips check every strip first."""
+    if size % 4:
+        raise EntropyError("compressed latents are not a whole number of 32-bit words")
+    channels = shape[0]
+    per_channel = tables_per_channel(candidates[0][1].shape[1] + 1, neighbour_cuts)
+    for first_row, thresholds in candidates:
+        if thresholds.shape[0] != channels or first_row + channels * per_channel > tables.lo.shape[0]:
+            raise EntropyError("latent shape does not match the model's tables")
+    if 8 * size + 64 < minimum_bits_with_context(tables, candidates, per_channel, shape):
+        raise EntropyError("payload too short for the announced number of latents")
+
+
 def decode_with_context(data: bytes, tables: RaggedTables, candidates: list[Candidate],
                         depth: int, shape: tuple[int, int, int], lifted: int = 0,
                         neighbour_cuts: tuple[int, ...] = ()) -> np.ndarray:
     """Inverse of :func:`encode_with_context`: int32 latents of ``shape`` (L, H, W)."""
-    if len(data) % 4:
-        raise EntropyError("compressed latents are not a whole number of 32-bit words")
+    check_context_payload(len(data), tables, candidates, shape, neighbour_cuts)
     channels, height, width = shape
     bins = candidates[0][1].shape[1] + 1
     per_channel = tables_per_channel(bins, neighbour_cuts)
-    for first_row, thresholds in candidates:
-        if thresholds.shape[0] != channels or first_row + channels * per_channel > tables.lo.shape[0]:
-            raise EntropyError("latent shape does not match the model's tables")
-    if 8 * len(data) + 64 < minimum_bits_with_context(tables, candidates, per_channel, shape):
-        # as in decode(): a header announcing far more latents than the payload can hold is
-        # refused before anything of that size is allocated (decompression bomb)
-        raise EntropyError("payload too short for the announced number of latents")
     choice_model = constriction.stream.model.Uniform(len(candidates)) if len(candidates) > 1 else None
     decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
     context = ActivityContext((height, width), depth)

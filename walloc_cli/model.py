@@ -376,26 +376,31 @@ class CodecModel:
         return run
 
     def to_latents(self, read: Callable[[np.ndarray], np.ndarray], length: int, chunk: int,
-                   quality: int | None = None, scaled: bool = False) -> np.ndarray:
+                   quality: int | None = None, scaled: bool = False, start: int = 0,
+                   stop: int | None = None) -> np.ndarray:
         """Integer latents of a signal of ``length`` samples along axis 1.
 
         ``read(index)`` returns the signal in model units at the sample positions
         ``index`` (all within ``0 .. length-1``) along axis 1; ``length`` is a
         multiple of ``block``; ``chunk`` is the number of latent positions per window.
+        ``start``/``stop``: only latent positions ``start … stop − 1`` (one strip of an
+        image), the same values as those positions of the whole.
         ``scaled``: float32 latents before rounding (see :meth:`latents_of_window`).
         """
         block, margin = self.config.block, self.context_margin
         positions = length // block
-        if positions <= chunk:  # one window holds everything: the periodic transform needs no margin
+        stop = positions if stop is None else stop
+        if start == 0 and stop == positions and positions <= chunk:
+            # one window holds everything: the periodic transform needs no margin
             return self.latents_of_window(read(np.arange(length)), quality, scaled)
         out = None
-        for p0 in range(0, positions, chunk):
-            p1 = min(positions, p0 + chunk)
+        for p0 in range(start, stop, chunk):
+            p1 = min(stop, p0 + chunk)
             index = np.arange((p0 - margin) * block, (p1 + margin) * block) % length
             z = self.latents_of_window(read(index), quality, scaled)[:, margin : margin + p1 - p0]
             if out is None:  # filled in place: long audio holds its latents once, not twice
-                out = np.empty((z.shape[0], positions) + z.shape[2:], z.dtype)
-            out[:, p0:p1] = z
+                out = np.empty((z.shape[0], stop - start) + z.shape[2:], z.dtype)
+            out[:, p0 - start : p1 - start] = z
         return out
 
     def from_latents(self, latents: np.ndarray, chunk: int, quality: int | None = None) -> Iterator[np.ndarray]:
