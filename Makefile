@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-stamp
 # environment variable pointing there.
 LOCAL_WHEELS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels)
 
-.PHONY: install demo test bench bench-rd bench-audio bench-memory train train-ladder train-audio train-audio-ladder export fetch-audio clean
+.PHONY: install demo test fuzz bench bench-rd bench-audio bench-memory train train-ladder train-audio train-audio-ladder export fetch-audio clean
 
 install: $(STAMP)
 
@@ -25,6 +25,15 @@ demo: install
 # pytest exits 5 when it collected no tests: reported on its own line, not counted as a failure.
 test: install
 	$(BIN)/python -m pytest tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; exit 0; fi; exit $$rc
+
+# The decoders' fuzz harness (#11): CASES mutated .wlc files of every model and modality through
+# every decode entry point, in worker processes with a per-case timeout and an RSS cap; prints
+# the counts (ok, WallocError, other exceptions, hangs, crashes) and the peak worker RSS.
+# Findings are kept in cache/fuzz/ (replay: python bench/fuzz.py --replay FILE).  `make test`
+# runs the first 2,000 cases of the same stream in process.
+CASES ?= 100000
+fuzz: install
+	$(BIN)/python bench/fuzz.py --cases $(CASES)
 
 bench: install
 	$(BIN)/python bench/speed.py --data ../shared/data/images/val
@@ -72,4 +81,4 @@ clean:
 
 # Peak memory of huge inputs (1 h stereo audio, 96 MP image): minutes, not part of `make bench`.
 bench-memory: install
-	$(BIN)/python bench/memory.py --hours 1 --megapixels 96
+	$(BIN)/python bench/memory.py --hours 1 --megapixels 96 --models rgb-1x rgb-16x

@@ -94,3 +94,50 @@ def test_random_payload_under_a_valid_header(wlc, payload, width, height):
               "latent_shape": [12, (height + pad[0]) // block, (width + pad[1]) // block],
               "sections": [["latents", len(payload)]]}
     decode_or_error(reseal(header, payload))
+
+
+# -- the standing harness (bench/fuzz.py), a fixed slice of it -----------------------------------
+def _harness():
+    """bench/fuzz.py as a module (bench/ is not a package)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    if "walloc_fuzz_harness" in sys.modules:
+        return sys.modules["walloc_fuzz_harness"]
+    path = Path(__file__).resolve().parent.parent / "bench" / "fuzz.py"
+    spec = importlib.util.spec_from_file_location("walloc_fuzz_harness", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module   # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+CI_CASES = 2000   # `make fuzz` runs 100,000 of the same stream in worker processes
+
+
+def test_the_fuzz_harness_finds_nothing_in_its_first_cases():
+    """Cases 0 … CI_CASES − 1 of `make fuzz`, in this process: every seed of every model and
+    modality, every mutator, every decode entry point.  Each case must decode or raise
+    WallocError; the same cases run on every machine (they depend on their index alone)."""
+    fuzz = _harness()
+    seeds = fuzz.make_seeds()
+    parsed = [fuzz.parse(data) for _, data in seeds]
+    outcomes, findings = {}, []
+    for index in range(CI_CASES):
+        description, data = fuzz.make_case(index, seeds, parsed)
+        outcome, detail = fuzz.run_case(data, index)
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        if outcome == "exception":
+            findings.append(f"case {index} ({description}): {detail}")
+    assert not findings, "\n".join(findings[:5])
+    # the stream reaches deep: many cases decode, many are refused
+    assert outcomes.get("ok", 0) > CI_CASES // 4 and outcomes.get("WallocError", 0) > CI_CASES // 4
+
+
+def test_the_fuzz_harness_reports_what_escapes(monkeypatch):
+    """The harness itself: an exception other than WallocError is a finding, not an 'ok'."""
+    fuzz = _harness()
+    monkeypatch.setattr(fuzz.api, "info", lambda data: 1 / 0)
+    outcome, detail = fuzz.run_case(b"WLOC", 0)
+    assert outcome == "exception" and "info: ZeroDivisionError" in detail
