@@ -41,7 +41,7 @@ TUNE = {"jasper", "landsat8", "sentinel2-0", "ben-20170613T101031_87_48-10m", "b
         "ben-20170613T101031_87_48-60m"}
 QUALITIES = (10, 20, 30, 40, 50, 60, 70, 80)
 J2K_BPS = (0.03, 0.06, 0.12, 0.25, 0.5, 1.0, 2.0, 4.0)
-JXL_DISTANCES = (0.3, 0.6, 1.0, 1.5, 2.5, 4.0, 6.0)
+JXL_DISTANCES = (0.05, 0.1, 0.2, 0.3, 0.6, 1.0, 1.5, 2.5, 4.0)
 
 
 def metrics(original: np.ndarray, decoded: np.ndarray, kind: str) -> dict[str, float]:
