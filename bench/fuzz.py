@@ -277,12 +277,13 @@ def m_strip_layout(p: Parsed, rng: np.random.Generator, seeds: list[Parsed]) -> 
     names = [n for n, _ in p.sections]
     if "strips" in names and rng.integers(2):
         i = names.index("strips")
-        sizes = np.frombuffer(p.sections[i][1], "<u4").astype(np.int64)
+        raw = p.sections[i][1][: len(p.sections[i][1]) // 4 * 4]   # an earlier mutation may have cut it
+        sizes = np.frombuffer(raw, "<u4").astype(np.int64)
         if sizes.size:
             k = int(rng.integers(sizes.size))
             sizes[k] = int(rng.choice([0, 1, 4, sizes[k] + 4, 2**32 - 1]))
             if rng.integers(2) and sizes.size > 1:  # keep the sum: move bytes between strips
-                sizes[(k + 1) % sizes.size] -= sizes[k] - np.frombuffer(p.sections[i][1], "<u4")[k]
+                sizes[(k + 1) % sizes.size] -= sizes[k] - np.frombuffer(raw, "<u4")[k]
         p.sections[i][1] = np.clip(sizes, 0, 2**32 - 1).astype("<u4").tobytes()
     else:
         h["strip_rows"] = int(rng.choice([1, 2, 3, 4, 8, 16, 2**20, 2**62]))
