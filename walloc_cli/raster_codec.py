@@ -103,8 +103,11 @@ def layout(header: dict[str, Any], max_samples: int) -> dict[str, Any]:
     _int(header, "quality", 1, 100)
     step = _int(header, "step", 1, 1 << 40)
     components = _int(header, "components", 0, bands)
+    rotations = bool(_int(header, "rotations", 0, 1)) if "rotations" in header else False
+    if rotations and not 2 <= components <= multiband.ROTATE_MAX:
+        raise container.FormatError("corrupt header (field 'rotations')")
     return {"width": width, "height": height, "bands": bands, "levels": levels, "step": step,
-            "components": components}
+            "components": components, "rotations": rotations}
 
 
 def decode(box: container.Container, model: multiband.MultibandModel, max_samples: int) -> raster.Raster:
@@ -118,10 +121,11 @@ def decode(box: container.Container, model: multiband.MultibandModel, max_sample
     info = np.iinfo(dtype)
     if ranges["low"].min() < info.min or ranges["high"].max() > info.max:
         raise container.FormatError("corrupt spectral section (ranges outside the dtype)")
-    matrix, bits, q = multiband.decode(model, box.sections["latents"], fields["bands"], fields["components"],
-                                       fields["height"], fields["width"], fields["levels"])
+    matrix, bits, q, rotation = multiband.decode(model, box.sections["latents"], fields["bands"],
+                                                 fields["components"], fields["height"], fields["width"],
+                                                 fields["levels"], fields["rotations"])
     array = multiband.reconstruct(model, q, fields["step"], matrix, bits, ranges, fields["height"],
-                                  fields["width"], fields["levels"], dtype.name)
+                                  fields["width"], fields["levels"], dtype.name, rotation)
     return raster.Raster(array, header["container"], header["layout"], header["byteorder"],
                          header["bit_depth"] if header["bit_depth"] < 8 * dtype.itemsize else 0,
                          header.get("maxval", 0), header.get("wavelengths"))
@@ -132,8 +136,8 @@ def latents(box: container.Container, model: multiband.MultibandModel, max_sampl
     """The quantized coefficients by entropy decoding alone: (K, N) int32, each KLT component's
     subbands flattened in coding order (LL_D first), and their quantization step."""
     fields = layout(box.header, max_samples)
-    _, _, q = multiband.decode(model, box.sections["latents"], fields["bands"], fields["components"],
-                               fields["height"], fields["width"], fields["levels"])
+    _, _, q, _ = multiband.decode(model, box.sections["latents"], fields["bands"], fields["components"],
+                                  fields["height"], fields["width"], fields["levels"], fields["rotations"])
     flat = np.concatenate([b.reshape(b.shape[0], -1) for b in q], axis=1)
     return flat.astype(np.int32), fields["step"] / multiband.STEP_UNIT
 
