@@ -79,6 +79,7 @@ class MultibandModel:
         self.reconstruction = float(arrays["quant.reconstruction"])
         self.step_scale = float(arrays["quant.step_scale"])
         self.step_slope = float(arrays["quant.step_slope"])
+        self.offsets = arrays["quant.offsets"].astype(np.float64) if "quant.offsets" in arrays else None
         self.tables = int(self.bank.lo.shape[0])
         self._bits = None
 
@@ -447,9 +448,9 @@ def _encode_groups(model: MultibandModel, encoder, q: list[np.ndarray], levels: 
 
 def decode(model: MultibandModel, payload: bytes, bands: int, components: int, height: int, width: int,
            levels: int, rotations: bool = False
-           ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], list[np.ndarray] | None]:
+           ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], list[np.ndarray] | None, list[np.ndarray]]:
     """The ``latents`` section -> (matrix (B, K), its bits per column (K,), subbands (K, h, w) int64,
-    the per-level rotations or None)."""
+    the per-level rotations or None, each value's table index (K, h, w) int16)."""
     if len(payload) % 4:
         raise EntropyError("compressed latents are not a whole number of 32-bit words")
     shapes = subband_shapes(height, width, levels)
@@ -458,6 +459,7 @@ def decode(model: MultibandModel, payload: bytes, bands: int, components: int, h
     decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, "<u4").astype(np.uint32))
     flag, base_model, slope_model = (constriction.stream.model.Uniform(n) for n in (2, model.tables, SLOPES))
     q = [np.zeros((components, *shape), np.int64) for shape in shapes]
+    tables = [np.zeros((components, *shape), np.int16) for shape in shapes]  # each value's table (reconstruction)
     boxes = {(k, i): np.zeros(shape, np.int64) for i, shape in enumerate(shapes) for k in range(components)}
     limit = np.iinfo(np.int32).max
     try:
@@ -473,7 +475,9 @@ def decode(model: MultibandModel, payload: bytes, bands: int, components: int, h
                     base = int(decoder.decode(base_model, 1)[0])
                     slope = int(decoder.decode(slope_model, 1)[0])
                     level = _phase_level(model, activity, cells, q[i][k], phase, where)
-                    order, values = decode_grouped(decoder, model.bank, 0, model.which(base, slope, level),
+                    which = model.which(base, slope, level)
+                    tables[i][k].reshape(-1)[where] = which
+                    order, values = decode_grouped(decoder, model.bank, 0, which,
                                                    model.tables)
                     if np.abs(values).max(initial=0) > limit:
                         raise EntropyError("decoded latent value out of range")
@@ -483,24 +487,29 @@ def decode(model: MultibandModel, payload: bytes, bands: int, components: int, h
         raise
     except Exception as exc:  # constriction raises plain exceptions on exhausted/garbled input
         raise EntropyError(f"range decoder failed: {exc}") from None
-    return matrix, bits, q, rotation
+    return matrix, bits, q, rotation, tables
 
 
-def dequantize(model: MultibandModel, q: np.ndarray, step: int) -> np.ndarray:
-    """Integers -> coefficient values (float32): nonzero at (|n| + reconstruction) steps."""
-    magnitude = np.where(q != 0, np.abs(q) + model.reconstruction, 0.0)
+def dequantize(model: MultibandModel, q: np.ndarray, step: int, tables: np.ndarray | None = None) -> np.ndarray:
+    """Integers -> coefficient values (float32): nonzero at (|n| + offset) steps, the offset being
+    the centroid of the value's bin under its table's Laplace law (``quant.offsets``) plus the
+    model's ``reconstruction`` shift, or that shift alone without tables."""
+    offset = model.reconstruction if tables is None or model.offsets is None else \
+        model.offsets[tables] + model.reconstruction
+    magnitude = np.where(q != 0, np.abs(q) + offset, 0.0)
     return (np.sign(q) * magnitude * (step / STEP_UNIT)).astype(np.float32)
 
 
 def reconstruct(model: MultibandModel, q: list[np.ndarray], step: int, matrix: np.ndarray, bits: np.ndarray,
                 ranges: dict[str, np.ndarray], height: int, width: int, levels: int, dtype: str,
-                rotation: list[np.ndarray] | None = None) -> np.ndarray:
+                rotation: list[np.ndarray] | None = None, tables: list[np.ndarray] | None = None) -> np.ndarray:
     """Quantized subbands -> (H, W, B) array of ``dtype``, each band clipped to its range."""
     bands = ranges["mean"].size
     components = q[0].shape[0]
     with one_blas_thread():
         if components:
-            subbands = [dequantize(model, b, step) for b in q]
+            subbands = [dequantize(model, b, step, None if tables is None else t)
+                        for b, t in zip(q, tables or [None] * len(q))]
             if rotation is not None:
                 subbands = rotate(subbands, rotation, levels, forward=False)
             y = synthesise(subbands, height, width, levels)
@@ -548,7 +557,7 @@ def laplace_bank(tables: int = 80, deadzone: float = 0.2, reach: int = 1024) -> 
     return RaggedTables.from_rows(rows)
 
 
-def make_weights(directory, name: str = "nband-1x", deadzone: float = 0.2, reconstruction: float = 0.1,
+def make_weights(directory, name: str = "nband-1x", deadzone: float = 0.2, reconstruction: float = 0.0,
                  step_scale: float = 0.25, step_slope: float = 10.0) -> None:
     """Write ``<name>.npz`` and ``<name>.json`` (``make nband-weights``)."""
     from pathlib import Path
@@ -557,10 +566,14 @@ def make_weights(directory, name: str = "nband-1x", deadzone: float = 0.2, recon
 
     bank = laplace_bank(deadzone=deadzone)
     thresholds = np.rint(2.0 ** (np.arange(0, 96) / 4)).astype(np.int64)
+    # Centroid of a nonzero bin [|n| − 0.5 + dz, |n| + 0.5 + dz) under table s's Laplace law, minus |n|:
+    # near the bin's lower edge for narrow laws, its middle for wide ones.
+    sigma = 2.0 ** (FIRST_LOG2 + np.arange(bank.lo.shape[0]) / 4)
+    offsets = deadzone - 0.5 + sigma - 1 / np.expm1(1 / sigma)
     arrays = {"bank.lo": bank.lo, "bank.size": bank.size, "bank.offset": bank.offset, "bank.freqs": bank.freqs,
               "context.thresholds": thresholds, "quant.deadzone": np.float64(deadzone),
               "quant.reconstruction": np.float64(reconstruction), "quant.step_scale": np.float64(step_scale),
-              "quant.step_slope": np.float64(step_slope)}
+              "quant.step_slope": np.float64(step_slope), "quant.offsets": offsets}
     config = {"name": name, "modality": "raster", "family": "multiband", "channels": 1, "levels": LEVELS,
               "wavelet": wavelets.DEFAULT_WAVELET, "latent_channels": 1, "decoder_width": 0, "decoder_blocks": 0,
               "decoder_kind": "linear", "coding": "context",

@@ -121,11 +121,11 @@ def decode(box: container.Container, model: multiband.MultibandModel, max_sample
     info = np.iinfo(dtype)
     if ranges["low"].min() < info.min or ranges["high"].max() > info.max:
         raise container.FormatError("corrupt spectral section (ranges outside the dtype)")
-    matrix, bits, q, rotation = multiband.decode(model, box.sections["latents"], fields["bands"],
+    matrix, bits, q, rotation, tables = multiband.decode(model, box.sections["latents"], fields["bands"],
                                                  fields["components"], fields["height"], fields["width"],
                                                  fields["levels"], fields["rotations"])
     array = multiband.reconstruct(model, q, fields["step"], matrix, bits, ranges, fields["height"],
-                                  fields["width"], fields["levels"], dtype.name, rotation)
+                                  fields["width"], fields["levels"], dtype.name, rotation, tables)
     return raster.Raster(array, header["container"], header["layout"], header["byteorder"],
                          header["bit_depth"] if header["bit_depth"] < 8 * dtype.itemsize else 0,
                          header.get("maxval", 0), header.get("wavelengths"))
@@ -136,7 +136,7 @@ def latents(box: container.Container, model: multiband.MultibandModel, max_sampl
     """The quantized coefficients by entropy decoding alone: (K, N) int32, each KLT component's
     subbands flattened in coding order (LL_D first), and their quantization step."""
     fields = layout(box.header, max_samples)
-    _, _, q, _ = multiband.decode(model, box.sections["latents"], fields["bands"], fields["components"],
+    _, _, q, _, _ = multiband.decode(model, box.sections["latents"], fields["bands"], fields["components"],
                                   fields["height"], fields["width"], fields["levels"], fields["rotations"])
     flat = np.concatenate([b.reshape(b.shape[0], -1) for b in q], axis=1)
     return flat.astype(np.int32), fields["step"] / multiband.STEP_UNIT
