@@ -17,6 +17,9 @@ all the energy in a few components.  So:
    multispectral tune files it beat a 3-level full packet tree, mean BD-rate against JPEG
    2000 −28.3 → −31.5 %, and encodes 3–4× faster); a low band of
    odd size is mirror-extended by one sample before its next level, so no padding to 2^D.
+   **Per-level rotations**: bands correlate one way in the smooth picture and another way in
+   the edges, so with 2–16 components each level's subbands may get their own integer
+   eigenvector rotation (7-bit, sent), kept when the file comes out smaller.
 3. **Uniform quantization**: one step for every coefficient (the KLT is orthonormal and
    bior4.4 nearly so: equal steps are the MSE choice), set by the quality relative to the
    file's dynamic range (max − min), with dead-zone rounding.
@@ -27,8 +30,8 @@ all the energy in a few components.  So:
    the integer quarter-octave level of its known neighbourhood: the 3×3 magnitudes of its
    parent subband, of its sibling at the same level and of the same subband in the previous
    component, plus (second phase) its four same-band neighbours.  Everything the entropy
-   decoder needs is an integer; the step and the reconstruction offset only scale the
-   decoded integers.
+   decoder needs is an integer; the step and the reconstruction offsets (each value at its
+   bin's centroid under its table's law) only scale the decoded integers.
 
 Memory: the whole raster is held — the input, a float64 copy for the KLT, float32
 components and their subbands: about 40 bytes per sample at peak (measured below in the
