@@ -1,0 +1,90 @@
+"""Colour fidelity of the image ladder (issue #14): greyscale photos saved as RGB decode exactly
+grey, and the image-wide mean colour survives low qualities (the ``mean_shift`` header field)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from walloc_cli import api, container
+from walloc_cli.errors import WallocError
+
+from .conftest import png_bytes, psnr
+
+
+@pytest.fixture(scope="module")
+def photo(photo_path: Path) -> np.ndarray:
+    return np.asarray(Image.open(photo_path).convert("RGB"))
+
+
+@pytest.fixture(scope="module")
+def grey_rgb(photo: np.ndarray) -> np.ndarray:
+    return np.asarray(Image.fromarray(photo).convert("L").convert("RGB"))
+
+
+def _mean_error(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.abs(a.reshape(-1, 3).mean(axis=0) - b.reshape(-1, 3).astype(np.float64).mean(axis=0))
+
+
+# -- greyscale --------------------------------------------------------------------------------
+@pytest.mark.parametrize("quality", [20, 60])
+def test_grey_rgb_decodes_exactly_grey_and_closer(grey_rgb: np.ndarray, quality: int, monkeypatch) -> None:
+    data = png_bytes(Image.fromarray(grey_rgb))
+    wlc = api.encode_image(data, quality=quality).data
+    assert container.unpack(wlc).header["grey"] is True
+    out = api.decode_image(wlc)
+    assert out.mode == "RGB"
+    assert (out.rgb[..., 0] == out.rgb[..., 1]).all() and (out.rgb[..., 1] == out.rgb[..., 2]).all()
+    # the same file decoded without the flag (as before it existed) is tinted and further away
+    monkeypatch.setattr(api, "is_grey", lambda rgb: False)
+    tinted = api.decode_image(api.encode_image(data, quality=quality).data).rgb
+    assert np.abs(tinted.astype(int) - tinted.mean(axis=2, keepdims=True)).max() > 1
+    assert psnr(out.rgb, grey_rgb) > psnr(tinted, grey_rgb)
+
+
+def test_colour_photo_is_not_flagged_grey(photo: np.ndarray) -> None:
+    wlc = api.encode_image(png_bytes(Image.fromarray(photo[:64, :64])), quality=50).data
+    assert "grey" not in container.unpack(wlc).header
+    grey = np.repeat(photo[..., :1], 3, axis=2)
+    grey[0, 0, 2] ^= 1  # a single pixel that is not grey: not a greyscale image
+    assert not api.is_grey(grey)
+
+
+# -- mean colour ------------------------------------------------------------------------------
+@pytest.mark.parametrize("quality", [10, 25])
+def test_mean_colour_is_kept_at_low_quality(photo: np.ndarray, quality: int, monkeypatch) -> None:
+    data = png_bytes(Image.fromarray(photo))
+    wlc = api.encode_image(data, quality=quality).data
+    assert "mean_shift" in container.unpack(wlc).header
+    kept = _mean_error(api.decode_image(wlc).rgb, photo)
+    monkeypatch.setattr(api, "mean_colour_shift", lambda *args: [0, 0, 0])  # the file without the field
+    drifted = _mean_error(api.decode_image(api.encode_image(data, quality=quality).data).rgb, photo)
+    assert kept.max() < 0.5 < drifted.max()
+
+
+def test_mean_map_predicts_the_decoded_mean(photo: np.ndarray) -> None:
+    """The encoder's closed-form decoded mean equals the decoder's own (before rounding)."""
+    model = api.model_of_kind("rgb-1x", "image")
+    latents, _ = api.image_to_latents(model, photo[:96, :128], 30)
+    matrix, offset = api._mean_map(model)
+    predicted = matrix @ model.dequantize(latents, 30).reshape(latents.shape[0], -1).mean(axis=1) + offset
+    decoded = np.concatenate(list(model.from_latents(latents, 1 << 20, 30)), axis=1)
+    np.testing.assert_allclose(predicted, decoded.reshape(3, -1).mean(axis=1), atol=1e-5)
+
+
+def test_padded_mean_counts_the_mirror_padding() -> None:
+    rgb = np.arange(5 * 3 * 3, dtype=np.uint8).reshape(5, 3, 3)
+    padded = rgb[api._mirror(np.arange(8), 5)][:, api._mirror(np.arange(8), 3)]
+    np.testing.assert_allclose(api.padded_mean(rgb, 8, 8), padded.reshape(-1, 3).mean(axis=0) / 255 - 0.5)
+
+
+@pytest.mark.parametrize("value", [[1, 2], [1, 2, "3"], [True, 0, 0], [0, 0, 10**6], "0,0,0"])
+def test_corrupt_fields_are_one_line_errors(photo: np.ndarray, value) -> None:
+    wlc = api.encode_image(png_bytes(Image.fromarray(photo[:64, :64])), quality=20).data
+    box = container.unpack(wlc)
+    for field in ("mean_shift", "grey"):
+        header = dict(box.header, **{field: value})
+        with pytest.raises(WallocError, match=field):
+            api.decode_image(container.pack(header, box.sections))
