@@ -72,6 +72,8 @@ def test_mean_map_predicts_the_decoded_mean(photo: np.ndarray) -> None:
     predicted = matrix @ model.dequantize(latents, 30).reshape(latents.shape[0], -1).mean(axis=1) + offset
     decoded = np.concatenate(list(model.from_latents(latents, 1 << 20, 30)), axis=1)
     np.testing.assert_allclose(predicted, decoded.reshape(3, -1).mean(axis=1), atol=1e-5)
+    summed = model.ladder.dequantized_sum(latents, 30) / latents[0].size
+    np.testing.assert_allclose(matrix @ summed + offset, predicted, atol=1e-5)
 
 
 def test_padded_mean_counts_the_mirror_padding() -> None:

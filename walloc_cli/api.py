@@ -249,8 +249,7 @@ def encode_image_data(image: media.ImageData, model_name: str = DEFAULT_IMAGE_MO
     for (r0, r1), latents in parts:  # one strip in memory at a time
         payloads.append(_encode_latents(model, latents, quality, effort))
         if correct_mean:
-            latent_sum = latent_sum + model.dequantize(latents, quality).reshape(latents.shape[0], -1) \
-                .sum(axis=1, dtype=np.float64)
+            latent_sum = latent_sum + model.ladder.dequantized_sum(latents, quality)
         shape = (latents.shape[0], r1, latents.shape[2])  # the last strip's stop: the grid's height
         del latents
     sections = {"latents": b"".join(payloads)}
