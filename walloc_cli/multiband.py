@@ -247,10 +247,11 @@ def synthesise(subbands: list[np.ndarray], height: int, width: int, levels: int)
 
 def _phases(shape: tuple[int, int]) -> list[np.ndarray]:
     """Flat positions of the black squares of a checkerboard, then of the white ones: a white
-    square's four neighbours are black, hence known when it is coded."""
+    square's four neighbours are black, hence known when it is coded.  A 1×1 subband has no
+    white square: nothing at all is sent for an empty phase."""
     rows, columns = np.indices(shape)
     white = ((rows + columns) % 2).reshape(-1).astype(bool)
-    return [np.flatnonzero(~white), np.flatnonzero(white)]
+    return [p for p in (np.flatnonzero(~white), np.flatnonzero(white)) if p.size]
 
 
 def _phase_level(model: "MultibandModel", activity: np.ndarray, cells: int, values: np.ndarray, phase: int,
