@@ -337,3 +337,15 @@ def test_tiny_and_thin_rasters_round_trip(shape):
     out = np.load(io.BytesIO(round_trip(npy_bytes(a), "t.npy", quality=100)))
     assert out.shape == a.shape and out.dtype == a.dtype
     assert np.abs(out.astype(np.int64) - a).max() < 0.01 * 60000
+
+
+def test_sixteen_bit_rgb_tiff_stays_rgb():
+    import tifffile
+
+    rgb = raster.read_raster((DATA / "weld16_crop.png").read_bytes()).array
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, rgb, photometric="rgb")
+    decoded = round_trip(buf.getvalue(), "w.tif", quality=80)
+    with tifffile.TiffFile(io.BytesIO(decoded)) as tif:
+        assert tif.pages[0].photometric == 2 and tif.series[0].shape == rgb.shape
+    assert raster.read_raster(decoded).layout == "rgb"

@@ -487,6 +487,8 @@ def decode(model: MultibandModel, payload: bytes, bands: int, components: int, h
                         raise EntropyError("decoded latent value out of range")
                     flat[where[order]] = values
                 boxes[k, i] = box3(np.abs(q[i][k]))
+        if not decoder.maybe_exhausted():  # a header that does not match its payload leaves words over
+            raise EntropyError("the latents do not match the header (data left over)")
     except EntropyError:
         raise
     except Exception as exc:  # constriction raises plain exceptions on exhausted/garbled input

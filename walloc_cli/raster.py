@@ -44,7 +44,8 @@ class Raster:
 
     array: np.ndarray                # (H, W, B) in its own dtype (native byte order)
     container: str                   # "npy", "tiff", "png" or "pnm": the type it came in
-    layout: str = "hwb"              # "hw" (2-D), "hwb" (interleaved), "bhw" (planar), "pages" (TIFF pages)
+    layout: str = "hwb"              # "hw" (2-D), "hwb" (interleaved), "bhw" (planar), "pages" (TIFF pages),
+                                     # "rgb" (TIFF, interleaved RGB/RGBA photometric)
     byteorder: str = "<"             # npy: "<" or ">" (">" also for PNM, "<" for TIFF/PNG writes)
     bit_depth: int = 0               # significant bits (PNM maxval's bit length, PNG/TIFF bits); 0: the dtype's
     maxval: int = 0                  # PNM only: the maxval to write back
@@ -179,13 +180,14 @@ def _read_tiff(data: bytes) -> Raster:
             else:
                 a = series.asarray()
             bits = int(tif.pages[0].bitspersample)
+            rgb = int(tif.pages[0].photometric) == 2  # PHOTOMETRIC.RGB: viewers show it as colour
     except Exception as exc:  # tifffile raises many kinds for damaged files
         raise RasterError(f"not a readable TIFF ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") \
             from None
     if axes == "YX":
         layout = "hw"
     elif axes.endswith("YXS") and a.ndim == 3:
-        layout = "hwb"
+        layout = "rgb" if rgb and a.shape[2] in (3, 4) else "hwb"
     elif a.ndim == 3 and axes.endswith("YX"):
         layout = "pages" if pages > 1 else "bhw"
         a = np.moveaxis(a, 0, 2)
@@ -267,6 +269,9 @@ def _write_tiff(a: np.ndarray, layout: str) -> bytes:
         tifffile.imwrite(buf, a[:, :, 0], photometric="minisblack")
     elif layout == "hwb":
         tifffile.imwrite(buf, a, photometric="minisblack", planarconfig="contig")
+    elif layout == "rgb":  # 3 or 4 interleaved samples shown as colour (a 4th is unassociated alpha)
+        tifffile.imwrite(buf, a, photometric="rgb", planarconfig="contig",
+                         extrasamples=["unassalpha"] if a.shape[2] == 4 else None)
     elif layout == "bhw":
         tifffile.imwrite(buf, np.moveaxis(a, 2, 0), photometric="minisblack", planarconfig="separate")
     else:  # one page per band

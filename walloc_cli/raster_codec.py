@@ -19,7 +19,7 @@ from .model import load_model
 DEFAULT_RASTER_MODEL = "nband-1x"
 DEFAULT_QUALITY = 75
 MODALITY = "raster"
-LAYOUTS = ("hw", "hwb", "bhw", "pages", "hw-f", "hwb-f")
+LAYOUTS = ("hw", "hwb", "bhw", "pages", "rgb", "hw-f", "hwb-f")
 
 
 def raster_model(name: str | None = None) -> multiband.MultibandModel:
