@@ -2,6 +2,7 @@
 
     python bench/fuzz.py [--cases 100000] [--workers 2] [--timeout 10] [--rss-mb 2048] [--out DIR]
     python bench/fuzz.py --replay FILE...
+    python bench/fuzz.py --only 4592 7066   # regenerate and rerun cases by index, in this process
 
 Every case is one mutated ``.wlc`` file fed to every decode entry point: ``api.info``,
 ``api.file_latents`` and a full decode to one of the output formats (images: PNG, JPEG,
@@ -514,7 +515,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="base of every case's random generator")
     parser.add_argument("--out", type=Path, default=ROOT / "cache" / "fuzz", help="where findings are written")
     parser.add_argument("--replay", type=Path, nargs="*", help="rerun saved cases in this process")
+    parser.add_argument("--only", type=int, nargs="*", help="regenerate these case indices and run them here")
     args = parser.parse_args(argv)
+    if args.only:
+        seeds = make_seeds()
+        parsed = [parse(d) for _, d in seeds]
+        for index in args.only:
+            description, data = make_case(index, seeds, parsed, args.seed)
+            print(index, description, *run_case(data, index))
+        return 0
     if args.replay:
         for path in args.replay:
             print(path, *run_case(path.read_bytes(), 0))
