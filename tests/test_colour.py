@@ -44,6 +44,27 @@ def test_grey_rgb_decodes_exactly_grey_and_closer(grey_rgb: np.ndarray, quality:
     assert psnr(out.rgb, grey_rgb) > psnr(tinted, grey_rgb)
 
 
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_grey_files_leave_the_colour_latents_out(grey_rgb: np.ndarray, mode: str, monkeypatch) -> None:
+    data = png_bytes(Image.fromarray(grey_rgb).convert(mode))
+    model = api.model_of_kind("rgb-1x", "image")
+    wlc = api.encode_image(data, quality=30).data
+    box = container.unpack(wlc)
+    assert box.header["grey"] is True and box.header["mode"] == mode
+    latents = api.file_latents(wlc).latents
+    assert not latents[model.colour_only_channels].any()
+    np.testing.assert_array_equal(latents, api.image_to_latents(model, grey_rgb, 30)[0])
+    monkeypatch.setattr(api, "is_grey", lambda rgb: False)  # coded as a colour photo, as before
+    as_colour = api.encode_image(data, quality=30).data
+    assert len(wlc) < 0.97 * len(as_colour)
+
+
+def test_colour_only_channels_are_the_colour_half_of_the_klt() -> None:
+    model = api.model_of_kind("rgb-1x", "image")
+    mask = model.colour_only_channels
+    assert 100 < mask.sum() < 150 and not mask[0]  # channel 0, the luma DC, is kept
+
+
 def test_colour_photo_is_not_flagged_grey(photo: np.ndarray) -> None:
     wlc = api.encode_image(png_bytes(Image.fromarray(photo[:64, :64])), quality=50).data
     assert "grey" not in container.unpack(wlc).header

@@ -76,11 +76,13 @@ def image_to_latents(model: CodecModel, rgb: np.ndarray, quality: int | None = N
     return (parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)), pad
 
 
-def image_strips(model: CodecModel, rgb: np.ndarray, quality: int | None = None
+def image_strips(model: CodecModel, rgb: np.ndarray, quality: int | None = None, grey: bool | None = None
                  ) -> tuple[Iterator[tuple[tuple[int, int], np.ndarray]], tuple[int, int]]:
     """uint8 (H, W, 3) -> (iterator of ((first, stop) latent rows, int32 latents of those rows),
     padding).  Ladder models yield one strip at a time (:func:`walloc_cli.strips.rows_per_strip`),
-    so a huge photo never has all its latents in memory; other models yield the whole grid."""
+    so a huge photo never has all its latents in memory; other models yield the whole grid.
+    A grey image's (``grey``, default :func:`is_grey`) colour-only latents are zeroed, as its
+    file codes them (:attr:`CodecModel.colour_only_channels`)."""
     block = model.config.block
     h, w = rgb.shape[:2]
     pad = ((-h) % block, (-w) % block)
@@ -95,12 +97,15 @@ def image_strips(model: CodecModel, rgb: np.ndarray, quality: int | None = None
                 yield (0, rows), model.to_latents(read, h + pad[0], chunk, quality)
             return
         q = model.ladder.check(quality)
+        skip = model.colour_only_channels if (is_grey(rgb) if grey is None else grey) else None
         for r0, r1 in strips.bounds(rows, strips.rows_per_strip(padded_w // block)):
             with one_blas_thread():  # entered per strip: a suspended generator must not hold it
                 scaled = model.to_latents(read, h + pad[0], chunk, q, scaled=True, start=r0, stop=r1)
                 # rounding that knows what each value costs in its context (the strip's own)
                 latents = rdoq.rd_round(scaled, model.ladder, q)
             del scaled
+            if skip is not None:
+                latents[skip] = 0
             yield (r0, r1), latents
 
     return generate(), pad
@@ -109,15 +114,17 @@ def image_strips(model: CodecModel, rgb: np.ndarray, quality: int | None = None
 def latents_to_image(model: CodecModel, latents: np.ndarray | strips.StripLatents, height: int, width: int,
                      quality: int | None = None, chunk: int | None = None,
                      mean_shift: Sequence[int] | None = None) -> np.ndarray:
-    """Integer latents -> uint8 (H, W, 3), decoded in windows of ``chunk`` latent rows (by
-    default about :data:`DECODE_WINDOW_POSITIONS` positions; a strip-coded file's strips).
+    """Integer latents -> uint8 (H, W, 3), decoded in windows of about :data:`DECODE_WINDOW_POSITIONS`
+    positions, never more than ``chunk`` latent rows (a strip-coded file's strips: a window then
+    reads at most two strips and their neighbours' edges; windows as tall as a strip were 35 %
+    slower on a 12 MP photo, their arrays outgrowing the caches).
     ``mean_shift``: the file's per-colour correction in 1/:data:`MEAN_SHIFT_UNITS` of a level
     (see :func:`mean_colour_shift`), added before rounding."""
     rgb = np.empty((height, width, 3), np.uint8)
     shift = np.zeros((3, 1, 1)) if mean_shift is None else \
         np.asarray(mean_shift, np.float64).reshape(3, 1, 1) / MEAN_SHIFT_UNITS
-    if chunk is None:
-        chunk = max(16, DECODE_WINDOW_POSITIONS // latents.shape[2])
+    default = max(16, DECODE_WINDOW_POSITIONS // latents.shape[2])
+    chunk = default if chunk is None else min(chunk, default)
     row = 0
     with one_blas_thread():  # the same pixels whatever the caller's BLAS threads (threads.py)
         for strip in model.from_latents(latents, chunk, quality):
@@ -212,19 +219,24 @@ def quality_of(model: CodecModel, quality: int | None) -> int | None:
     return model.ladder.check(DEFAULT_QUALITY if quality is None else quality)
 
 
-def _encode_latents(model: CodecModel, latents: np.ndarray, quality: int | None, effort: int = 1) -> bytes:
-    """Entropy-code latents; ``effort`` 2 lets each channel search the neighbouring table sets."""
+def _encode_latents(model: CodecModel, latents: np.ndarray, quality: int | None, effort: int = 1,
+                    skip: np.ndarray | None = None) -> bytes:
+    """Entropy-code latents; ``effort`` 2 lets each channel search the neighbouring table sets;
+    ``skip``: channels known to be zero, not coded (ladder models)."""
     if model.has_quality:
         own = None if effort >= 2 else model.ladder.CHOICES.index(0)
         return entropy.encode_with_context(latents, model.ladder.tables, model.ladder.table_sets(quality),
-                                           model.ladder.depth, model.ladder.lifted, own, model.ladder.neighbour_cuts)
+                                           model.ladder.depth, model.ladder.lifted, own, model.ladder.neighbour_cuts,
+                                           skip)
     return entropy.encode(latents, model.tables_for(0))
 
 
-def _decode_latents(model: CodecModel, payload: bytes, quality: int | None, shape: tuple[int, ...]) -> np.ndarray:
+def _decode_latents(model: CodecModel, payload: bytes, quality: int | None, shape: tuple[int, ...],
+                    skip: np.ndarray | None = None) -> np.ndarray:
     if model.has_quality:
         return entropy.decode_with_context(payload, model.ladder.tables, model.ladder.table_sets(quality),
-                                           model.ladder.depth, shape, model.ladder.lifted, model.ladder.neighbour_cuts)
+                                           model.ladder.depth, shape, model.ladder.lifted, model.ladder.neighbour_cuts,
+                                           skip)
     return entropy.decode(payload, model.tables_for(0), shape)
 
 
@@ -241,13 +253,15 @@ def encode_image_data(image: media.ImageData, model_name: str = DEFAULT_IMAGE_MO
     block = model.config.block
     _check_grid(image.width, image.height, image.width + (-image.width) % block,
                 image.height + (-image.height) % block, DEFAULT_MAX_PIXELS)  # what a decoder accepts by default
-    parts, pad = image_strips(model, image.rgb, quality)
+    grey = is_grey(image.rgb)  # also every L / LA image (read as three equal channels)
+    parts, pad = image_strips(model, image.rgb, quality, grey)
     payloads: list[bytes] = []
     layout: dict[str, int] = {}
     correct_mean = model.has_quality and model.config.decoder_kind == "linear"
+    skip = model.colour_only_channels if grey and model.has_quality else None
     latent_sum = 0.0
     for (r0, r1), latents in parts:  # one strip in memory at a time
-        payloads.append(_encode_latents(model, latents, quality, effort))
+        payloads.append(_encode_latents(model, latents, quality, effort, skip))
         if correct_mean:
             latent_sum = latent_sum + model.ladder.dequantized_sum(latents, quality)
         shape = (latents.shape[0], r1, latents.shape[2])  # the last strip's stop: the grid's height
@@ -270,18 +284,19 @@ def encode_image_data(image: media.ImageData, model_name: str = DEFAULT_IMAGE_MO
         shift = mean_colour_shift(model, latent_sum, shape[1] * shape[2], original)
         if any(shift):
             fields["mean_shift"] = shift
-    if image.mode in ("RGB", "RGBA") and is_grey(image.rgb):
-        fields["grey"] = True  # decoded exactly grey (see decode_image)
+    if grey:
+        fields["grey"] = True  # colour latents not coded; decoded exactly grey (see decode_image)
     header = _header(model, "image", width=image.width, height=image.height, mode=image.mode,
                      pad=list(pad), latent_shape=list(shape), **fields, **layout)
     return container.pack(header, sections)
 
 
 def is_grey(rgb: np.ndarray) -> bool:
-    """True when every pixel has R = G = B (a greyscale photo saved as RGB, common for scans
-    and JPEGs).  Such a file is flagged ``"grey": true`` and decoded as the mean of the decoded
-    channels, repeated: exactly grey instead of tinted by quantization noise in the colour
-    latents (which this also removes: two thirds of its power, for nothing)."""
+    """True when every pixel has R = G = B (a greyscale photo, or one saved as RGB: common for
+    scans and JPEGs).  Such a file is flagged ``"grey": true``: ladder models leave the colour
+    latents out (:attr:`CodecModel.colour_only_channels`: 27 % of a grey photo's bytes at
+    q 25 went to coding their zeros), and the decoder gives back the mean of the decoded
+    channels, repeated: exactly grey instead of tinted."""
     return bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
 
 
@@ -403,20 +418,25 @@ def _image_latents(box: container.Container, model: CodecModel, shape: tuple[int
     checked against its announced latents before anything is allocated.  A one-strip
     image, a version 1 file or a single-point model's is one whole-grid payload."""
     header = box.header
+    grey = header.get("grey", False)
+    if not isinstance(grey, bool):
+        raise container.FormatError("corrupt header (field 'grey')")
+    skip = model.colour_only_channels if grey and model.has_quality else None
     cut = "strip_rows" in header or "strips" in box.sections
     if cut and (not model.has_quality or box.version < 2):
         raise container.FormatError("corrupt header (strips in a file that is not strip-coded)")
     if not cut:
-        return _decode_latents(model, box.sections["latents"], quality, shape), None
+        return _decode_latents(model, box.sections["latents"], quality, shape, skip), None
     strip_rows = _int_field(header, "strip_rows", 1)
     payloads = strips.split(box.sections["latents"], box.sections.get("strips"), shape[1], strip_rows)
     shapes = [(shape[0], r1 - r0, shape[2]) for r0, r1 in strips.bounds(shape[1], strip_rows)]
     sets = model.ladder.table_sets(quality)
     for payload, strip_shape in zip(payloads, shapes):  # a decompression bomb stops here
-        entropy.check_context_payload(len(payload), model.ladder.tables, sets, strip_shape, model.ladder.neighbour_cuts)
+        entropy.check_context_payload(len(payload), model.ladder.tables, sets, strip_shape, model.ladder.neighbour_cuts,
+                                      skip)
 
     def decode(payload: bytes, strip_shape: tuple[int, int, int]) -> np.ndarray:
-        return _decode_latents(model, payload, quality, strip_shape)
+        return _decode_latents(model, payload, quality, strip_shape, skip)
 
     if len(payloads) == 1:
         return decode(payloads[0], shape), strip_rows

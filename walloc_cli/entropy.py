@@ -493,7 +493,7 @@ def _groups(which: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
 
 def encode_with_context(latents: np.ndarray, tables: RaggedTables, candidates: list[Candidate],
                         depth: int, lifted: int = 0, default: int | None = None,
-                        neighbour_cuts: tuple[int, ...] = ()) -> bytes:
+                        neighbour_cuts: tuple[int, ...] = (), skip: np.ndarray | None = None) -> bytes:
     """Code int latents (L, H, W) channel by channel with context-selected tables.
 
     For each channel the encoder picks the cheapest of the ``candidates`` table sets
@@ -504,9 +504,14 @@ def encode_with_context(latents: np.ndarray, tables: RaggedTables, candidates: l
     then bin 1's, …, each in raster order.  Escapes are coded right after their
     group, so the decoder knows every value before it computes the next context.
     ``default`` skips the search (≈ half the encoding time, ≈ 1.5 % more bits): every
-    channel takes that candidate.
+    channel takes that candidate.  ``skip`` (L,) bool: channels both sides know are zero
+    (a grey image's colour channels), not coded at all — not even their set choice — but
+    still zeros in the contexts of the channels after them.
     """
     channels = latents.shape[0]
+    skip = _skip_mask(skip, channels)
+    if (latents[skip] != 0).any():
+        raise ValueError("skipped channels must be all zero")
     encoder = constriction.stream.queue.RangeEncoder()
     choice_model = constriction.stream.model.Uniform(len(candidates)) if len(candidates) > 1 else None
     # A few channels at a time: the per-latent arrays below are int64, and a 12 MP photo
@@ -514,17 +519,27 @@ def encode_with_context(latents: np.ndarray, tables: RaggedTables, candidates: l
     for c0 in range(0, channels, _ENCODE_CHANNELS_PER_BATCH):
         c1 = min(channels, c0 + _ENCODE_CHANNELS_PER_BATCH)
         _encode_channels(encoder, latents, c0, c1, tables, candidates, depth, lifted, default, neighbour_cuts,
-                         choice_model)
+                         choice_model, skip[c0:c1])
     return encoder.get_compressed().astype("<u4").tobytes()
 
 
 _ENCODE_CHANNELS_PER_BATCH = 24
 
 
+def _skip_mask(skip: np.ndarray | None, channels: int) -> np.ndarray:
+    if skip is None:
+        return np.zeros(channels, bool)
+    skip = np.asarray(skip, bool)
+    if skip.shape != (channels,):
+        raise ValueError("skip mask does not match the channels")
+    return skip
+
+
 def _encode_channels(encoder, latents: np.ndarray, c0: int, c1: int, tables: RaggedTables,
                      candidates: list[Candidate], depth: int, lifted: int, default: int | None,
-                     neighbour_cuts: tuple[int, ...], choice_model) -> None:
-    """Channels ``c0 … c1 − 1`` of :func:`encode_with_context`, appended to ``encoder``."""
+                     neighbour_cuts: tuple[int, ...], choice_model, skip: np.ndarray) -> None:
+    """Channels ``c0 … c1 − 1`` of :func:`encode_with_context`, appended to ``encoder``
+    (those ``skip`` marks are left out)."""
     channels = c1 - c0
     bins = candidates[0][1].shape[1] + 1
     per_channel = tables_per_channel(bins, neighbour_cuts)
@@ -555,6 +570,10 @@ def _encode_channels(encoder, latents: np.ndarray, c0: int, c1: int, tables: Rag
             bits = np.zeros(channels)
         better = bits < best_bits  # strict: ties keep the earlier candidate
         best[better], best_bits[better], best_which[better] = j, bits[better], which[better]
+    keep = ~skip
+    if not keep.any():
+        return
+    best, best_which, coded, channel_rows = best[keep], best_which[keep], coded[keep], channel_rows[keep]
     # Everything per latent of the batch is computed at once; the Python loop below only walks
     # the groups (one constriction call each), in the order the decoder will ask for them.
     order = np.argsort(best_which.astype(np.int16), axis=1, kind="stable")  # radix sort on small keys
@@ -610,7 +629,7 @@ def _decode_groups(decoder, tables: RaggedTables, first_row: int, which: np.ndar
 
 
 def minimum_bits_with_context(tables: RaggedTables, candidates: list[Candidate], per_channel: int,
-                              shape: tuple[int, int, int]) -> float:
+                              shape: tuple[int, int, int], skip: np.ndarray | None = None) -> float:
     """Fewest bits a context-coded payload of ``shape`` can possibly take: every latent of
     channel c costs at least the cheapest most-likely symbol of any table channel c may use
     (whichever table set it picks), and each channel's choice of set costs log2(sets) bits."""
@@ -620,12 +639,14 @@ def minimum_bits_with_context(tables: RaggedTables, candidates: list[Candidate],
     for first_row, _ in candidates:
         rows = first_row + np.arange(channels)[:, None] * per_channel + np.arange(per_channel)[None, :]
         cheapest = np.minimum(cheapest, fewest[rows].min(axis=1))
-    choices = channels * np.log2(len(candidates)) if len(candidates) > 1 else 0.0
-    return float(height * width * cheapest.sum() + choices)
+    coded = ~_skip_mask(skip, channels)
+    choices = coded.sum() * np.log2(len(candidates)) if len(candidates) > 1 else 0.0
+    return float(height * width * cheapest[coded].sum() + choices)
 
 
 def check_context_payload(size: int, tables: RaggedTables, candidates: list[Candidate],
-                          shape: tuple[int, int, int], neighbour_cuts: tuple[int, ...] = ()) -> None:
+                          shape: tuple[int, int, int], neighbour_cuts: tuple[int, ...] = (),
+                          skip: np.ndarray | None = None) -> None:
     """Refuse a payload of ``size`` bytes that cannot hold context-coded latents of ``shape``.
 
     As in :func:`decode`: a header announcing far more latents than the payload can hold
@@ -638,16 +659,17 @@ def check_context_payload(size: int, tables: RaggedTables, candidates: list[Cand
     for first_row, thresholds in candidates:
         if thresholds.shape[0] != channels or first_row + channels * per_channel > tables.lo.shape[0]:
             raise EntropyError("latent shape does not match the model's tables")
-    if 8 * size + 64 < minimum_bits_with_context(tables, candidates, per_channel, shape):
+    if 8 * size + 64 < minimum_bits_with_context(tables, candidates, per_channel, shape, skip):
         raise EntropyError("payload too short for the announced number of latents")
 
 
 def decode_with_context(data: bytes, tables: RaggedTables, candidates: list[Candidate],
                         depth: int, shape: tuple[int, int, int], lifted: int = 0,
-                        neighbour_cuts: tuple[int, ...] = ()) -> np.ndarray:
+                        neighbour_cuts: tuple[int, ...] = (), skip: np.ndarray | None = None) -> np.ndarray:
     """Inverse of :func:`encode_with_context`: int32 latents of ``shape`` (L, H, W)."""
-    check_context_payload(len(data), tables, candidates, shape, neighbour_cuts)
+    check_context_payload(len(data), tables, candidates, shape, neighbour_cuts, skip)
     channels, height, width = shape
+    skip = _skip_mask(skip, channels)
     bins = candidates[0][1].shape[1] + 1
     per_channel = tables_per_channel(bins, neighbour_cuts)
     choice_model = constriction.stream.model.Uniform(len(candidates)) if len(candidates) > 1 else None
@@ -661,6 +683,10 @@ def decode_with_context(data: bytes, tables: RaggedTables, candidates: list[Cand
     phases = [np.flatnonzero(~white), np.flatnonzero(white)] if neighbour_cuts else [np.arange(positions)]
     try:
         for c in range(channels):
+            if skip[c]:
+                out[c] = 0
+                context.push(np.zeros((height, width), np.int64))
+                continue
             choice = int(decoder.decode(choice_model, 1)[0]) if len(candidates) > 1 else 0
             first_row, thresholds = candidates[choice]
             base = first_row + c * per_channel

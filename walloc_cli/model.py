@@ -240,6 +240,21 @@ class CodecModel:
         return z.reshape(self.config.latent_channels, *coefficients.shape[1:])
 
     @property
+    def colour_only_channels(self) -> np.ndarray:
+        """(L,) bool: latent channels through which a grey image (R = G = B) passes less than
+        half its amplitude.  The KLT of colour photos separates luma from colour almost
+        perfectly (rgb-1x: 62 channels keep ≥ 0.99 of a grey input's norm, 126 keep < 0.1,
+        four lie between), so a grey image leaves these channels at (nearly) zero; grey files
+        send them as zeros without coding them (``"grey": true``).  Derived from the weights
+        in float64 far from the 0.5 cut, so every machine draws the same line."""
+        if not hasattr(self, "_colour_only_cache"):
+            weight = np.asarray(self.encoder_weight, np.float64)
+            per_colour = weight.shape[1] // self.config.channels
+            grey = np.kron(np.ones((self.config.channels, 1)) / np.sqrt(self.config.channels), np.eye(per_colour))
+            self._colour_only_cache = np.linalg.norm(weight @ grey, axis=1) < 0.5
+        return self._colour_only_cache
+
+    @property
     def _positions_weight(self) -> np.ndarray:
         """Encoder weight with columns in :func:`wavelets.wpt2d_positions`' (c, r, k) order."""
         if not hasattr(self, "_positions_weight_cache"):
