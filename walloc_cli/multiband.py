@@ -47,7 +47,7 @@ import numpy as np
 
 from . import wavelets
 from .entropy import TOTAL, EntropyError, RaggedTables, decode_grouped, encode_grouped, quantize_distribution
-from .errors import WallocError
+from .errors import WallocError, check_quality
 from .model import ModelConfig, dead_zone_round
 from .threads import one_blas_thread
 
@@ -90,10 +90,7 @@ class MultibandModel:
 
     # -- quality ------------------------------------------------------------------------
     def check_quality(self, quality: Any) -> int:
-        if quality is None or isinstance(quality, bool) or not isinstance(quality, (int, np.integer)) \
-                or not 1 <= quality <= 100:
-            raise WallocError(f"quality must be an integer from 1 to 100, got {quality!r}")
-        return int(quality)
+        return check_quality(quality)
 
     def step_of(self, quality: int, peak: int) -> int:
         """The integer step (× STEP_UNIT) for a quality and a dynamic range max − min."""
