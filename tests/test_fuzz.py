@@ -141,3 +141,32 @@ def test_the_fuzz_harness_reports_what_escapes(monkeypatch):
     monkeypatch.setattr(fuzz.api, "info", lambda data: 1 / 0)
     outcome, detail = fuzz.run_case(b"WLOC", 0)
     assert outcome == "exception" and "info: ZeroDivisionError" in detail
+
+
+def test_the_fuzz_harness_counts_hangs_crashes_and_memory_hogs(monkeypatch, wlc):
+    """Worker supervision: a case that never returns is a hang, one that kills its process a crash,
+    one whose worker outgrows the RSS cap is stopped; each worker is replaced and the run goes on."""
+    import os
+    import signal
+    import threading
+
+    import numpy as np
+
+    fuzz = _harness()
+    monkeypatch.setattr(fuzz, "make_seeds", lambda: [("small", wlc)])
+
+    def misbehave(data, index):
+        if index == 1:
+            threading.Event().wait()                 # never returns
+        if index == 2:
+            os.kill(os.getpid(), signal.SIGKILL)     # dies as a crash in a C library would
+        if index == 3:
+            hog = np.ones(400 << 20, np.uint8)       # 400 MB resident, held
+            threading.Event().wait()
+            del hog
+        return "ok", ""
+
+    monkeypatch.setattr(fuzz, "run_case", misbehave)
+    cap = fuzz._status_kb("self", "VmRSS") // 1024 + 200   # forked workers start as large as this process
+    counts = fuzz.run(6, 2, timeout=3, rss_mb=cap, out=None, base=0, report=lambda line: None)
+    assert (counts["ok"], counts["crash"], counts["rss-cap"], counts["hang"]) == (3, 1, 1, 1)
