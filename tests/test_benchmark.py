@@ -230,3 +230,13 @@ def test_walloc_at_one_quality(tmp_path: Path, small_path: Path, monkeypatch):
     doc = json.loads(out.read_text())
     (w,) = [m for m in doc["measurements"] if m["codec"] == "walloc"]
     assert w["quality"] == api.BENCH_QUALITIES[0] and w["bpp"] > 0 and w["psnr"] > 15
+
+
+def test_colour_shift_is_the_largest_mean_channel_drift() -> None:
+    from walloc_cli.benchmark import colour_shift
+
+    rgb = np.random.default_rng(0).integers(0, 200, (16, 16, 3), dtype=np.uint8)
+    shifted = rgb.copy()
+    shifted[..., 1] += 2
+    assert colour_shift(rgb, rgb) == 0.0
+    assert colour_shift(rgb, shifted) == pytest.approx(2.0)

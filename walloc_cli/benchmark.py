@@ -369,6 +369,7 @@ class Measurement:
     ms_ssim: float
     encode_s: float
     decode_s: float
+    colour_shift: float = math.nan  # largest |mean(decoded) − mean(original)| of R, G, B, in levels
 
 
 @dataclass(frozen=True)
@@ -384,6 +385,8 @@ class CurvePoint:
     ms_ssim_db: float
     encode_ms: float
     decode_ms: float
+    colour_shift: float = math.nan      # mean over images of Measurement.colour_shift
+    colour_shift_max: float = math.nan  # … and the worst image
 
 
 @dataclass(frozen=True)
@@ -490,7 +493,14 @@ def measure(codec: Codec, rgb: np.ndarray, quality: int | None, image: str) -> M
         raise ValueError(f"decoded shape {decoded.shape} differs from the original {rgb.shape}")
     h, w = rgb.shape[:2]
     return Measurement(image, codec.name, quality, w, h, len(data), 8.0 * len(data) / (w * h),
-                       psnr(rgb, decoded), ms_ssim(rgb, decoded), t1 - t0, t2 - t1)
+                       psnr(rgb, decoded), ms_ssim(rgb, decoded), t1 - t0, t2 - t1, colour_shift(rgb, decoded))
+
+
+def colour_shift(reference: np.ndarray, distorted: np.ndarray) -> float:
+    """Largest shift of the image-wide mean of R, G or B, in levels: the drift a viewer sees as a
+    cast over the whole photo (PSNR and MS-SSIM barely notice it)."""
+    axes = tuple(range(reference.ndim - 1))
+    return float(np.abs(distorted.astype(np.float64).mean(axis=axes) - reference.astype(np.float64).mean(axis=axes)).max())
 
 
 def _mean(values: Iterable[float]) -> float:
@@ -509,7 +519,8 @@ def summarize(measurements: Sequence[Measurement], codecs: Sequence[str]) -> lis
             mean_ssim = _mean(m.ms_ssim for m in group)
             points.append(CurvePoint(codec, q, len(group), _mean(m.bpp for m in group), _mean(m.psnr for m in group),
                                      mean_ssim, ms_ssim_db(mean_ssim), 1e3 * _mean(m.encode_s for m in group),
-                                     1e3 * _mean(m.decode_s for m in group)))
+                                     1e3 * _mean(m.decode_s for m in group), _mean(m.colour_shift for m in group),
+                                     max((m.colour_shift for m in group), default=math.nan)))
     return points
 
 
@@ -592,7 +603,8 @@ def _one_line(exc: BaseException) -> str:
 
 CONVENTIONS = ("bpp = file bytes·8 / (W·H), headers included; PSNR: RGB 8-bit, MSE over all channels; "
                "MS-SSIM: Wang et al. 2003 on R, G, B, averaged; MS-SSIM dB = -10·log10(1 - MS-SSIM); "
-               "times: wall clock, in process, per image")
+               "times: wall clock, in process, per image; colour: largest shift of the mean R, G or B in "
+               "levels, mean over images, and max: the worst image")
 
 
 def _fmt(value: float, spec: str) -> str:
@@ -608,7 +620,8 @@ def format_table(result: BenchResult) -> str:
     for name in result.codecs:
         lines.append(f"  {name}: {result.libraries.get(name, '')}")
     lines.append("")
-    header = f"{'codec':8} {'q':>4} {'bpp':>7} {'PSNR dB':>8} {'MS-SSIM':>8} {'MS-SSIM dB':>10} {'enc ms':>8} {'dec ms':>8}"
+    header = (f"{'codec':8} {'q':>4} {'bpp':>7} {'PSNR dB':>8} {'MS-SSIM':>8} {'MS-SSIM dB':>10} {'enc ms':>8} "
+              f"{'dec ms':>8} {'colour':>7} {'max':>6}")
     lines += [header, "-" * len(header)]
     previous = None
     for p in result.summary:
@@ -618,7 +631,8 @@ def format_table(result: BenchResult) -> str:
         q = "-" if p.quality is None else str(p.quality)
         lines.append(f"{p.codec:8} {q:>4} {_fmt(p.bpp, '.3f'):>7} {_fmt(p.psnr, '.2f'):>8} "
                      f"{_fmt(p.ms_ssim, '.4f'):>8} {_fmt(p.ms_ssim_db, '.2f'):>10} "
-                     f"{_fmt(p.encode_ms, '.1f'):>8} {_fmt(p.decode_ms, '.1f'):>8}")
+                     f"{_fmt(p.encode_ms, '.1f'):>8} {_fmt(p.decode_ms, '.1f'):>8} "
+                     f"{_fmt(p.colour_shift, '.2f'):>7} {_fmt(p.colour_shift_max, '.2f'):>6}")
     lines.append("")
     if result.comparisons:
         test = result.comparisons[0].test
