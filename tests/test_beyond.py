@@ -238,6 +238,7 @@ def test_sample_limit_counts_bands(jasper):
     ("step", 1 << 41), ("dtype", "float32"), ("dtype", 7), ("bit_depth", 17), ("bit_depth", 0),
     ("container", "exe"), ("layout", "zyx"), ("byteorder", "|"), ("quality", 101), ("maxval", 1 << 20),
     ("wavelengths", [1.0]), ("wavelengths", "nm"),
+    ("container", ["npy"]), ("layout", {"hw": 1}), ("byteorder", ["<"]),  # unhashable: were TypeErrors
 ])
 def test_fuzzed_header_fields_are_refused_in_one_line(jasper, field, value):
     box = container.unpack(api.encode_bytes(npy_bytes(jasper), "j.npy", quality=20).data)

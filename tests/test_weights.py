@@ -84,6 +84,8 @@ JSON_CASES = [  # (model, edit of its JSON, which file is named, what the messag
     ("stereo-1x", _set("family", ["audio-ladder"]), ".json", "field 'family'"),           # was unhashable
     ("stereo-1x", _set("frame", True), ".npz", "field 'frame' is True, expected int"),
     ("stereo-1x", _set("deadzone", "x"), ".npz", "field 'deadzone' is 'x', expected float"),
+    ("stereo-1x", _set("frame", -1), ".npz", "inconsistent audio ladder parameters"),    # was an FFT error
+    ("stereo-1x", _set("segment", 0), ".npz", "inconsistent audio ladder parameters"),   # was range() step 0
 ]
 
 

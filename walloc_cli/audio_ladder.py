@@ -101,8 +101,11 @@ class LadderParams:
         fields["groups"] = tuple(int(v) for v in fields["groups"])
         params = cls(**fields)
         bands = 2**params.levels
-        if (params.groups[0] != 0 or params.groups[-1] != bands or np.any(np.diff(params.groups) <= 0)
-                or params.segment % params.frame or params.alpha_den <= 0):
+        positive = (params.levels, params.frame, params.segment, params.alpha_den, params.rho_tables,
+                    params.psnr_frames)
+        if (min(positive) <= 0 or params.levels > 16 or len(params.groups) < 2 or params.groups[0] != 0
+                or params.groups[-1] != bands or np.any(np.diff(params.groups) <= 0)
+                or params.segment % params.frame):
             raise ValueError("inconsistent audio ladder parameters")
         return params
 

@@ -90,8 +90,9 @@ def layout(header: dict[str, Any], max_samples: int) -> dict[str, Any]:
         raise container.FormatError(f"corrupt header (unknown dtype {header.get('dtype')!r})")
     itembits = 8 * np.dtype(header["dtype"]).itemsize
     _int(header, "bit_depth", 1, itembits)
-    if header.get("container") not in raster.DEFAULT_SUFFIX or header.get("layout") not in LAYOUTS \
-            or header.get("byteorder") not in ("<", ">"):
+    if any(not isinstance(header.get(key), str) for key in ("container", "layout", "byteorder")) \
+            or header["container"] not in raster.DEFAULT_SUFFIX or header["layout"] not in LAYOUTS \
+            or header["byteorder"] not in ("<", ">"):  # strings first: a list or dict is unhashable
         raise container.FormatError("corrupt header (container, layout or byte order)")
     if "maxval" in header:
         _int(header, "maxval", 1, (1 << itembits) - 1)
