@@ -5,7 +5,6 @@ a pipe or the exit status of the process itself matters); nothing depends on tim
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import pty

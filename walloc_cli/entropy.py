@@ -22,7 +22,6 @@ from __future__ import annotations
 from .errors import WallocError
 
 from dataclasses import dataclass
-from typing import Any
 
 import constriction
 import numpy as np

@@ -26,7 +26,6 @@ on two CPU cores, and the same command reproduces the shipped weights.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path

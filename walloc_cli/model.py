@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from . import wavelets
-from .entropy import EntropyTables
+from .entropy import EntropyTables, RaggedTables
 
 DEFAULT_IMAGE_MODEL = "rgb-1x"
 # The compressed-domain representation (12 latents per 8×8 block): what `walloc latents`,
