@@ -3,10 +3,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -55,23 +53,37 @@ def test_parallel_run_reports_failures_in_order(folder, tmp_path):
     assert r.exit_code == 1 and "broken.png" in r.stderr and "6 of 7" in r.stderr
 
 
+# Run as ``python -c`` in a real process: after the third finished file the process sends itself
+# SIGINT, so Ctrl-C lands at a chosen moment — never a race between a poll loop and the encoder
+# (which once finished all 40 files before the signal arrived).
+_INTERRUPT_AFTER_THIRD_FILE = """
+import os, signal, sys
+from walloc_cli import batch
+from walloc_cli.cli import main
+real, done = batch.write_atomic, []
+def write_then_interrupt(*args, **kwargs):
+    real(*args, **kwargs)
+    done.append(1)
+    if len(done) == 3:
+        os.kill(os.getpid(), signal.SIGINT)
+batch.write_atomic = write_then_interrupt
+main(sys.argv[1:])
+"""
+
+
 def test_interrupted_batch_leaves_only_complete_files(folder, tmp_path):
-    """SIGINT in the middle of a batch: every output present is complete, no temp files remain."""
+    """SIGINT in the middle of a batch: exit 130, every output present is complete, no temp files remain."""
     big = tmp_path / "big"
     big.mkdir()
-    for i in range(40):
+    for i in range(12):
         shutil.copy(folder / f"img{i % 6}.png", big / f"p{i:02d}.png")
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "walloc_cli", "encode", "-r", str(big), "-o", str(out)],
-                            stderr=subprocess.PIPE)
-    deadline = time.time() + 60
-    while time.time() < deadline and len(list(out.glob("*.wlc"))) < 3:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=60)
-    assert proc.returncode != 0
+    proc = subprocess.run([sys.executable, "-c", _INTERRUPT_AFTER_THIRD_FILE, "encode", "-r", str(big), "-o", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 130, proc.stderr
+    assert "interrupted (SIGINT)" in proc.stderr
     written = sorted(out.glob("*.wlc"))
-    assert 3 <= len(written) < 40
+    assert [f.name for f in written] == ["p00.wlc", "p01.wlc", "p02.wlc"]
     assert not list(out.glob(".*.part"))
     for f in written:  # each one decodes: complete, not truncated
         api.decode_image(f.read_bytes())
