@@ -168,5 +168,7 @@ def test_the_fuzz_harness_counts_hangs_crashes_and_memory_hogs(monkeypatch, wlc)
 
     monkeypatch.setattr(fuzz, "run_case", misbehave)
     cap = fuzz._status_kb("self", "VmRSS") // 1024 + 200   # forked workers start as large as this process
-    counts = fuzz.run(6, 2, timeout=3, rss_mb=cap, out=None, base=0, report=lambda line: None)
+    # 8 s: the 400 MB hog must pass the cap (a fraction of a second) long before it could count as a hang,
+    # even on a loaded CI machine
+    counts = fuzz.run(6, 2, timeout=8, rss_mb=cap, out=None, base=0, report=lambda line: None)
     assert (counts["ok"], counts["crash"], counts["rss-cap"], counts["hang"]) == (3, 1, 1, 1)
