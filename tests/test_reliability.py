@@ -54,10 +54,13 @@ def test_parallel_run_reports_failures_in_order(folder, tmp_path):
 
 
 # Run as ``python -c`` in a real process: after the third finished file the process sends itself
-# SIGINT, so Ctrl-C lands at a chosen moment — never a race between a poll loop and the encoder
-# (which once finished all 40 files before the signal arrived).
+# SIGINT, so Ctrl-C lands at a chosen moment, not when a poll loop happens to look.  The script
+# restores Python's Ctrl-C handler first: under a non-interactive shell's `cmd &` (how a CI job
+# may well run) SIGINT starts out ignored, is inherited by pytest and its children, and the
+# batch then simply finished — which is how this test failed on fresh clones.
 _INTERRUPT_AFTER_THIRD_FILE = """
 import os, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)  # a shell's background job starts with it ignored
 from walloc_cli import batch
 from walloc_cli.cli import main
 real, done = batch.write_atomic, []
