@@ -160,3 +160,18 @@ def test_context_coding_does_not_depend_on_its_channel_batches(photo, monkeypatc
         coded[batch] = entropy.encode_with_context(latents, ladder.tables, sets, ladder.depth, ladder.lifted, None,
                                                    ladder.neighbour_cuts)
     assert coded[5] == coded[24] == coded[latents.shape[0]]
+
+
+def test_highest_quality_within_is_the_largest_that_fits():
+    from walloc_cli.quality import highest_quality_within
+
+    calls = []
+
+    def encode(q: int) -> bytes:
+        calls.append(q)
+        return bytes(10 * q)  # size grows with quality, as every ladder's does
+
+    assert highest_quality_within(encode, 8 * 375) == (37, bytes(370))
+    assert len(calls) <= 8
+    assert highest_quality_within(encode, 8 * 5) == (None, bytes(10))   # even q 1 is too big
+    assert highest_quality_within(encode, 8 * 5000)[0] == 100

@@ -20,7 +20,8 @@ from typing import Any, BinaryIO, Iterator, Sequence
 import numpy as np
 
 from . import audio_ladder, container, entropy, media, multiband, raster, raster_codec, rdoq, strips
-from .errors import WallocError, check_quality
+from .errors import WallocError
+from .quality import check_quality, highest_quality_within
 from .model import DEFAULT_AUDIO_MODEL, DEFAULT_IMAGE_MODEL, CodecModel, contiguous_runs, find_model, load_model
 from .threads import one_blas_thread
 
@@ -625,18 +626,11 @@ def _audio_ladder_to_kbps(source: media.AudioSource, model: audio_ladder.LadderM
     """The highest quality whose file (header included) fits ``target_kbps``: a binary search, ~7 encodes."""
     seconds = source.frames / source.rate
     coding = _stereo_coding(source, tune)
-    best, lo, hi = None, 1, 100
-    while lo <= hi:
-        q = (lo + hi) // 2
-        wlc = _encode_audio_ladder(source, model, q, tune, coding)
-        if 8 * len(wlc) <= target_kbps * 1000 * seconds:
-            best, lo = (q, wlc), q + 1
-        else:
-            hi = q - 1
-    if best is None:
-        wlc = _encode_audio_ladder(source, model, 1, tune, coding)
+    quality, wlc = highest_quality_within(lambda q: _encode_audio_ladder(source, model, q, tune, coding),
+                                          target_kbps * 1000 * seconds)
+    if quality is None:
         return wlc, [f"even quality 1 needs {8 * len(wlc) / seconds / 1000:.1f} kbps, above the {target_kbps:g} asked"]
-    return best[1], [f"quality {best[0]}"]
+    return wlc, [f"quality {quality}"]
 
 
 def encode_audio(data: bytes | str | Path, model_name: str | None = None, quality: int | None = None,
@@ -774,21 +768,14 @@ def encode_image_to_bpp(data: bytes, target_bpp: float, model_name: str = DEFAUL
     if not model.has_quality:
         raise WallocError(f"model {model_name} has a single operating point (no --bpp)")
     pixels = image.width * image.height
-    best, lo, hi = None, 1, 100
-    while lo <= hi:
-        q = (lo + hi) // 2
-        wlc = encode_image_data(image, model_name, q, effort)
-        if 8 * len(wlc) <= target_bpp * pixels:
-            best, lo = (q, wlc), q + 1
-        else:
-            hi = q - 1
+    quality, wlc = highest_quality_within(lambda q: encode_image_data(image, model_name, q, effort),
+                                          target_bpp * pixels)
     notes = list(image.notes)
-    if best is None:
-        best = (1, encode_image_data(image, model_name, 1, effort))
-        notes.append(f"even quality 1 needs {8 * len(best[1]) / pixels:.3f} bpp, above the {target_bpp} asked")
+    if quality is None:
+        notes.append(f"even quality 1 needs {8 * len(wlc) / pixels:.3f} bpp, above the {target_bpp} asked")
     else:
-        notes.append(f"quality {best[0]}")
-    return EncodeResult(best[1], notes)
+        notes.append(f"quality {quality}")
+    return EncodeResult(wlc, notes)
 
 
 def input_modality(data: bytes, name_hint: str = "") -> str:

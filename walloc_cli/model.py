@@ -19,7 +19,8 @@ producing garbage.
 """
 from __future__ import annotations
 
-from .errors import WallocError, check_quality
+from .errors import WallocError
+from .quality import check_quality
 
 import hashlib
 import json

@@ -47,7 +47,7 @@ import numpy as np
 
 from . import wavelets
 from .entropy import TOTAL, EntropyError, RaggedTables, decode_grouped, encode_grouped, quantize_distribution
-from .errors import check_quality
+from .quality import check_quality
 from .model import ModelConfig, dead_zone_round
 from .threads import one_blas_thread
 

@@ -15,6 +15,7 @@ import numpy as np
 from . import container, multiband, raster
 from .errors import WallocError
 from .model import load_model
+from .quality import highest_quality_within
 
 DEFAULT_RASTER_MODEL = "nband-1x"
 DEFAULT_QUALITY = 75
@@ -56,19 +57,12 @@ def encode_to_rate(image: raster.Raster, bits_per_sample: float, model_name: str
                    max_samples: int = 1 << 28) -> tuple[bytes, list[str]]:
     """The highest quality whose file (header included) stays within ``bits_per_sample``."""
     samples = image.width * image.height * image.bands
-    best, lo, hi = None, 1, 100
-    while lo <= hi:
-        q = (lo + hi) // 2
-        wlc = encode(image, q, model_name, max_samples)
-        if 8 * len(wlc) <= bits_per_sample * samples:
-            best, lo = (q, wlc), q + 1
-        else:
-            hi = q - 1
-    if best is None:
-        wlc = encode(image, 1, model_name, max_samples)
+    quality, wlc = highest_quality_within(lambda q: encode(image, q, model_name, max_samples),
+                                          bits_per_sample * samples)
+    if quality is None:
         return wlc, [f"even quality 1 needs {8 * len(wlc) / samples:.3f} bits per sample, above the "
                      f"{bits_per_sample} asked"]
-    return best[1], [f"quality {best[0]}"]
+    return wlc, [f"quality {quality}"]
 
 
 def _int(header: dict[str, Any], key: str, low: int, high: int) -> int:
