@@ -98,7 +98,7 @@ def image_strips(model: CodecModel, rgb: np.ndarray, quality: int | None = None,
                 yield (0, rows), model.to_latents(read, h + pad[0], chunk, quality)
             return
         q = model.ladder.check(quality)
-        skip = model.colour_only_channels if (is_grey(rgb) if grey is None else grey) else None
+        skip = skipped_channels(model, is_grey(rgb) if grey is None else grey)
         for r0, r1 in strips.bounds(rows, strips.rows_per_strip(padded_w // block)):
             with one_blas_thread():  # entered per strip: a suspended generator must not hold it
                 scaled = model.to_latents(read, h + pad[0], chunk, q, scaled=True, start=r0, stop=r1)
@@ -259,7 +259,7 @@ def encode_image_data(image: media.ImageData, model_name: str = DEFAULT_IMAGE_MO
     payloads: list[bytes] = []
     layout: dict[str, int] = {}
     correct_mean = model.has_quality and model.config.decoder_kind == "linear"
-    skip = model.colour_only_channels if grey and model.has_quality else None
+    skip = skipped_channels(model, grey)
     latent_sum = 0.0
     for (r0, r1), latents in parts:  # one strip in memory at a time
         payloads.append(_encode_latents(model, latents, quality, effort, skip))
@@ -299,6 +299,20 @@ def is_grey(rgb: np.ndarray) -> bool:
     q 25 went to coding their zeros), and the decoder gives back the mean of the decoded
     channels, repeated: exactly grey instead of tinted."""
     return bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
+
+
+def skipped_channels(model: CodecModel, grey: bool) -> np.ndarray | None:
+    """Latent channels a file leaves out: a grey image's colour-only channels under a ladder
+    model (context-coded, so the channels can be skipped); None otherwise.  One rule for the
+    encoder, the decoder and :func:`image_to_latents`."""
+    return model.colour_only_channels if grey and model.has_quality else None
+
+
+def _grey_field(header: dict[str, Any]) -> bool:
+    grey = header.get("grey", False)
+    if not isinstance(grey, bool):
+        raise container.FormatError("corrupt header (field 'grey')")
+    return grey
 
 
 def encode_image(data: bytes, model_name: str = DEFAULT_IMAGE_MODEL, quality: int | None = None,
@@ -393,10 +407,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> media.Ima
     rgb = latents_to_image(model, latents, height, width, quality, strip_rows, mean_shift)
     del latents
     mode = header["mode"]
-    grey = header.get("grey", False)
-    if not isinstance(grey, bool):
-        raise container.FormatError("corrupt header (field 'grey')")
-    if mode in ("L", "LA") or grey:
+    if mode in ("L", "LA") or _grey_field(header):
         # the rounded mean of three uint8 values, (sum + 1) // 3 exactly (a sum/3 is never
         # a half), in integers: a float copy of a 96 MP image would be 1.2 GB
         gray = ((rgb.sum(axis=2, dtype=np.uint16) + 1) // 3).astype(np.uint8)
@@ -419,10 +430,7 @@ def _image_latents(box: container.Container, model: CodecModel, shape: tuple[int
     checked against its announced latents before anything is allocated.  A one-strip
     image, a version 1 file or a single-point model's is one whole-grid payload."""
     header = box.header
-    grey = header.get("grey", False)
-    if not isinstance(grey, bool):
-        raise container.FormatError("corrupt header (field 'grey')")
-    skip = model.colour_only_channels if grey and model.has_quality else None
+    skip = skipped_channels(model, _grey_field(header))
     cut = "strip_rows" in header or "strips" in box.sections
     if cut and (not model.has_quality or box.version < 2):
         raise container.FormatError("corrupt header (strips in a file that is not strip-coded)")
