@@ -39,8 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_audio import Clip, Setting, code_opus, code_walloc, select_clips  # noqa: E402
 from walloc_cli import api, audio_ladder, wavelets  # noqa: E402
 
-RATE_GROUPS = np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 19, 22, 26, 30, 35, 41, 48, 56, 66, 78,
-                        92, 108, 128, 152, 180, 212, 256])  # stereo-1x's groups, in 1/256 of the band
+def _groups() -> np.ndarray:
+    """stereo-1x's frequency groups (band edges in 1/256 of the band), read from the model."""
+    return np.asarray(api.model_of_kind("stereo-1x", "audio").params.groups)
 
 
 def _left(y: np.ndarray, frames: int) -> np.ndarray:
@@ -78,7 +79,7 @@ def run_snr(clips: list[Clip], opus_kbps: int, qualities: list[int]) -> None:
                     y = _align(x, y)
                 table.setdefault(setting.label, []).append(group_snr(x, y))
                 rates.setdefault(setting.label, []).append(8 * nbytes / clip.seconds / 1000)
-    edges = RATE_GROUPS[:-1] * clips[0].rate / 2 / 256
+    edges = _groups()[:-1] * clips[0].rate / 2 / 256
     print("SNR per group, left channel, dB (group start in kHz):")
     print(f"{'':14s}" + "".join(f"{e / 1000:6.1f}" for e in edges))
     for label, rows in table.items():
@@ -108,7 +109,7 @@ def ideal_bits(coefficients: np.ndarray, step: float, frame: int) -> float:
     """Bits of rounded coefficients under a discrete Laplacian per (group, frame of ``frame`` positions)."""
     bands, positions = coefficients.shape
     q = np.round(coefficients / step)[:, : (positions // frame) * frame].reshape(bands, -1, frame)
-    edges = RATE_GROUPS * bands // 256
+    edges = _groups() * bands // 256
     total = 0.0
     for lo, hi in zip(edges[:-1], edges[1:]):
         block = q[lo:hi]
