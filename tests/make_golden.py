@@ -17,7 +17,7 @@ import numpy as np
 import soundfile
 from PIL import Image
 
-from walloc_cli import api, container, strips
+from walloc_cli import api, container, multiband, strips
 
 DATA = Path(__file__).parent / "data"
 GOLDEN = DATA / "golden"
@@ -34,6 +34,12 @@ def _save(name: str, wlc: bytes, expected: np.ndarray) -> None:
     np.save(path.with_suffix(".latents.npy"), latents)
     np.save(path.with_suffix(".expected.npy"), expected)
     print(f"wrote {path}")
+
+
+def _npy(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, a, allow_pickle=False)
+    return buf.getvalue()
 
 
 def main() -> None:
@@ -55,6 +61,19 @@ def main() -> None:
         finally:
             strips.STRIP_POSITIONS, strips.MIN_STRIP_ROWS = rule
         _save(f"v{container.VERSION}-rgb-1x-q60-strips", wlc, api.decode_image(wlc).rgb)
+    if container.VERSION >= 2:  # nband-1x (modality raster): the signed Santa Barbara crop, one strip
+        cube = np.load(DATA / "beyond" / "santabarbara_crop.npy")
+        wlc = api.encode_raster(_npy(cube), "cube.npy", quality=40).data
+        _save(f"v{container.VERSION}-nband-q40", wlc, api.decode_raster(wlc).array)
+        if hasattr(multiband, "STRIP_SAMPLES"):  # strip-coded nband-1x: strips of 4 rows, three of them
+            cube = np.load(DATA / "beyond" / "jasper_crop.npy")[:12, :, :6]
+            rule = multiband.STRIP_SAMPLES, multiband.MIN_STRIP_ROWS
+            multiband.STRIP_SAMPLES, multiband.MIN_STRIP_ROWS = 4 * 12 * 6, 4
+            try:
+                wlc = api.encode_raster(_npy(cube), "cube.npy", quality=50).data
+            finally:
+                multiband.STRIP_SAMPLES, multiband.MIN_STRIP_ROWS = rule
+            _save(f"v{container.VERSION}-nband-q50-strips", wlc, api.decode_raster(wlc).array)
     la = small.convert("L")
     la.putalpha(Image.fromarray((np.arange(64 * 96) % 251).astype(np.uint8).reshape(64, 96)))
     buf = io.BytesIO()
