@@ -13,7 +13,7 @@ a crash (the worker process died, e.g. a segfault) or a worker whose resident me
 passed ``--rss-mb``.  Findings are written to ``--out`` so ``--replay`` can rerun them.
 
 Seeds: small files of every model and modality written fresh (rgb-1x whole and cut in
-strips, with alpha; rgb-16x; stereo-1x stereo and mono; stereo-ms; nband-1x) plus the
+strips, with alpha; rgb-16x; stereo-1x stereo and mono; stereo-ms; nband-1x whole and in strips) plus the
 golden files of every format version in tests/data/golden.  Mutators know the format:
 the CRC is repaired so cases get past the checksum, header fields are set to extremes,
 JSON is nested deeply or grown huge, size fields are changed consistently (a bigger
@@ -48,7 +48,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from walloc_cli import api, container, strips  # noqa: E402
+from walloc_cli import api, container, multiband, strips  # noqa: E402
 from walloc_cli.errors import WallocError  # noqa: E402
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".webp", ".tiff", ".bmp")
@@ -103,6 +103,12 @@ def make_seeds() -> list[tuple[str, bytes]]:
         buf = io.BytesIO()
         np.save(buf, rng.integers(0, 4000, (5, 24, 16)).astype(np.uint16))
         seeds.append(("nband-1x", api.encode_raster(buf.getvalue(), "cube.npy").data))
+        rule = multiband.STRIP_SAMPLES, multiband.MIN_STRIP_ROWS
+        multiband.STRIP_SAMPLES, multiband.MIN_STRIP_ROWS = 2 * 24 * 16, 2   # 5 rows: strips of 2, 2, 1
+        try:
+            seeds.append(("nband-1x-strips", api.encode_raster(buf.getvalue(), "cube.npy").data))
+        finally:
+            multiband.STRIP_SAMPLES, multiband.MIN_STRIP_ROWS = rule
     except (AttributeError, WallocError):
         pass
     seeds += [(f"golden/{p.stem}", p.read_bytes()) for p in sorted(GOLDEN.glob("*.wlc"))]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from walloc_cli import api, container, raster, raster_codec
+from walloc_cli import api, container, multiband, raster, raster_codec, strips
 from walloc_cli.cli import main
 from walloc_cli.errors import WallocError
 
@@ -350,3 +350,78 @@ def test_sixteen_bit_rgb_tiff_stays_rgb():
     with tifffile.TiffFile(io.BytesIO(decoded)) as tif:
         assert tif.pages[0].photometric == 2 and tif.series[0].shape == rgb.shape
     assert raster.read_raster(decoded).layout == "rgb"
+
+
+# -- strips: bounded memory for tall rasters ----------------------------------------------------
+@pytest.fixture
+def small_strips(monkeypatch):
+    """The rule of huge rasters (strips of about STRIP_SAMPLES samples) scaled to a test array:
+    64×64×3 -> four strips of 16 rows."""
+    monkeypatch.setattr(multiband, "STRIP_SAMPLES", 16 * 64 * 3)
+    monkeypatch.setattr(multiband, "MIN_STRIP_ROWS", 4)
+
+
+def test_tall_raster_is_coded_in_strips_and_decodes_bit_exactly(small_strips, monkeypatch):
+    """Each strip's stream holds exactly the integers the encoder quantized (the file's latents),
+    the per-level rotations chosen on the first strip ride in every strip, and the picture is
+    as good as coded whole."""
+    a = frequency_dependent_bands()
+    coded: dict[bytes, list[np.ndarray]] = {}
+    original = multiband._code
+
+    def recording(model, matrix, bits, rotation, q, levels):
+        payload = original(model, matrix, bits, rotation, q, levels)
+        coded[payload] = q
+        return payload
+
+    monkeypatch.setattr(multiband, "_code", recording)
+    monkeypatch.setattr(multiband, "STRIP_SAMPLES", 32 * 64 * 3)  # strips of 32 rows: rotations pay there
+    wlc = api.encode_bytes(npy_bytes(a), "tall.npy", quality=60).data
+    box = container.unpack(wlc)
+    assert box.header["strip_rows"] == 32 and box.header["rotations"] == 1
+    payloads = strips.split(box.sections["latents"], box.sections["strips"], 64, 32)
+    assert len(payloads) == 2
+    sent = np.concatenate([b.reshape(b.shape[0], -1) for p in payloads for b in coded[p]], axis=1)
+    np.testing.assert_array_equal(api.file_latents(wlc).latents, sent)
+    first, again = api.decode_raster(wlc).array, api.decode_raster(wlc).array
+    np.testing.assert_array_equal(first, again)
+    monkeypatch.setattr(multiband, "STRIP_SAMPLES", 1 << 23)
+    whole = api.encode_bytes(npy_bytes(a), "tall.npy", quality=60).data
+    assert "strip_rows" not in container.unpack(whole).header
+    assert psnr(a, first) > psnr(a, api.decode_raster(whole).array) - 1.0
+
+
+def test_strips_bound_what_the_coder_holds(small_strips, monkeypatch):
+    """No wavelet transform, forward or inverse, ever sees more rows than a strip: the working set
+    is a strip's, whatever the raster's height."""
+    heights: list[int] = []
+    analyse, synthesise = multiband.analyse, multiband.synthesise
+    monkeypatch.setattr(multiband, "analyse", lambda y, levels: heights.append(y.shape[1]) or analyse(y, levels))
+    monkeypatch.setattr(multiband, "synthesise",
+                        lambda s, h, w, levels: heights.append(h) or synthesise(s, h, w, levels))
+    a = np.tile(frequency_dependent_bands(), (3, 1, 1))  # 192 rows: 12 strips of 16
+    wlc = api.encode_bytes(npy_bytes(a), "tall.npy", quality=40).data
+    assert api.decode_raster(wlc).array.shape == a.shape
+    assert heights and max(heights) == 16
+
+
+@pytest.mark.parametrize("change", ["no strip_rows", "strip_rows 0", "strip_rows = height", "strip_rows 15",
+                                    "no strips section", "short strips section", "strips in a whole file"])
+def test_fuzzed_strip_fields_are_refused_in_one_line(small_strips, change):
+    a = frequency_dependent_bands()
+    box = container.unpack(api.encode_bytes(npy_bytes(a), "tall.npy", quality=30).data)
+    header, sections = dict(box.header), dict(box.sections)
+    if change == "strips in a whole file":
+        box = container.unpack(api.encode_bytes(npy_bytes(a[:8]), "short.npy", quality=30).data)
+        header, sections = dict(box.header), {**box.sections, "strips": strips.pack_sizes([box.sections["latents"]])}
+    elif change == "no strip_rows":
+        del header["strip_rows"]
+    elif change == "no strips section":
+        del sections["strips"]
+    elif change == "short strips section":
+        sections["strips"] = sections["strips"][:-4]
+    else:
+        header["strip_rows"] = {"strip_rows 0": 0, "strip_rows = height": 64, "strip_rows 15": 15}[change]
+    with pytest.raises(WallocError) as err:
+        api.decode_raster(container.pack(header, sections))
+    assert "\n" not in str(err.value)

@@ -33,9 +33,13 @@ all the energy in a few components.  So:
    decoder needs is an integer; the step and the reconstruction offsets (each value at its
    bin's centroid under its table's law) only scale the decoded integers.
 
-Memory: the whole raster is held — the input, a float64 copy for the KLT, float32
-components and their subbands: about 40 bytes per sample at peak (measured below in the
-README), so ``--max-pixels`` counts samples (height × width × bands) for these files.
+Memory: a raster of more than STRIP_SAMPLES samples is coded in horizontal strips
+(:func:`strip_rows_for`; header field ``strip_rows``, section ``strips`` as in
+:mod:`walloc_cli.strips`).  The KLT is one for the raster — its statistics are summed strip
+by strip — while the wavelet pyramid, the contexts, the rotations and the range coder restart
+in each strip, so the float64 samples, float32 components, int64 integers and contexts (about
+45–50 bytes per sample) are a strip's, not the raster's: the working set depends on width ×
+bands, never on height.  ``--max-pixels`` counts samples (height × width × bands).
 """
 from __future__ import annotations
 
@@ -45,7 +49,7 @@ from typing import Any
 import constriction
 import numpy as np
 
-from . import wavelets
+from . import strips, wavelets
 from .entropy import TOTAL, EntropyError, RaggedTables, decode_grouped, encode_grouped, quantize_distribution
 from .quality import check_quality
 from .model import ModelConfig, dead_zone_round
@@ -65,6 +69,8 @@ ROTATION_BITS = 7       # fixed-point bits of a rotation matrix (7, 10, 12: mean
 BASE_START = 40         # the prediction of the first group's base table
 BASE_DELTA_TABLE = 28   # bank table (Laplace scale 4) for base-table differences
 NEIGHBOUR_WEIGHT = 8    # a same-band neighbour counts as this many cells of the other bands' 3×3 boxes
+STRIP_SAMPLES = 1 << 23  # samples (rows × width × bands) per strip: the encoder's working set (docs/LIMITS.md)
+MIN_STRIP_ROWS = 64      # ... but never fewer rows than this (5 wavelet levels need room)
 FIRST_LOG2 = -5.0       # table s of the bank has Laplace scale 2^(FIRST_LOG2 + s/4) steps
 
 
@@ -99,14 +105,12 @@ class MultibandModel:
 
     # -- the spectral transform ---------------------------------------------------------------
     @staticmethod
-    def spectral(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(N, B) samples -> integer band means (B,), orthonormal eigenvectors (B, B) as columns by
+    def spectral(mean: np.ndarray, cov: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Integer band means (B,) and the covariance around them (B, B), summed strip by strip
+        (:func:`statistics`) -> the means, orthonormal eigenvectors (B, B) as columns by
         decreasing variance (each with its largest entry positive: deterministic signs), and the
         standard deviation of each component."""
-        mean = np.rint(x.mean(axis=0)).astype(np.int64)
-        bands = x.shape[1]
-        centred = x - mean
-        cov = centred.T @ centred / max(len(x), 1)
+        bands = cov.shape[0]
         if bands == 1:
             return mean, np.ones((1, 1)), np.sqrt(cov[0])
         values, vectors = np.linalg.eigh(cov)
@@ -288,55 +292,127 @@ def _activity(boxes: dict, k: int, index: int, levels: int, shape: tuple[int, in
     return total, cells
 
 
+def strip_rows_for(height: int, width: int, bands: int) -> int:
+    """Rows per strip (the encoder's rule; a decoder reads ``strip_rows`` from the header): the
+    whole raster when it holds at most STRIP_SAMPLES samples, else equal strips of about that
+    many samples, never fewer than MIN_STRIP_ROWS rows (each strip's wavelet pyramid is
+    mirror-extended at its edges: short strips cost rate there)."""
+    if height * width * bands <= STRIP_SAMPLES:
+        return height
+    target = max(MIN_STRIP_ROWS, STRIP_SAMPLES // (width * bands))
+    return -(-height // -(-height // target))
+
+
+def _samples(array: np.ndarray, r0: int, r1: int) -> np.ndarray:
+    """Rows r0:r1 of an (H, W, B) array as (N, B) float64 — one strip's, never the whole raster's
+    (the array may be a memory map)."""
+    return array[r0:r1].reshape(-1, array.shape[2]).astype(np.float64)
+
+
+def statistics(array: np.ndarray, cuts: list[tuple[int, int]]
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Band minima, maxima, integer means and the covariance around those means, in two passes
+    over the strips ``cuts`` (for one strip: exactly what a whole-raster computation gives)."""
+    h, w, bands = array.shape
+    lows = np.full(bands, np.iinfo(np.int64).max, np.int64)
+    highs = np.full(bands, np.iinfo(np.int64).min, np.int64)
+    total = np.zeros(bands)
+    for r0, r1 in cuts:
+        x = _samples(array, r0, r1)
+        lows, highs = np.minimum(lows, x.min(axis=0).astype(np.int64)), np.maximum(highs, x.max(axis=0).astype(np.int64))
+        total += x.sum(axis=0)
+    mean = np.rint(total / (h * w)).astype(np.int64)
+    cov = np.zeros((bands, bands))
+    for r0, r1 in cuts:
+        centred = _samples(array, r0, r1) - mean
+        cov += centred.T @ centred
+    return lows, highs, mean, cov / (h * w)
+
+
+def _peaks(array: np.ndarray, r0: int, r1: int, mean: np.ndarray, vectors: np.ndarray, levels: int) -> np.ndarray:
+    """Largest |wavelet coefficient| of each exact KLT component over strip r0:r1."""
+    bands, width = array.shape[2], array.shape[1]
+    exact = analyse(((_samples(array, r0, r1) - mean) @ vectors).T.reshape(bands, r1 - r0, width).astype(np.float32),
+                    levels)
+    return np.max([np.abs(b).reshape(bands, -1).max(axis=1) for b in exact], axis=0)
+
+
+def _components(array: np.ndarray, r0: int, r1: int, mean: np.ndarray, matrix: np.ndarray, bits: np.ndarray,
+                levels: int) -> list[np.ndarray]:
+    """Subbands (K, h, w) of strip r0:r1 projected on the sent (rounded) columns by least squares,
+    so the decoder's sum of columns is the best fit the rounded matrix allows."""
+    rows, width = r1 - r0, array.shape[1]
+    components = matrix.shape[1]
+    if not components:
+        return [np.zeros((0, *shape), np.float32) for shape in subband_shapes(rows, width, levels)]
+    x = _samples(array, r0, r1) - mean
+    basis = matrix / (1 << bits).astype(np.float64)
+    y = np.linalg.lstsq(basis.T @ basis, basis.T @ x.T, rcond=None)[0].T  # normal equations: K × K
+    del x
+    return analyse(np.ascontiguousarray(y.T).reshape(components, rows, width).astype(np.float32), levels)
+
+
+def _code(model: MultibandModel, matrix: np.ndarray | None, bits: np.ndarray, rotation: list[np.ndarray] | None,
+          q: list[np.ndarray], levels: int) -> bytes:
+    """One range-coder stream: the spectral matrix (first strip only), the rotations, the groups."""
+    encoder = constriction.stream.queue.RangeEncoder()
+    if matrix is not None:
+        _encode_matrix(model, encoder, matrix, bits)
+    if rotation is not None:
+        _encode_rotations(model, encoder, rotation)
+    _encode_groups(model, encoder, q, levels)
+    return encoder.get_compressed().astype("<u4").tobytes()
+
+
 def encode(model: MultibandModel, array: np.ndarray, quality: int) -> tuple[dict[str, Any], dict[str, bytes]]:
     """(H, W, B) integers -> header fields and sections of a ``raster`` file.
 
-    Two passes: the exact KLT tells which components keep any nonzero coefficient (K); the
-    sent K columns, rounded each to its own precision, are then inverted by least squares,
-    so the decoder's sum of columns is the best fit the rounded matrix allows."""
+    The statistics (ranges, means, covariance) and the choice of K — the exact KLT components
+    that keep any nonzero coefficient — take passes over the strips; the sent K columns are
+    rounded each to its own precision; then each strip is projected, transformed, quantized and
+    coded on its own (its own range-coder stream, contexts and rotations; the spectral matrix
+    rides in the first).  A raster of one strip is coded exactly as before strips existed."""
     quality = model.check_quality(quality)
     h, w, bands = array.shape
-    levels = levels_for(h, w)
+    rows = strip_rows_for(h, w, bands)
+    cuts = strips.bounds(h, rows)
+    levels = levels_for(rows, w)
     with one_blas_thread():
-        x = array.reshape(-1, bands).astype(np.float64)
-        lows, highs = x.min(axis=0).astype(np.int64), x.max(axis=0).astype(np.int64)
+        lows, highs, mean, cov = statistics(array, cuts)
         step = model.step_of(quality, int(highs.max() - lows.min()))
         delta = step / STEP_UNIT
-        mean, vectors, spread = model.spectral(x)
-        x -= mean
-        exact = analyse((x @ vectors).T.reshape(bands, h, w).astype(np.float32), levels)
-        big = np.max([np.abs(b).reshape(bands, -1).max(axis=1) for b in exact], axis=0) >= (0.5 + model.deadzone) * delta
+        mean, vectors, spread = model.spectral(mean, cov)
+        peaks = np.max([_peaks(array, r0, r1, mean, vectors, levels) for r0, r1 in cuts], axis=0)
+        big = peaks >= (0.5 + model.deadzone) * delta
         components = int(np.flatnonzero(big)[-1]) + 1 if big.any() else 0
-        del exact
         bits = np.array([model.matrix_bits(spread[k], delta) for k in range(components)], np.int64)
         matrix = np.rint(vectors[:, :components] * (1 << bits)).astype(np.int64)
-        if components:
-            basis = matrix / (1 << bits).astype(np.float64)
-            y = np.linalg.lstsq(basis.T @ basis, basis.T @ x.T, rcond=None)[0].T  # normal equations: K × K
-            del x
-            subbands = analyse(np.ascontiguousarray(y.T).reshape(components, h, w).astype(np.float32), levels)
-            del y
-        else:
-            subbands = [np.zeros((0, *shape), np.float32) for shape in subband_shapes(h, w, levels)]
-    # Per-level rotations pay for their matrices only with few components: try both, keep the smaller.
-    tries = [None] + ([rotations_of(subbands, levels)] if 2 <= components <= ROTATE_MAX else [])
-    best = None
-    for rotation in tries:
+    # Per-level rotations pay for their matrices only with few components: the first strip tries
+    # both and keeps the smaller file; the other strips follow its choice (one header flag).
+    rotate_choice: bool | None = None if 2 <= components <= ROTATE_MAX else False
+    payloads = []
+    for index, (r0, r1) in enumerate(cuts):
         with one_blas_thread():
-            rotated = subbands if rotation is None else rotate(subbands, rotation, levels, forward=True)
-            q = [dead_zone_round(b / delta, model.deadzone) for b in rotated]
-        encoder = constriction.stream.queue.RangeEncoder()
-        _encode_matrix(model, encoder, matrix, bits)
-        if rotation is not None:
-            _encode_rotations(model, encoder, rotation)
-        _encode_groups(model, encoder, q, levels)
-        payload = encoder.get_compressed().astype("<u4").tobytes()
-        if best is None or len(payload) < len(best[0]):
-            best = (payload, rotation is not None)
+            subbands = _components(array, r0, r1, mean, matrix, bits, levels)
+        best = None
+        for use in ([False, True] if rotate_choice is None else [rotate_choice]):
+            rotation = rotations_of(subbands, levels) if use else None
+            with one_blas_thread():
+                rotated = subbands if rotation is None else rotate(subbands, rotation, levels, forward=True)
+                q = [dead_zone_round(b / delta, model.deadzone) for b in rotated]
+            payload = _code(model, matrix if index == 0 else None, bits, rotation, q, levels)
+            if best is None or len(payload) < len(best[0]):
+                best = (payload, use)
+        payloads.append(best[0])
+        rotate_choice = best[1]
     spectral = np.concatenate([lows, highs, mean]).astype("<i4").tobytes()
     fields = {"quality": quality, "step": step, "levels": levels, "components": components,
-              "rotations": int(best[1])}
-    return fields, {"latents": best[0], "spectral": zlib.compress(spectral, 9)}
+              "rotations": int(rotate_choice)}
+    sections = {"latents": b"".join(payloads), "spectral": zlib.compress(spectral, 9)}
+    if len(cuts) > 1:
+        fields["strip_rows"] = rows
+        sections["strips"] = strips.pack_sizes(payloads)
+    return fields, sections
 
 
 def level_groups(levels: int) -> list[list[int]]:
@@ -468,14 +544,17 @@ def _get_base(model: MultibandModel, decoder, predicted: int) -> int:
 
 
 def decode(model: MultibandModel, payload: bytes, bands: int, components: int, height: int, width: int,
-           levels: int, rotations: bool = False
+           levels: int, rotations: bool = False, known: tuple[np.ndarray, np.ndarray] | None = None
            ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], list[np.ndarray] | None, list[np.ndarray]]:
-    """The ``latents`` section -> (matrix (B, K), its bits per column (K,), subbands (K, h, w) int64,
-    the per-level rotations or None, each value's table index (K, h, w) int16)."""
+    """One strip's range-coder stream (the whole ``latents`` section when there is one strip)
+    -> (matrix (B, K), its bits per column (K,), subbands (K, h, w) int64, the per-level
+    rotations or None, each value's table index (K, h, w) int16).  ``known``: the (matrix,
+    bits) the first strip sent; the other strips do not repeat them."""
     if len(payload) % 4:
         raise EntropyError("compressed latents are not a whole number of 32-bit words")
     shapes = subband_shapes(height, width, levels)
-    if 8 * len(payload) + 64 < components * (len(shapes) + 4):  # each group and column costs a bit at least
+    # each group and (first strip) each matrix column costs a bit at least
+    if 8 * len(payload) + 64 < components * (len(shapes) + (4 if known is None else 0)):
         raise EntropyError("payload too short for the announced number of latents")
     decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, "<u4").astype(np.uint32))
     flag, slope_model = (constriction.stream.model.Uniform(n) for n in (2, SLOPES))
@@ -484,7 +563,7 @@ def decode(model: MultibandModel, payload: bytes, bands: int, components: int, h
     boxes = {(k, i): np.zeros(shape, np.int64) for i, shape in enumerate(shapes) for k in range(components)}
     limit = np.iinfo(np.int32).max
     try:
-        matrix, bits = _decode_matrix(model, decoder, bands, components)
+        matrix, bits = known if known is not None else _decode_matrix(model, decoder, bands, components)
         rotation = _decode_rotations(model, decoder, components, levels) if rotations else None
         previous = BASE_START
         for k in range(components):

@@ -8,11 +8,11 @@ calls in here; nothing here knows about paths or the command line.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
-from . import container, multiband, raster
+from . import container, multiband, raster, strips
 from .errors import WallocError
 from .model import load_model
 from .quality import highest_quality_within
@@ -76,8 +76,9 @@ def layout(header: dict[str, Any], max_samples: int) -> dict[str, Any]:
     """Every field of a raster header checked against the others and the sample limit."""
     width, height = _int(header, "width", 1, 1 << 31), _int(header, "height", 1, 1 << 31)
     bands = _int(header, "bands", 1, raster.MAX_BANDS)
+    strip_rows = _int(header, "strip_rows", 1, height - 1) if "strip_rows" in header else height
     levels = _int(header, "levels", 1, multiband.MAX_LEVELS)
-    if levels != multiband.levels_for(height, width):
+    if levels != multiband.levels_for(strip_rows, width):
         raise container.FormatError("corrupt header (field 'levels')")
     check_samples(width, height, bands, max_samples)
     if header.get("dtype") not in raster.DTYPES:
@@ -102,7 +103,26 @@ def layout(header: dict[str, Any], max_samples: int) -> dict[str, Any]:
     if rotations and not 2 <= components <= multiband.ROTATE_MAX:
         raise container.FormatError("corrupt header (field 'rotations')")
     return {"width": width, "height": height, "bands": bands, "levels": levels, "step": step,
-            "components": components, "rotations": rotations}
+            "components": components, "rotations": rotations, "strip_rows": strip_rows}
+
+
+def _strips(box: container.Container, model: multiband.MultibandModel, fields: dict[str, Any]
+            ) -> Iterator[tuple[tuple[int, int], tuple[np.ndarray, np.ndarray, list[np.ndarray],
+                                                       list[np.ndarray] | None, list[np.ndarray]]]]:
+    """Each strip's rows and its entropy-decoded content (:func:`multiband.decode`), one strip at
+    a time (a generator: the caller keeps what it needs of a strip, then the next is decoded)."""
+    height, rows = fields["height"], fields["strip_rows"]
+    cut = rows < height
+    if cut != ("strips" in box.sections):
+        raise container.FormatError("corrupt file (strip index and header field 'strip_rows' disagree)")
+    payloads = strips.split(box.sections["latents"], box.sections["strips"], height, rows) if cut \
+        else [box.sections["latents"]]
+    known = None
+    for (r0, r1), payload in zip(strips.bounds(height, rows), payloads):
+        decoded = multiband.decode(model, payload, fields["bands"], fields["components"], r1 - r0,
+                                   fields["width"], fields["levels"], fields["rotations"], known)
+        known = decoded[0], decoded[1]
+        yield (r0, r1), decoded
 
 
 def decode(box: container.Container, model: multiband.MultibandModel, max_samples: int) -> raster.Raster:
@@ -116,11 +136,10 @@ def decode(box: container.Container, model: multiband.MultibandModel, max_sample
     info = np.iinfo(dtype)
     if ranges["low"].min() < info.min or ranges["high"].max() > info.max:
         raise container.FormatError("corrupt spectral section (ranges outside the dtype)")
-    matrix, bits, q, rotation, tables = multiband.decode(model, box.sections["latents"], fields["bands"],
-                                                 fields["components"], fields["height"], fields["width"],
-                                                 fields["levels"], fields["rotations"])
-    array = multiband.reconstruct(model, q, fields["step"], matrix, bits, ranges, fields["height"],
-                                  fields["width"], fields["levels"], dtype.name, rotation, tables)
+    array = np.empty((fields["height"], fields["width"], fields["bands"]), dtype)
+    for (r0, r1), (matrix, bits, q, rotation, tables) in _strips(box, model, fields):
+        array[r0:r1] = multiband.reconstruct(model, q, fields["step"], matrix, bits, ranges, r1 - r0,
+                                             fields["width"], fields["levels"], dtype.name, rotation, tables)
     return raster.Raster(array, header["container"], header["layout"], header["byteorder"],
                          header["bit_depth"] if header["bit_depth"] < 8 * dtype.itemsize else 0,
                          header.get("maxval", 0), header.get("wavelengths"))
@@ -129,11 +148,10 @@ def decode(box: container.Container, model: multiband.MultibandModel, max_sample
 def latents(box: container.Container, model: multiband.MultibandModel, max_samples: int
             ) -> tuple[np.ndarray, float]:
     """The quantized coefficients by entropy decoding alone: (K, N) int32, each KLT component's
-    subbands flattened in coding order (LL_D first), and their quantization step."""
+    subbands flattened in coding order (LL_D first) strip after strip, and their quantization step."""
     fields = layout(box.header, max_samples)
-    _, _, q, _, _ = multiband.decode(model, box.sections["latents"], fields["bands"], fields["components"],
-                                  fields["height"], fields["width"], fields["levels"], fields["rotations"])
-    flat = np.concatenate([b.reshape(b.shape[0], -1) for b in q], axis=1)
+    flat = np.concatenate([b.reshape(b.shape[0], -1) for _, (_, _, q, _, _) in _strips(box, model, fields)
+                           for b in q], axis=1)
     return flat.astype(np.int32), fields["step"] / multiband.STEP_UNIT
 
 
