@@ -425,3 +425,40 @@ def test_fuzzed_strip_fields_are_refused_in_one_line(small_strips, change):
     with pytest.raises(WallocError) as err:
         api.decode_raster(container.pack(header, sections))
     assert "\n" not in str(err.value)
+
+
+# -- Y4M stills (the shared 10-bit frame) ---------------------------------------------------------
+def test_ten_bit_y4m_frame_is_coded_at_its_depth_and_comes_back_as_the_same_stream():
+    """A 4:4:4 10-bit frame: three bands of 10 bits, decoded to a Y4M whose header is the original's."""
+    data = (DATA / "cosmos10_crop.y4m").read_bytes()
+    wlc = api.encode_bytes(data, "frame.y4m", quality=70).data
+    meta = api.info(wlc)
+    assert (meta["bands"], meta["bit_depth"], meta["container"]) == (3, 10, "y4m")
+    back = api.decode_raster_file(wlc)
+    head = data[: data.index(b"FRAME\n") + 6]
+    assert back.startswith(head) and len(back) == len(data)
+    original, decoded = raster.read_raster(data).array, raster.read_raster(back).array
+    assert decoded.max() < 1024 and psnr(original, decoded) > 40
+
+
+@pytest.mark.parametrize("stream, message", [
+    (b"YUV4MPEG2 W4 H2 F25:1 C420p10\nFRAME\n" + bytes(24), "chroma 420p10"),
+    (b"YUV4MPEG2 W4 H2 Cmono\nFRAME\n" + bytes(8) + b"FRAME\n" + bytes(8), "several frames"),
+    (b"YUV4MPEG2 W4 H2 C444p10\nFRAME\n" + bytes(20), "truncated Y4M frame"),
+    (b"YUV4MPEG2 W4 C444\nFRAME\n" + bytes(24), "width \\(W\\) and height \\(H\\)"),
+    (b"YUV4MPEG2 W2 H1 C444p10\nFRAME\n" + b"\xff\xff" * 6, "above its 10-bit range"),
+])
+def test_y4m_it_cannot_hold_is_refused_in_one_line(stream, message):
+    with pytest.raises(WallocError, match=message) as err:
+        api.encode_bytes(stream, "v.y4m", quality=50)
+    assert "\n" not in str(err.value)
+
+
+def test_y4m_out_of_an_npy_and_a_fuzzed_tag_field(jasper):
+    grey = np.ascontiguousarray(jasper[:, :, :1])
+    wlc = api.encode_bytes(npy_bytes(grey), "g.npy", quality=60).data
+    assert api.decode_raster_file(wlc, ".y4m").startswith(b"YUV4MPEG2 W12 H16 Cmono16\nFRAME\n")
+    box = container.unpack(api.encode_bytes((DATA / "cosmos10_crop.y4m").read_bytes(), "f.y4m", quality=30).data)
+    for bad in ("F25:1\nFRAME", 7, "x" * 2000):
+        with pytest.raises(WallocError, match="y4m_tags"):
+            api.decode_raster(container.pack({**box.header, "y4m_tags": bad}, box.sections))

@@ -1,4 +1,5 @@
-"""N-band and high-bit-depth rasters in and out: multi-band TIFF, ``.npy``, 16-bit PNG, 16-bit PNM.
+"""N-band and high-bit-depth rasters in and out: multi-band TIFF, ``.npy``, 16-bit PNG, 16-bit PNM,
+one-frame Y4M (4:4:4 or mono, 8–16 bits).
 
 The 8-bit path (:mod:`walloc_cli.media`, Pillow) sees RGB photos.  Everything else a
 scientific or remote-sensing user stores — a 13-band Sentinel-2 tile, a 200-band
@@ -9,15 +10,19 @@ band layout (interleaved, planar, pages), the dtype with its byte order and the 
 
 Why other readers than Pillow: Pillow reads a 16-bit RGB PNG as 8 bits and writes at most
 4 bands.  ``tifffile`` reads and writes any band count and dtype; ``pypng`` (pure Python)
-reads and writes 16-bit PNG; NetPBM and ``.npy`` are parsed here (a few lines each).
+reads and writes 16-bit PNG; NetPBM, Y4M and ``.npy`` are parsed here (a few lines each).
+A Y4M still (a video frame, e.g. 10-bit 4:4:4) is three planes of one size: a raster of three
+bands at its depth.  Subsampled chroma (4:2:0, 4:2:2) has planes of different sizes, which an
+H×W×B raster cannot hold, and a video of several frames is not a still: both are refused.
 
-Routing (:func:`is_raster`): ``.npy`` always; PNG and PNM when deeper than 8 bits; TIFF
+Routing (:func:`is_raster`): ``.npy`` and Y4M always; PNG and PNM when deeper than 8 bits; TIFF
 when it is not an 8-bit image of 1, 3 or 4 interleaved samples.  8-bit images keep the
 8-bit path, so their behaviour and files are unchanged.
 """
 from __future__ import annotations
 
 import io
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,10 +31,12 @@ import numpy as np
 
 from .errors import WallocError
 
-SUFFIXES = {".npy"}  # read only here; PNG, TIFF and PNM are shared with the 8-bit path
+SUFFIXES = {".npy", ".y4m"}  # read only here; PNG, TIFF and PNM are shared with the 8-bit path
 OUTPUT_SUFFIXES = {".npy": "npy", ".tif": "tiff", ".tiff": "tiff", ".png": "png",
-                   ".pgm": "pnm", ".ppm": "pnm", ".pnm": "pnm"}
-DEFAULT_SUFFIX = {"npy": ".npy", "tiff": ".tif", "png": ".png", "pnm": ".pnm"}
+                   ".pgm": "pnm", ".ppm": "pnm", ".pnm": "pnm", ".y4m": "y4m"}
+DEFAULT_SUFFIX = {"npy": ".npy", "tiff": ".tif", "png": ".png", "pnm": ".pnm", "y4m": ".y4m"}
+Y4M_MAGIC = b"YUV4MPEG2 "
+Y4M_TAGS = re.compile(r"[!-~]+( [!-~]+)*")  # printable tokens, one space apart: what a header may carry
 DTYPES = ("uint8", "int8", "uint16", "int16")
 MAX_BANDS = 4096
 
@@ -50,6 +57,8 @@ class Raster:
     bit_depth: int = 0               # significant bits (PNM maxval's bit length, PNG/TIFF bits); 0: the dtype's
     maxval: int = 0                  # PNM only: the maxval to write back
     wavelengths: list[float] | None = None  # nm, one per band, when the caller knows them
+    y4m_tags: str = ""               # Y4M: the stream header's tags but W and H (frame rate, interlacing,
+                                     # aspect, colour, X… extensions), written back as they came
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -79,6 +88,8 @@ class Raster:
             out["maxval"] = self.maxval
         if self.wavelengths is not None:
             out["wavelengths"] = [float(w) for w in self.wavelengths]
+        if self.y4m_tags:
+            out["y4m_tags"] = self.y4m_tags
         return out
 
 
@@ -111,7 +122,7 @@ _PNM = re.compile(rb"\A(P[56])(?:\s+|#[^\n]*\n)+(\d+)(?:\s+|#[^\n]*\n)+(\d+)(?:\
 
 def is_raster(data: bytes, suffix: str = "") -> bool:
     """Whether these bytes belong on the N-band / high-bit-depth path (see the module doc)."""
-    if suffix.lower() in SUFFIXES or data[:6] == b"\x93NUMPY":
+    if suffix.lower() in SUFFIXES or data[:6] == b"\x93NUMPY" or data[:10] == Y4M_MAGIC:
         return True
     depth = _png_depth(data)
     if depth is not None:
@@ -142,6 +153,8 @@ def read_raster(data: bytes, suffix: str = "") -> Raster:
     """Bytes of a ``.npy``, TIFF, 16-bit PNG or 16-bit PNM -> :class:`Raster`."""
     if suffix.lower() == ".npy" or data[:6] == b"\x93NUMPY":
         return _read_npy(data)
+    if suffix.lower() == ".y4m" or data[:10] == Y4M_MAGIC:
+        return _read_y4m(data)
     if _png_depth(data) is not None:
         return _read_png(data)
     if _PNM.match(data[:512]):
@@ -149,9 +162,26 @@ def read_raster(data: bytes, suffix: str = "") -> Raster:
     return _read_tiff(data)
 
 
+def _npy_view(data: bytes) -> np.ndarray:
+    """The array of a version 1 or 2 ``.npy`` as a read-only view of ``data`` (no copy: a tall tile
+    is held once, as the file's bytes); other versions through ``np.load``."""
+    f = io.BytesIO(data)
+    version = np.lib.format.read_magic(f)
+    if version not in ((1, 0), (2, 0)):
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = read(f)
+    if dtype.hasobject:
+        raise ValueError("Object arrays cannot be loaded when allow_pickle=False")
+    count = math.prod(shape)
+    if len(data) - f.tell() < count * dtype.itemsize:
+        raise EOFError("truncated")
+    return np.frombuffer(data, dtype, count, f.tell()).reshape(shape, order="F" if fortran else "C")
+
+
 def _read_npy(data: bytes) -> Raster:
     try:
-        a = np.load(io.BytesIO(data), allow_pickle=False)
+        a = _npy_view(data)
     except (ValueError, OSError, EOFError) as exc:
         raise RasterError(f"not a readable .npy array ({str(exc).splitlines()[0] if str(exc) else 'truncated'})") \
             from None
@@ -232,6 +262,45 @@ def _read_pnm(data: bytes) -> Raster:
                   maxval)
 
 
+def _read_y4m(data: bytes) -> Raster:
+    """A one-frame YUV4MPEG2 stream of 4:4:4 (3 planes), 4:4:4 with alpha (4) or mono (1) samples."""
+    end = data.find(b"\n", 0, 4096)
+    if not data.startswith(Y4M_MAGIC) or end < 0:
+        raise RasterError("not a readable Y4M stream (no YUV4MPEG2 header line)")
+    tokens = data[len(Y4M_MAGIC):end].decode("ascii", "replace").split()
+    fields = {t[0]: t[1:] for t in tokens if t}
+    try:
+        width, height = int(fields["W"]), int(fields["H"])
+    except (KeyError, ValueError):
+        raise RasterError("Y4M header without a valid width (W) and height (H)") from None
+    colour = fields.get("C", "420jpeg")
+    m = re.fullmatch(r"(444alpha|444|mono)(?:p?(\d+))?", colour)
+    if m is None:
+        raise RasterError(f"Y4M with chroma {colour}: subsampled planes are not one raster; walloc codes 4:4:4 "
+                          f"or mono frames (convert with ffmpeg -pix_fmt yuv444p10le)")
+    planes = {"444": 3, "444alpha": 4, "mono": 1}[m.group(1)]
+    depth = int(m.group(2) or 8)
+    if not 8 <= depth <= 16 or width < 1 or height < 1:
+        raise RasterError(f"Y4M header out of range ({width}×{height}, {depth} bits)")
+    frame = data.find(b"\n", end + 1, end + 4096)
+    if not data.startswith(b"FRAME", end + 1) or frame < 0:
+        raise RasterError("Y4M stream without a frame")
+    dtype = "<u2" if depth > 8 else "u1"
+    need = width * height * planes * np.dtype(dtype).itemsize
+    if len(data) - frame - 1 < need:
+        raise RasterError(f"truncated Y4M frame ({len(data) - frame - 1} bytes of samples, {need} expected)")
+    if len(data) - frame - 1 > need:
+        raise RasterError("Y4M stream of several frames: walloc codes still images (extract one frame, e.g. "
+                          "ffmpeg -frames:v 1)")
+    a = np.frombuffer(data, dtype, width * height * planes, frame + 1).reshape(planes, height, width)
+    if a.max(initial=0) >> depth:
+        raise RasterError(f"Y4M sample above its {depth}-bit range")
+    tags = " ".join(t for t in tokens if t[0] not in "WH")
+    itembits = 8 * np.dtype(dtype).itemsize
+    return Raster(_check_array(np.moveaxis(a, 0, 2), "Y4M"), "y4m", "bhw", "<", depth if depth < itembits else 0,
+                  y4m_tags=tags)
+
+
 # -- writing -------------------------------------------------------------------------------
 def write_raster(raster: Raster, suffix: str | None = None) -> bytes:
     """:class:`Raster` -> file bytes, in its own container unless ``suffix`` names another."""
@@ -248,6 +317,8 @@ def write_raster(raster: Raster, suffix: str | None = None) -> bytes:
         return _write_tiff(a, layout)
     if container == "png":
         return _write_png(a, raster.bit_depth if same else 0)
+    if container == "y4m":
+        return _write_y4m(a, raster.bit_depth if same else 0, raster.y4m_tags if same else "")
     return _write_pnm(a, raster.maxval if same else 0)
 
 
@@ -304,3 +375,19 @@ def _write_pnm(a: np.ndarray, maxval: int) -> bytes:
     head = kind + b"\n%d %d\n%d\n" % (a.shape[1], a.shape[0], maxval)
     samples = np.minimum(a, maxval).astype(">u2" if maxval > 255 else "u1")
     return head + samples.tobytes()
+
+
+def _write_y4m(a: np.ndarray, depth: int, tags: str) -> bytes:
+    if a.dtype.kind != "u" or a.shape[2] not in (1, 3, 4):
+        raise RasterError(f"Y4M holds 1, 3 or 4 unsigned planes; this image has {a.shape[2]} of {a.dtype.name} "
+                          f"(write .tif or .npy instead)")
+    depth = depth or 8 * a.dtype.itemsize
+    colour = {1: "mono", 3: "444", 4: "444alpha"}[a.shape[2]]
+    if depth > 8:
+        colour += str(depth) if colour == "mono" else f"p{depth}"
+    # the tags in their order, the colour token (C) recomputed from the planes and depth written
+    tokens = [f"C{colour}" if t.startswith("C") else t for t in tags.split()]
+    tokens = tokens if any(t.startswith("C") for t in tokens) else [f"C{colour}", *tokens]
+    head = " ".join(["YUV4MPEG2", f"W{a.shape[1]}", f"H{a.shape[0]}", *tokens]) + "\nFRAME\n"
+    planes = np.moveaxis(a, 2, 0).astype("<u2" if a.dtype.itemsize == 2 else "u1")
+    return head.encode("ascii") + planes.tobytes()

@@ -96,6 +96,9 @@ def layout(header: dict[str, Any], max_samples: int) -> dict[str, Any]:
                                     or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                                and math.isfinite(v) for v in wavelengths)):
         raise container.FormatError("corrupt header (field 'wavelengths')")
+    tags = header.get("y4m_tags", "")
+    if not isinstance(tags, str) or len(tags) > 1024 or (tags and not raster.Y4M_TAGS.fullmatch(tags)):
+        raise container.FormatError("corrupt header (field 'y4m_tags')")
     _int(header, "quality", 1, 100)
     step = _int(header, "step", 1, 1 << 40)
     components = _int(header, "components", 0, bands)
@@ -142,7 +145,7 @@ def decode(box: container.Container, model: multiband.MultibandModel, max_sample
                                              fields["width"], fields["levels"], dtype.name, rotation, tables)
     return raster.Raster(array, header["container"], header["layout"], header["byteorder"],
                          header["bit_depth"] if header["bit_depth"] < 8 * dtype.itemsize else 0,
-                         header.get("maxval", 0), header.get("wavelengths"))
+                         header.get("maxval", 0), header.get("wavelengths"), header.get("y4m_tags", ""))
 
 
 def latents(box: container.Container, model: multiband.MultibandModel, max_samples: int
