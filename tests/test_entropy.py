@@ -131,3 +131,51 @@ def test_checkerboard_table_index():
     assert index[0, 2, 1] == 8 + 0 * 5 + 2           # white next to |3|: neighbour sum 3 -> bin 2
     assert index[0, 2, 3] == 8 + 2                   # white, neighbour (2,2) = 3
     assert entropy.tables_per_channel(8, (1, 2, 4, 8)) == 48 and entropy.tables_per_channel(8, ()) == 8
+
+
+def _plain_activity(latents: np.ndarray, depth: int) -> np.ndarray:
+    """The context's definition, loop by loop: |latents| summed over each position's 3×3
+    neighbourhood in the previous ``depth`` channels."""
+    out = np.zeros(latents.shape, np.int64)
+    channels, height, width = latents.shape
+    for c in range(channels):
+        for k in range(max(0, c - depth), c):
+            for i in range(height):
+                for j in range(width):
+                    out[c, i, j] += np.abs(latents[k, max(0, i - 1) : i + 2, max(0, j - 1) : j + 2]).sum()
+    return out
+
+
+@pytest.mark.parametrize("scale", [1, 10**8])  # 10**8: sums beyond int32, computed in int64
+def test_every_form_of_the_context_matches_its_definition(scale):
+    """The encoder's whole-array and batch forms and the decoder's running form compute the
+    same integers as the plain definition (the decoder must rebuild the encoder's tables)."""
+    rng = np.random.default_rng(5)
+    depth = 4
+    latents = rng.integers(-6, 7, size=(14, 5, 7)) * scale
+    plain = _plain_activity(latents, depth)
+    np.testing.assert_array_equal(entropy.activity_of_all(latents, depth), plain)
+    running = entropy.ActivityContext(latents.shape[1:], depth)
+    for c in range(latents.shape[0]):
+        np.testing.assert_array_equal(running.current(), plain[c])
+        running.push(latents[c])
+    for c0, c1 in [(0, 3), (2, 9), (6, 14)]:
+        lo = max(0, c0 - depth)
+        activity, magnitude = entropy.batch_contexts(latents[lo:c1], c0 - lo, depth)
+        np.testing.assert_array_equal(activity, plain[c0:c1])
+        np.testing.assert_array_equal(magnitude, np.abs(latents[c0:c1]))
+
+
+def test_batch_table_index_matches_the_per_channel_rule():
+    rng = np.random.default_rng(6)
+    latents = rng.integers(-3, 4, size=(10, 6, 8)) * (rng.random((10, 6, 8)) < 0.4)
+    thresholds = np.sort(rng.integers(0, 40, size=(10, 7)), axis=1)
+    thresholds[0, -1] = 2**40  # beyond int32: a comparison that is never true
+    cuts = (1, 2, 4, 8)
+    activity, magnitude = entropy.batch_contexts(latents, 0, 8)
+    which = entropy.batch_table_index(activity, magnitude, thresholds, 8, cuts)
+    bins = entropy.context_bins_per_channel(entropy.activity_of_all(latents, 8).reshape(10, -1), thresholds)
+    expected = entropy.table_index(bins.reshape(latents.shape), latents, 8, cuts).reshape(10, -1)
+    np.testing.assert_array_equal(which, expected)
+    for c in range(10):
+        np.testing.assert_array_equal(entropy.context_bins(activity[c], thresholds[c]), bins[c].reshape(6, 8))

@@ -69,6 +69,7 @@ ARRAY_CASES = [  # (model, edit of its arrays, what the message says)
     ("rgb-1x", _set("quality.step", np.zeros(101)), "must be positive"),
     ("rgb-1x", _set("quality.deadzone", np.ones(3)), "'quality.deadzone' has shape"),
     ("rgb-1x", _drop("decoder.linear.weight"), "'decoder.linear.weight' missing"),
+    ("rgb-1x", _set("context.thresholds", np.tile(np.arange(7, 0, -1), (16, 192, 1))), "must be non-decreasing"),
     ("rgb-1x", _set("entropy.freqs", np.ones((192, 2), np.int64) << 40), "outside int32"),
     ("stereo-1x", _set("energy.lo", np.array(1)), "inconsistent shapes"),            # was an IndexError
 ]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from .errors import WallocError
 
+from collections import deque
 from dataclasses import dataclass
 
 import constriction
@@ -271,6 +272,14 @@ class RaggedTables:
             bits = self.__dict__["_fewest_bits"] = -np.log2(np.asarray(most, np.float64) / TOTAL)
         return bits
 
+    def extent(self) -> int:
+        """Largest magnitude an in-range (not escaped) value of any row can have (kept)."""
+        extent = self.__dict__.get("_extent")
+        if extent is None:
+            lo = self.lo.astype(np.int64)
+            extent = self.__dict__["_extent"] = int(np.maximum(np.abs(lo), np.abs(lo + self.size - 1)).max(initial=0))
+        return extent
+
     def model(self, r: int):
         """constriction model of row ``r``, built on first use and kept: a file touches only
         its quality's tables, and a batch reuses them."""
@@ -310,47 +319,64 @@ def fit_row(values: np.ndarray, coverage: float = 0.9999, prior_count: float = 0
 
 
 def box_sum_3x3(a: np.ndarray) -> np.ndarray:
-    """Sum over each position's 3×3 neighbourhood (zeros outside) of integer maps (..., H, W)."""
-    pad = [(0, 0)] * (a.ndim - 2) + [(1, 1), (1, 1)]
-    p = np.pad(a, pad)
-    rows = p[..., :-2, :] + p[..., 1:-1, :] + p[..., 2:, :]
-    return rows[..., :-2] + rows[..., 1:-1] + rows[..., 2:]
+    """Sum over each position's 3×3 neighbourhood (zeros outside) of integer maps (..., H, W).
+
+    Shifted in-place adds instead of a padded copy: the decoder calls this once per channel
+    on small maps, where np.pad's own overhead cost more than the sums (integers: any order
+    of the additions gives the same result)."""
+    rows = a.copy()
+    rows[..., 1:, :] += a[..., :-1, :]
+    rows[..., :-1, :] += a[..., 1:, :]
+    out = rows.copy()
+    out[..., 1:] += rows[..., :-1]
+    out[..., :-1] += rows[..., 1:]
+    return out
 
 
 def activity_of_all(latents: np.ndarray, depth: int) -> np.ndarray:
-    """Context activity of every latent (L, H, W) at once — what the decoder computes channel by channel."""
-    boxes = box_sum_3x3(np.abs(latents.astype(np.int64)))
-    running = np.cumsum(boxes, axis=0)
-    activity = np.zeros_like(running)
-    activity[1:] = running[:-1]                      # channels before c …
-    activity[depth + 1 :] -= running[: -depth - 1]   # … but only the last `depth` of them
-    return activity
+    """Context activity of every latent (L, H, W) at once — what the decoder computes channel by channel.
+
+    The 3×3 box sum is linear, so the sum of the previous ``depth`` channels' boxes is the box of
+    their summed |latents|: a running sum over channels (add the newest, drop the one ``depth``
+    back), then one box sum.  (numpy's cumsum along the first axis of a 3-D array walks memory
+    with a stride: it took 40 % of the encoder's time.)"""
+    magnitude = np.abs(latents.astype(np.int64))
+    total = np.empty_like(magnitude)
+    running = np.zeros(magnitude.shape[1:], np.int64)
+    for c in range(magnitude.shape[0]):
+        total[c] = running
+        running += magnitude[c]
+        if c >= depth:
+            running -= magnitude[c - depth]
+    return box_sum_3x3(total)
 
 
 class ActivityContext:
-    """The decoder's running context state while channels arrive in order (integer, exact)."""
+    """The decoder's running context state while channels arrive in order (integer, exact):
+    the summed |latents| of the last ``depth`` channels, boxed when asked for (as
+    :func:`activity_of_all`)."""
 
     def __init__(self, shape: tuple[int, int], depth: int) -> None:
         self.depth = depth
-        self.history: list[np.ndarray] = []
-        self.activity = np.zeros(shape, np.int64)
+        self.history: deque[np.ndarray] = deque()
+        self.total = np.zeros(shape, np.int64)
 
     def current(self) -> np.ndarray:
-        return self.activity
+        return box_sum_3x3(self.total)
 
     def push(self, channel: np.ndarray) -> None:
-        box = box_sum_3x3(np.abs(channel.astype(np.int64)))
-        self.history.append(box)
-        self.activity = self.activity + box
+        magnitude = np.abs(channel.astype(np.int64))
+        self.history.append(magnitude)
+        self.total += magnitude
         if len(self.history) > self.depth:
-            self.activity = self.activity - self.history.pop(0)
+            self.total -= self.history.popleft()
 
 
 def context_bins(activity: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     """Bin index of each position of one channel: the number of (sorted, integer) thresholds
-    <= its activity.  The decoder's form of :func:`context_bins_per_channel` (the same rule)."""
-    return context_bins_per_channel(activity.reshape(1, -1), np.asarray(thresholds).reshape(1, -1)).reshape(
-        activity.shape)
+    <= its activity — the rule of :func:`context_bins_per_channel`, as one binary search per
+    value (faster than a comparison per threshold on one channel's few thousand values)."""
+    return np.searchsorted(np.asarray(thresholds), activity, side="right")
 
 
 # The first latent channels of an image model are block averages (the DC of each colour):
@@ -424,8 +450,12 @@ def lift_level_map(h: int, w: int, levels: int) -> np.ndarray:
 def neighbour_sum(values: np.ndarray) -> np.ndarray:
     """Sum of |v| over the 4 neighbours (zeros outside) of maps (..., H, W)."""
     a = np.abs(values)
-    p = np.pad(a, [(0, 0)] * (a.ndim - 2) + [(1, 1), (1, 1)])
-    return p[..., :-2, 1:-1] + p[..., 2:, 1:-1] + p[..., 1:-1, :-2] + p[..., 1:-1, 2:]
+    out = np.zeros_like(a)
+    out[..., 1:, :] += a[..., :-1, :]
+    out[..., :-1, :] += a[..., 1:, :]
+    out[..., 1:] += a[..., :-1]
+    out[..., :-1] += a[..., 1:]
+    return out
 
 
 def white_mask(h: int, w: int) -> np.ndarray:
@@ -490,6 +520,60 @@ def _groups(which: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
     return np.argsort(which.astype(np.int16), kind="stable"), np.bincount(which, minlength=bins)
 
 
+# -- a batch of channels at once (the encoder and the RD rounding) ----------------------------
+# The decoder learns the channels one by one; the encoder knows them all, and computes every
+# context of a batch of channels with whole-array operations.  The integers are the same as
+# the decoder's, computed in int32 where no sum can overflow it (half the memory traffic of
+# int64), else int64.
+def _context_dtype(latents: np.ndarray, depth: int) -> type:
+    """int32 when every activity (≤ 9·depth·max|latent|) and neighbour sum fits it, else int64."""
+    if latents.size == 0:
+        return np.int32
+    largest = max(int(latents.max()), -int(latents.min()))
+    return np.int32 if largest * 9 * max(depth, 1) < np.iinfo(np.int32).max else np.int64
+
+
+def batch_contexts(latents: np.ndarray, first: int, depth: int) -> tuple[np.ndarray, np.ndarray]:
+    """(activity, |latents|) of channels ``first`` … of ``latents`` (K, H, W), both (K − first, H, W).
+
+    The channels before ``first`` only give context: at least ``depth`` of them, or every
+    channel before the image's first.  The activity is :func:`activity_of_all`'s."""
+    dtype = _context_dtype(latents, depth)
+    magnitude = np.abs(latents.astype(dtype))
+    count = magnitude.shape[0] - first
+    total = np.empty((count, *magnitude.shape[1:]), dtype)
+    running = magnitude[max(0, first - depth) : first].sum(axis=0, dtype=dtype)
+    for i in range(count):
+        c = first + i
+        total[i] = running
+        running += magnitude[c]
+        if c >= depth:
+            running -= magnitude[c - depth]
+    return box_sum_3x3(total), magnitude[first:]
+
+
+def batch_table_index(activity: np.ndarray, magnitude: np.ndarray, thresholds: np.ndarray, bins: int,
+                      neighbour_cuts: tuple[int, ...]) -> np.ndarray:
+    """:func:`table_index` of channels (n, H, W) from :func:`batch_contexts`, as int16 (n, H·W).
+
+    Bins are counted with one comparison per threshold (the rule of
+    :func:`context_bins_per_channel`) into int16; thresholds beyond the activities' dtype are
+    clipped to it, which changes no comparison (every activity lies inside it)."""
+    info = np.iinfo(activity.dtype)
+    cuts = np.clip(np.asarray(thresholds), info.min, info.max).astype(activity.dtype)[:, :, None, None]
+    which = np.zeros(activity.shape, np.int16)
+    for k in range(cuts.shape[1]):
+        which += activity >= cuts[:, k]
+    if neighbour_cuts:
+        near = neighbour_sum(magnitude)
+        refined = which * np.int16(len(neighbour_cuts) + 1) + np.int16(bins)
+        for cut in neighbour_cuts:
+            refined += near >= cut
+        white = white_mask(*activity.shape[1:])
+        which = np.where(white, refined, which)
+    return which.reshape(which.shape[0], -1)
+
+
 def encode_with_context(latents: np.ndarray, tables: RaggedTables, candidates: list[Candidate],
                         depth: int, lifted: int = 0, default: int | None = None,
                         neighbour_cuts: tuple[int, ...] = (), skip: np.ndarray | None = None) -> bytes:
@@ -543,87 +627,111 @@ def _encode_channels(encoder, latents: np.ndarray, c0: int, c1: int, tables: Rag
     bins = candidates[0][1].shape[1] + 1
     per_channel = tables_per_channel(bins, neighbour_cuts)
     lo = max(0, c0 - depth)
-    activity = activity_of_all(latents[lo:c1], depth)[c0 - lo:].reshape(channels, -1)
-    part = latents[c0:c1].astype(np.int64)
-    coded = part.reshape(channels, -1).copy()
+    activity, magnitude = batch_contexts(latents[lo:c1], c0 - lo, depth)
+    coded = latents[c0:c1].reshape(channels, -1).astype(np.int64)
     level_map = None
     lifted_here = max(0, min(lifted, c1) - c0)
     if lifted_here:
         level_map = lift_level_map(*latents.shape[1:], bins - 1).reshape(-1)
         for c in range(lifted_here):
-            coded[c] = lift_forward(part[c], bins - 1).reshape(-1)
+            coded[c] = lift_forward(latents[c0 + c], bins - 1).reshape(-1)
     channel_rows = np.arange(c0, c1)[:, None] * per_channel
+    search = len(candidates) > 1 and default is None
     best = np.zeros(channels, np.int64)
     best_bits = np.full(channels, np.inf)
-    best_which = np.zeros_like(activity)
+    best_which = None
     for j, (first_row, thresholds) in enumerate(candidates):
         if default is not None and j != default:
             continue
-        which = table_index(context_bins_per_channel(activity, thresholds[c0:c1]).reshape(part.shape), part,
-                            bins, neighbour_cuts).reshape(channels, -1)
+        which = batch_table_index(activity, magnitude, thresholds[c0:c1], bins, neighbour_cuts)
         if lifted_here:
             which[:lifted_here] = level_map
-        if len(candidates) > 1 and default is None:
-            bits = symbol_bits(tables, first_row + channel_rows + which, coded).sum(axis=1)
-        else:
-            bits = np.zeros(channels)
+        if not search:
+            best[:], best_which = j, which
+            break
+        if best_which is None:
+            best_which = which
+        bits = symbol_bits(tables, first_row + channel_rows + which, coded).sum(axis=1)
         better = bits < best_bits  # strict: ties keep the earlier candidate
         best[better], best_bits[better], best_which[better] = j, bits[better], which[better]
-    keep = ~skip
-    if not keep.any():
+    keep = np.flatnonzero(~skip)
+    if keep.size == 0:
         return
-    best, best_which, coded, channel_rows = best[keep], best_which[keep], coded[keep], channel_rows[keep]
-    # Everything per latent of the batch is computed at once; the Python loop below only walks
-    # the groups (one constriction call each), in the order the decoder will ask for them.
-    order = np.argsort(best_which.astype(np.int16), axis=1, kind="stable")  # radix sort on small keys
+    if keep.size < channels:
+        best, best_which, coded = best[keep], best_which[keep], coded[keep]
+    # Every latent of the batch gets its group key (channel, table) at once; one stable sort puts
+    # the groups in the order the decoder will ask for them (raster order within a group), and
+    # the Python loop below only walks the groups (one constriction call each).
+    key = best_which + (np.arange(keep.size, dtype=np.int16) * np.int16(per_channel))[:, None]
+    key = key.reshape(-1)
+    order = np.argsort(key, kind="stable")
+    counts = np.bincount(key, minlength=keep.size * per_channel)
+    present = np.flatnonzero(counts)
+    sizes = counts[present]
+    kept_channel = present // per_channel
     first_rows = np.array([candidates[int(b)][0] for b in best], np.int64)
-    rows = (np.take_along_axis(best_which, order, axis=1) + first_rows[:, None] + channel_rows).reshape(-1)
-    values = np.take_along_axis(coded, order, axis=1).reshape(-1)
-    symbols, outside, beyond, starts, ends = _symbols_by_row(tables, rows, values)
-    escapes = np.add.reduceat(outside.astype(np.int64), starts)
-    channel_of = starts // activity.shape[1]
-    for i, (a, b) in enumerate(zip(starts.tolist(), ends.tolist())):
-        if choice_model is not None and (i == 0 or channel_of[i] != channel_of[i - 1]):
-            encoder.encode(np.array([best[channel_of[i]]], np.int32), choice_model)
-        encoder.encode(symbols[a:b], tables.model(int(rows[a])))
-        if escapes[i]:
-            _encode_escapes(encoder, beyond[a:b][outside[a:b]])
+    rows = first_rows[kept_channel] + (c0 + keep[kept_channel]) * per_channel + present % per_channel
+    values = coded.reshape(-1)[order]
+    symbols, escapes = _symbols_of_groups(tables, rows, sizes, values)
+    ends = np.cumsum(sizes).tolist()
+    starts = [0] + ends[:-1]
+    new_channel = np.concatenate(([True], np.diff(kept_channel) != 0)).tolist()
+    for i, (r, a, b) in enumerate(zip(rows.tolist(), starts, ends)):
+        if choice_model is not None and new_channel[i]:
+            encoder.encode(np.array([best[kept_channel[i]]], np.int32), choice_model)
+        encoder.encode(symbols[a:b], tables.model(r))
+        if escapes is not None and escapes[i].size:
+            _encode_escapes(encoder, escapes[i])
 
 
-def _symbols_by_row(tables: RaggedTables, rows: np.ndarray, values: np.ndarray):
-    """Values sorted by table row -> (symbols with escapes as ``size``, escaped mask, signed distance
-    beyond the range, start and end of each row's run): what both grouped encoders hand constriction."""
-    lo, size = tables.lo[rows].astype(np.int64), tables.size[rows].astype(np.int64)
+def _symbols_of_groups(tables: RaggedTables, rows: np.ndarray, sizes: np.ndarray, values: np.ndarray
+                       ) -> tuple[np.ndarray, list[np.ndarray] | None]:
+    """Values in runs of ``sizes`` coded with table ``rows`` -> (int32 symbols with escapes as
+    the row's ``size``, and per run the signed distances of its escaped values beyond the range,
+    or None when nothing escapes): what both grouped encoders hand constriction."""
+    lo = np.repeat(tables.lo[rows].astype(np.int64), sizes)
+    size = np.repeat(tables.size[rows].astype(np.uint64), sizes)
     symbols = values - lo
-    outside = (symbols < 0) | (symbols >= size)
-    beyond = np.where(symbols < 0, symbols, symbols - size + 1)
-    symbols = np.where(outside, size, symbols).astype(np.int32)
-    starts = np.flatnonzero(np.concatenate(([True], np.diff(rows) != 0)))
-    ends = np.append(starts[1:], rows.size)
-    return symbols, outside, beyond, starts, ends
+    outside = symbols.view(np.uint64) >= size  # below lo wraps around to a huge unsigned value
+    if not outside.any():
+        return symbols.astype(np.int32), None
+    where = np.flatnonzero(outside)
+    beyond = symbols[where]
+    edge = size[where].astype(np.int64)
+    beyond = np.where(beyond < 0, beyond, beyond - edge + 1)
+    symbols[where] = edge
+    run = np.repeat(np.arange(rows.size), sizes)[where]
+    cuts = np.searchsorted(run, np.arange(rows.size + 1))
+    return symbols.astype(np.int32), [beyond[a:b] for a, b in zip(cuts[:-1].tolist(), cuts[1:].tolist())]
 
 
 def _decode_groups(decoder, tables: RaggedTables, first_row: int, which: np.ndarray,
-                   count_of_tables: int) -> tuple[np.ndarray, np.ndarray]:
+                   count_of_tables: int, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Decode the latents whose table indices are ``which`` (bins in order, raster within).
 
-    Returns (permutation of the positions, their values in that order).
+    Returns (permutation of the positions, their values in that order); given ``limit``, a
+    value beyond ±``limit`` is corrupt data (EntropyError).  The loop does only what the bitstream's order
+    requires per group (decode, and the group's escapes right after it); the offsets ``lo``
+    are added to all groups at once.
     """
     order, counts = _groups(which, count_of_tables)
-    grouped = np.empty(which.size, np.int64)
-    start = 0
-    for k in np.flatnonzero(counts):
-        count = int(counts[k])
-        r = first_row + int(k)
-        lo, size = int(tables.lo[r]), int(tables.size[r])
-        symbols = decoder.decode(tables.model(r), count).astype(np.int64)
-        escape = symbols == size
-        group = symbols + lo
-        if escape.any():
+    present = np.flatnonzero(counts)
+    rows, sizes = first_row + present, tables.size[first_row + present]
+    parts = []
+    escaped = False
+    for r, size, count in zip(rows.tolist(), sizes.tolist(), counts[present].tolist()):
+        symbols = decoder.decode(tables.model(r), count)
+        if symbols.max() == size:  # escapes: their distances beyond the range follow the group
+            symbols = symbols.astype(np.int64)
+            escape = symbols == size
             e = _decode_escapes(decoder, int(escape.sum()))
-            group[escape] = np.where(e < 0, lo + e, lo + size - 1 + e)
-        grouped[start : start + count] = group
-        start += count
+            symbols[escape] = np.where(e < 0, e, size - 1 + e)  # relative to lo, as the symbols
+            escaped = True
+        parts.append(symbols)
+    grouped = np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+    grouped += np.repeat(tables.lo[rows].astype(np.int64), counts[present])
+    if limit is not None and (escaped or tables.extent() > limit) and np.abs(grouped).max(initial=0) > limit:
+        raise EntropyError("decoded latent value out of range")
     return order, grouped
 
 
@@ -680,37 +788,33 @@ def decode_with_context(data: bytes, tables: RaggedTables, candidates: list[Cand
     level_map = lift_level_map(height, width, bins - 1).reshape(-1) if lifted else None
     white = white_mask(height, width).reshape(-1)
     phases = [np.flatnonzero(~white), np.flatnonzero(white)] if neighbour_cuts else [np.arange(positions)]
+    cuts = np.asarray(neighbour_cuts)
     try:
         for c in range(channels):
             if skip[c]:
                 out[c] = 0
-                context.push(np.zeros((height, width), np.int64))
+                context.push(out[c])
                 continue
             choice = int(decoder.decode(choice_model, 1)[0]) if len(candidates) > 1 else 0
             first_row, thresholds = candidates[choice]
             base = first_row + c * per_channel
             values = np.zeros(positions, np.int64)
             if c < lifted:
-                order, grouped = _decode_groups(decoder, tables, base, level_map, per_channel)
                 # lifted channels hold sums and differences of int32 latents: 2 more bits of headroom
-                if np.abs(grouped).max(initial=0) > 4 * limit:
-                    raise EntropyError("decoded latent value out of range")
+                order, grouped = _decode_groups(decoder, tables, base, level_map, per_channel, 4 * limit)
                 values[order] = grouped
                 values = lift_inverse(values.reshape(height, width), bins - 1).reshape(-1)
+                if np.abs(values).max(initial=0) > limit:
+                    raise EntropyError("decoded latent value out of range")
             else:
                 activity_bin = context_bins(context.current(), thresholds[c]).reshape(-1)
                 for phase, where in enumerate(phases):
                     which = activity_bin[where]
                     if phase:  # white squares: all four neighbours are black, hence known
                         near = neighbour_sum(values.reshape(height, width)).reshape(-1)[where]
-                        which = bins + which * (len(neighbour_cuts) + 1) + np.searchsorted(
-                            np.asarray(neighbour_cuts), near, side="right")
-                    order, grouped = _decode_groups(decoder, tables, base, which, per_channel)
-                    if np.abs(grouped).max(initial=0) > limit:
-                        raise EntropyError("decoded latent value out of range")
+                        which = bins + which * (len(neighbour_cuts) + 1) + np.searchsorted(cuts, near, side="right")
+                    order, grouped = _decode_groups(decoder, tables, base, which, per_channel, limit)
                     values[where[order]] = grouped
-            if np.abs(values).max(initial=0) > limit:
-                raise EntropyError("decoded latent value out of range")
             values = values.reshape(height, width)
             out[c] = values
             context.push(values)
@@ -733,13 +837,16 @@ def encode_grouped(encoder, tables: RaggedTables, first_row: int, which: np.ndar
     if which.size == 0:
         return
     order = np.argsort(which.astype(np.int16), kind="stable")
-    rows = which[order].astype(np.int64) + first_row
-    values = values[order]
-    symbols, outside, beyond, starts, ends = _symbols_by_row(tables, rows, values)
-    for a, b in zip(starts.tolist(), ends.tolist()):
-        encoder.encode(symbols[a:b], tables.model(int(rows[a])))
-        if outside[a:b].any():
-            _encode_escapes(encoder, beyond[a:b][outside[a:b]])
+    counts = np.bincount(which)
+    present = np.flatnonzero(counts)
+    sizes = counts[present]
+    rows = first_row + present
+    symbols, escapes = _symbols_of_groups(tables, rows, sizes, values[order])
+    ends = np.cumsum(sizes).tolist()
+    for i, (r, a, b) in enumerate(zip(rows.tolist(), [0] + ends[:-1], ends)):
+        encoder.encode(symbols[a:b], tables.model(r))
+        if escapes is not None and escapes[i].size:
+            _encode_escapes(encoder, escapes[i])
 
 
 def decode_grouped(decoder, tables: RaggedTables, first_row: int, which: np.ndarray,

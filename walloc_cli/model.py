@@ -518,6 +518,8 @@ class QualityLadder:
         if thresholds.ndim != 3 or thresholds.shape[1:] != (channels, bins - 1) or thresholds.shape[0] < 1:
             raise ModelError(f"array 'context.thresholds' has shape {thresholds.shape}, expected "
                              f"(anchors, {channels}, {bins - 1})")
+        if (np.diff(thresholds, axis=2) < 0).any():  # the decoder bins by binary search (entropy.context_bins)
+            raise ModelError("array 'context.thresholds' must be non-decreasing along its last axis")
         anchors = thresholds.shape[0]
         step = array_of(arrays, "quality.step", (101,)).astype(np.float64)
         anchor = int_array(arrays, "quality.anchor", np.int64)

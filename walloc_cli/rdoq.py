@@ -71,17 +71,11 @@ def rd_round(scaled: np.ndarray, ladder: "QualityLadder", quality: int, lam: flo
             continue
         lo = max(0, c0 - depth)   # activity of c0 needs the `depth` channels before it
         dead = ladder.round_scaled(scaled[lo:c1])   # the contexts' source
-        activity = entropy.activity_of_all(dead, depth)[c0 - lo:]
+        activity, dead_magnitude = entropy.batch_contexts(dead, c0 - lo, depth)
+        which = entropy.batch_table_index(activity, dead_magnitude, thresholds[c0:c1], bins, cuts)
         shape = activity.shape
-        plane = shape[1] * shape[2]
-        channel = where // plane
-        bin_of = entropy.context_bins_per_channel(activity.reshape(-1)[where], thresholds[c0:c1], channel)
-        if cuts:  # white squares refine the bin by their four neighbours (entropy.table_index)
-            near = np.searchsorted(np.asarray(cuts), entropy.neighbour_sum(dead[c0 - lo:]).reshape(-1)[where],
-                                   side="right")
-            white = entropy.white_mask(*shape[1:]).reshape(-1)[where % plane]
-            bin_of = np.where(white, bins + bin_of * (len(cuts) + 1) + near, bin_of)
-        rows = first_row + (c0 + channel) * per_channel + bin_of
+        channel = where // (shape[1] * shape[2])
+        rows = first_row + (c0 + channel) * per_channel + which.reshape(-1)[where]
         a = magnitude.reshape(-1)[where].astype(np.float64)
         n = nearest.reshape(-1)[where]
         sign = np.where(scaled[c0:c1].reshape(-1)[where] < 0, -1, 1)
