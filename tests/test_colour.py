@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from walloc_cli import api, container
+from walloc_cli import api, container, meancolour
 from walloc_cli.errors import WallocError
 
 from .conftest import png_bytes, psnr
@@ -74,15 +74,59 @@ def test_colour_photo_is_not_flagged_grey(photo: np.ndarray) -> None:
 
 
 # -- mean colour ------------------------------------------------------------------------------
+def _without(wlc: bytes, *fields: str) -> bytes:
+    """The file as an encoder that did not write ``fields`` would have made it."""
+    box = container.unpack(wlc)
+    return container.pack({k: v for k, v in box.header.items() if k not in fields}, box.sections)
+
+
 @pytest.mark.parametrize("quality", [10, 25])
-def test_mean_colour_is_kept_at_low_quality(photo: np.ndarray, quality: int, monkeypatch) -> None:
-    data = png_bytes(Image.fromarray(photo))
-    wlc = api.encode_image(data, quality=quality).data
-    assert "mean_shift" in container.unpack(wlc).header
+def test_mean_colour_is_kept_at_low_quality(photo: np.ndarray, quality: int) -> None:
+    wlc = api.encode_image(png_bytes(Image.fromarray(photo)), quality=quality).data
+    header = container.unpack(wlc).header
+    assert "mean_shift" in header and "mean" in header
     kept = _mean_error(api.decode_image(wlc).rgb, photo)
-    monkeypatch.setattr(api, "mean_colour_shift", lambda *args: [0, 0, 0])  # the file without the field
-    drifted = _mean_error(api.decode_image(api.encode_image(data, quality=quality).data).rgb, photo)
+    drifted = _mean_error(api.decode_image(_without(wlc, "mean_shift", "mean")).rgb, photo)
     assert kept.max() < 0.5 < drifted.max()
+
+
+@pytest.fixture(scope="module")
+def shadows(photo: np.ndarray) -> np.ndarray:
+    """The photo with deep shadows: a third of it black and its darker half pressed toward 0,
+    where coding noise is clipped on one side only and lifts the mean."""
+    dark = np.clip(photo.astype(int) * 2 - 120, 0, 255).astype(np.uint8)
+    dark[: dark.shape[0] // 3] = 0
+    return dark
+
+
+@pytest.mark.parametrize("quality", [10, 25])
+def test_mean_colour_survives_clipping(shadows: np.ndarray, quality: int) -> None:
+    """``mean`` lets the decoder solve the shift through its own rounding and clipping; the
+    closed-form ``mean_shift`` alone leaves the clipped shadows lifted."""
+    wlc = api.encode_image(png_bytes(Image.fromarray(shadows)), quality=quality).data
+    solved = _mean_error(api.decode_image(wlc).rgb, shadows)
+    unclipped_only = _mean_error(api.decode_image(_without(wlc, "mean")).rgb, shadows)
+    assert solved.max() < 0.25 and unclipped_only.max() > 2 * solved.max() + 0.25
+
+
+def test_level_stats_mean_and_shift_match_the_pixels() -> None:
+    """The solver's clipped mean is the mean of the rounded, clipped pixels (to 1/32 level), and
+    its shift is the best multiple of 1/16 level."""
+    rng = np.random.default_rng(0)
+    levels = np.stack([rng.normal(10, 30, (40, 50)), rng.normal(240, 25, (40, 50)), rng.uniform(-80, 330, (40, 50))])
+    stats = meancolour.LevelStats()
+    for rows in np.array_split(np.arange(40), 3):  # window by window
+        stats.add(levels[:, rows])
+    for shift in (-7.5, 0.0, 3.25):
+        exact = np.clip(np.rint(levels + shift), 0, 255).reshape(3, -1).mean(axis=1)
+        model = [stats.mean_after(c, shift) for c in range(3)]
+        np.testing.assert_allclose(model, exact, atol=0.06)
+    target = np.array([12.0, 231.0, 130.0])
+    found = stats.shift_for(target, np.zeros(3))
+    for c in range(3):
+        candidates = found[c] + np.array([-1, 0, 1]) / 16
+        errors = [abs(stats.mean_after(c, s) - target[c]) for s in candidates]
+        assert errors[1] == min(errors)
 
 
 def test_mean_map_predicts_the_decoded_mean(photo: np.ndarray) -> None:
@@ -107,7 +151,7 @@ def test_padded_mean_counts_the_mirror_padding() -> None:
 def test_corrupt_fields_are_one_line_errors(photo: np.ndarray, value) -> None:
     wlc = api.encode_image(png_bytes(Image.fromarray(photo[:64, :64])), quality=20).data
     box = container.unpack(wlc)
-    for field in ("mean_shift", "grey"):
+    for field in ("mean_shift", "mean", "grey"):
         header = dict(box.header, **{field: value})
         with pytest.raises(WallocError, match=field):
             api.decode_image(container.pack(header, box.sections))

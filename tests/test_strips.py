@@ -47,7 +47,8 @@ def test_a_strip_coded_file_records_its_layout_and_decodes_like_the_whole(few_po
     latents = api.file_latents(wlc).latents
     np.testing.assert_array_equal(latents, api.image_to_latents(model, photo, 70)[0])
     # decoding strip by strip gives the pixels of the whole latent grid decoded at once
-    whole = api.latents_to_image(model, latents, *photo.shape[:2], 70, mean_shift=box.header.get("mean_shift"))
+    whole = api.latents_to_image(model, latents, *photo.shape[:2], 70, mean_shift=box.header.get("mean_shift"),
+                                 mean=box.header.get("mean"))
     np.testing.assert_array_equal(api.decode_image(wlc).rgb, whole)
 
 

@@ -19,7 +19,7 @@ from typing import Any, BinaryIO, Iterator, Sequence
 
 import numpy as np
 
-from . import audio_ladder, container, entropy, media, multiband, raster, raster_codec, rdoq, strips
+from . import audio_ladder, container, entropy, meancolour, media, multiband, raster, raster_codec, rdoq, strips
 from .errors import WallocError
 from .quality import check_quality, highest_quality_within
 from .model import DEFAULT_AUDIO_MODEL, DEFAULT_IMAGE_MODEL, CodecModel, contiguous_runs, find_model, load_model
@@ -114,26 +114,61 @@ def image_strips(model: CodecModel, rgb: np.ndarray, quality: int | None = None,
 
 def latents_to_image(model: CodecModel, latents: np.ndarray | strips.StripLatents, height: int, width: int,
                      quality: int | None = None, chunk: int | None = None,
-                     mean_shift: Sequence[int] | None = None) -> np.ndarray:
+                     mean_shift: Sequence[int] | None = None, mean: Sequence[int] | None = None) -> np.ndarray:
     """Integer latents -> uint8 (H, W, 3), decoded in windows of about :data:`DECODE_WINDOW_POSITIONS`
     positions, never more than ``chunk`` latent rows (a strip-coded file's strips: a window then
     reads at most two strips and their neighbours' edges; windows as tall as a strip were 35 %
     slower on a 12 MP photo, their arrays outgrowing the caches).
     ``mean_shift``: the file's per-colour correction in 1/:data:`MEAN_SHIFT_UNITS` of a level
-    (see :func:`mean_colour_shift`), added before rounding."""
-    rgb = np.empty((height, width, 3), np.uint8)
-    shift = np.zeros((3, 1, 1)) if mean_shift is None else \
-        np.asarray(mean_shift, np.float64).reshape(3, 1, 1) / MEAN_SHIFT_UNITS
+    (see :func:`mean_colour_shift`), added before rounding.  ``mean``: the original's mean
+    colour (1/16 level); when given, the shift is re-solved on the decoded values so that the
+    rounded and clipped pixels have that mean (:mod:`walloc_cli.meancolour`)."""
+    shift = np.zeros(3) if mean_shift is None else np.asarray(mean_shift, np.float64) / MEAN_SHIFT_UNITS
     default = max(16, DECODE_WINDOW_POSITIONS // latents.shape[2])
     chunk = default if chunk is None else min(chunk, default)
-    row = 0
-    with one_blas_thread():  # the same pixels whatever the caller's BLAS threads (threads.py)
+
+    def windows() -> Iterator[tuple[int, np.ndarray]]:
+        """(first row, decoded levels (3, rows, width) before the shift) of each window."""
+        row = 0
         for strip in model.from_latents(latents, chunk, quality):
             rows = min(strip.shape[1], height - row)
             if rows > 0:
-                pixels = np.rint((strip[:, :rows, :width] + 0.5) * 255.0 + shift)
-                rgb[row : row + rows] = np.clip(pixels, 0, 255).astype(np.uint8).transpose(1, 2, 0)
+                yield row, (strip[:, :rows, :width] + 0.5) * 255.0
             row += strip.shape[1]
+
+    with one_blas_thread():  # the same pixels whatever the caller's BLAS threads (threads.py)
+        if mean is not None:
+            return _mean_solved_pixels(windows(), height, width, mean, shift)
+        rgb = np.empty((height, width, 3), np.uint8)
+        for row, levels in windows():
+            pixels = np.rint(levels + shift.reshape(3, 1, 1))
+            rgb[row : row + levels.shape[1]] = np.clip(pixels, 0, 255).astype(np.uint8).transpose(1, 2, 0)
+    return rgb
+
+
+def _mean_solved_pixels(windows: Iterator[tuple[int, np.ndarray]], height: int, width: int,
+                        mean: Sequence[int], start: np.ndarray) -> np.ndarray:
+    """Pixels whose rounded, clipped mean colour is ``mean`` (1/16 level): one pass over the
+    decoded windows keeps each value in sixteenths of a level after the file's closed-form
+    shift ``start`` (int16, the decoded values held exactly as far as any shift of
+    1/16-level steps can tell them apart) and the statistics the shift solver needs
+    (:class:`meancolour.LevelStats`); then every pixel moves by the solved difference.
+    Holding sixteenths (6 bytes a pixel) instead of synthesising the image twice keeps a
+    large photo's decoding time; the result is the same for any window size."""
+    stats = meancolour.LevelStats()
+    units = meancolour.UNITS
+    bound = units * (meancolour.REACH + 1)  # beyond this no solvable shift changes the clipped pixel
+    sixteenths = np.empty((height, width, 3), np.int16)
+    for row, levels in windows:
+        stats.add(levels)
+        scaled = np.floor((levels + start.reshape(3, 1, 1)) * units)
+        sixteenths[row : row + levels.shape[1]] = np.clip(scaled, -bound, 255 * units + bound).transpose(1, 2, 0)
+    solved = stats.shift_for(np.asarray(mean, np.float64) / units, start)
+    move = np.rint((solved - start) * units).astype(np.int32)  # whole sixteenths: both are multiples
+    rgb = np.empty((height, width, 3), np.uint8)
+    for r0 in range(0, height, 256):  # rounding: floor(value + shift + 1/2), in whole sixteenths
+        block = (sixteenths[r0 : r0 + 256].astype(np.int32) + move + units // 2) >> 4
+        rgb[r0 : r0 + 256] = np.clip(block, 0, 255)
     return rgb
 
 
@@ -185,6 +220,13 @@ def mean_colour_shift(model: CodecModel, latent_sum: np.ndarray, positions: int,
     decoded = matrix @ (latent_sum / positions) + offset
     shift = np.rint((original_mean - decoded) * 255.0 * MEAN_SHIFT_UNITS)
     return [int(v) for v in np.clip(shift, -MEAN_SHIFT_LIMIT, MEAN_SHIFT_LIMIT)]
+
+
+def _mean_field(header: dict[str, Any]) -> list[int] | None:
+    try:
+        return meancolour.mean_field(header.get("mean"))
+    except ValueError as error:
+        raise container.FormatError(str(error)) from None
 
 
 def _mean_shift_field(header: dict[str, Any]) -> list[int] | None:
@@ -285,6 +327,7 @@ def encode_image_data(image: media.ImageData, model_name: str = DEFAULT_IMAGE_MO
         shift = mean_colour_shift(model, latent_sum, shape[1] * shape[2], original)
         if any(shift):
             fields["mean_shift"] = shift
+        fields["mean"] = meancolour.image_mean(image.rgb)  # the decoder re-solves the shift with clipping
     if grey:
         fields["grey"] = True  # colour latents not coded; decoded exactly grey (see decode_image)
     header = _header(model, "image", width=image.width, height=image.height, mode=image.mode,
@@ -403,8 +446,9 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> media.Ima
     width, height, shape = _image_layout(header, model, max_pixels)
     quality = header.get("quality")
     mean_shift = _mean_shift_field(header)
+    mean = _mean_field(header)
     latents, strip_rows = _image_latents(box, model, shape, quality)
-    rgb = latents_to_image(model, latents, height, width, quality, strip_rows, mean_shift)
+    rgb = latents_to_image(model, latents, height, width, quality, strip_rows, mean_shift, mean)
     del latents
     mode = header["mode"]
     if mode in ("L", "LA") or _grey_field(header):
