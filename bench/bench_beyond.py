@@ -8,10 +8,13 @@ BD-rate (walloc_cli.benchmark.bd_rate, PSNR) of walloc against JPEG 2000.
 JPEG 2000 is OpenJPEG's opj_compress (Debian libopenjp2-tools) on all bands as components
 of one codestream (raw planar input, no colour transform: each band coded as its own
 component, the rate shared across them by PCRD), swept over -r.  JPEG XL is cjxl on the
-16-bit PNG, swept over -d.
+16-bit PNG, swept over -d; AVIF is avifenc 0.11 (Debian libavif-bin, aom) at 12 bits
+(``-d 12``, YUV 4:4:4, speed 6) swept over the quantizer (``--min Q --max Q``), decoded by
+avifdec to a 16-bit PNG (12 bits rescaled to 16, as a viewer would).
 
     nice -n 19 .venv/bin/python bench/bench_beyond.py --json bench/beyond.json
     nice -n 19 .venv/bin/python bench/bench_beyond.py --only jasper,landsat8 --qualities 20,40,60
+    nice -n 19 .venv/bin/python bench/bench_beyond.py --only landsat8 --strip-rows 64   # what strips cost
 
 The split: TUNE names the files that the model's constants (matrix precision margin, step
 scale, dead zone, reconstruction offset, table context) were chosen on; every other file
@@ -34,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import beyond_data  # noqa: E402
-from walloc_cli import api, raster, raster_codec  # noqa: E402
+from walloc_cli import api, multiband, raster, raster_codec  # noqa: E402
 from walloc_cli.benchmark import bd_rate  # noqa: E402
 
 TUNE = {"jasper", "landsat8", "sentinel2-0", "ben-20170613T101031_87_48-10m", "ben-20170613T101031_87_48-20m",
@@ -42,6 +45,7 @@ TUNE = {"jasper", "landsat8", "sentinel2-0", "ben-20170613T101031_87_48-10m", "b
 QUALITIES = (10, 20, 30, 40, 50, 60, 70, 80)
 J2K_BPS = (0.03, 0.06, 0.12, 0.25, 0.5, 1.0, 2.0, 4.0)
 JXL_DISTANCES = (0.05, 0.1, 0.2, 0.3, 0.6, 1.0, 1.5, 2.5, 4.0)
+AVIF_QUANTIZERS = (1, 4, 8, 12, 18, 24, 30, 36, 44, 52)
 
 
 def metrics(original: np.ndarray, decoded: np.ndarray, kind: str) -> dict[str, float]:
@@ -107,10 +111,41 @@ def jxl_point(array: np.ndarray, distance: float, work: Path) -> dict[str, float
     return {"bps": 8 * code.stat().st_size / array.size, "distance": distance, **metrics(array, decoded, "photo")}
 
 
+def avif_point(array: np.ndarray, quantizer: int, work: Path, depth: int = 16) -> dict[str, float]:
+    """One avifenc / avifdec round trip at one AV1 quantizer (0–63): a 16-bit photo goes in as a
+    16-bit PNG, coded at 12 bits (-d 12) and decoded to 16 bits; a 10-bit frame goes in as its
+    Y4M (4:4:4, whose depth avifenc keeps) and comes out as a Y4M of 10 bits."""
+    suffix = ".y4m" if depth < 16 else ".png"
+    src, code, out = work / f"in{suffix}", work / "x.avif", work / f"out{suffix}"
+    image = raster.Raster(array, "y4m", "bhw", bit_depth=depth) if depth < 16 else raster.Raster(array, "png")
+    src.write_bytes(raster.write_raster(image))
+    subprocess.run(["avifenc", "-d", "12", "-y", "444", "-s", "6", "-j", "1", "--min", str(quantizer), "--max",
+                    str(quantizer), str(src), str(code)], check=True, capture_output=True)
+    subprocess.run(["avifdec", *(["-d", "16"] if depth == 16 else []), str(code), str(out)], check=True,
+                   capture_output=True)
+    decoded = raster.read_raster(out.read_bytes()).array
+    return {"bps": 8 * code.stat().st_size / array.size, "quantizer": quantizer, **metrics(array, decoded, "photo")}
+
+
 def _bd(test: list[dict], anchor: list[dict]) -> float | None:
     r = bd_rate([p["bps"] for p in anchor], [p["psnr"] for p in anchor], [p["bps"] for p in test],
                 [p["psnr"] for p in test])
     return None if r.value is None else round(r.value, 1)
+
+
+def strip_cost(name: str, kind: str, array: np.ndarray, qualities: list[int], rows: int) -> None:
+    """BD-rate of the file coded in strips of about ``rows`` rows against the file coded whole
+    (the rule of rasters above multiband.STRIP_SAMPLES samples, forced on a smaller one)."""
+    whole = [walloc_point(array, kind, q) for q in qualities]
+    rule = multiband.STRIP_SAMPLES, multiband.MIN_STRIP_ROWS
+    multiband.STRIP_SAMPLES, multiband.MIN_STRIP_ROWS = rows * array.shape[1] * array.shape[2], 1
+    try:
+        cut = [walloc_point(array, kind, q) for q in qualities]
+    finally:
+        multiband.STRIP_SAMPLES, multiband.MIN_STRIP_ROWS = rule
+    print(f"{name:38} strips of {rows} rows vs whole: BD-rate {_bd(cut, whole)} %; "
+          + ", ".join(f"q {q}: {100 * (c['bps'] / w['bps'] - 1):+.2f} % bits, {c['psnr'] - w['psnr']:+.2f} dB"
+                      for q, c, w in zip(qualities, cut, whole)), flush=True)
 
 
 def main() -> None:
@@ -118,9 +153,15 @@ def main() -> None:
     parser.add_argument("--only", default=None, help="comma-separated file names (see beyond_data.catalogue)")
     parser.add_argument("--qualities", default=",".join(map(str, QUALITIES)))
     parser.add_argument("--json", dest="json_path", default=None)
+    parser.add_argument("--strip-rows", type=int, default=0,
+                        help="instead: what coding in strips of this many rows costs against coding whole")
     args = parser.parse_args()
     names = args.only.split(",") if args.only else None
     qualities = [int(q) for q in args.qualities.split(",")]
+    if args.strip_rows:
+        for name, kind, array in beyond_data.load_all(names):
+            strip_cost(name, kind, array, qualities, args.strip_rows)
+        return
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -130,11 +171,17 @@ def main() -> None:
             entry = {"kind": kind, "shape": list(array.shape), "dtype": array.dtype.name,
                      "split": "tune" if name in TUNE else "confirm", "walloc": ours, "j2k": theirs,
                      "bd_rate_vs_j2k": _bd(ours, theirs)}
+            if kind == "frame10":
+                entry["avif"] = [avif_point(array, q, work, 10) for q in AVIF_QUANTIZERS]
+                entry["bd_rate_vs_avif"] = _bd(ours, entry["avif"])
             if kind == "photo16":
                 entry["jxl"] = [jxl_point(array, d, work) for d in JXL_DISTANCES]
                 entry["bd_rate_vs_jxl"] = _bd(ours, entry["jxl"])
+                entry["avif12"] = [avif_point(array, q, work) for q in AVIF_QUANTIZERS]
+                entry["bd_rate_vs_avif12"] = _bd(ours, entry["avif12"])
             results[name] = entry
-            extra = f"  vs JPEG XL {entry['bd_rate_vs_jxl']} %" if "bd_rate_vs_jxl" in entry else ""
+            extra = f"  vs JPEG XL {entry['bd_rate_vs_jxl']} %  vs AVIF 12-bit {entry['bd_rate_vs_avif12']} %" \
+                if "bd_rate_vs_jxl" in entry else f"  vs AVIF 10-bit {entry['bd_rate_vs_avif']} %" if "avif" in entry else ""
             print(f"{name:38} {kind:13} {entry['split']:7} {str(tuple(array.shape)):16} BD-rate vs JPEG 2000 "
                   f"{entry['bd_rate_vs_j2k']} %{extra}", flush=True)
     for split in ("tune", "confirm"):

@@ -86,13 +86,20 @@ def photo16() -> np.ndarray:
     return np.vstack([np.asarray(r, np.uint16) for r in rows]).reshape(h, w, info["planes"])
 
 
+def frame10() -> np.ndarray:
+    """The Cosmos Laundromat still: one Y4M frame, 4:4:4, 10 bits (read by walloc's own Y4M reader)."""
+    from walloc_cli import raster
+
+    return raster.read_raster((ROOT / "video10_cosmos" / "cosmos1650_yuv444_10bpc_p3pq.y4m").read_bytes()).array
+
+
 def bigearthnet_patches() -> list[str]:
     folder = ROOT / "bigearthnet_s2" / "BigEarthNet-S2-Example"
     return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
 
 
 def catalogue() -> dict[str, tuple[str, Callable[[], np.ndarray]]]:
-    """name -> (kind, loader); kind is "hyperspectral", "multispectral" or "photo16"."""
+    """name -> (kind, loader); kind is "hyperspectral", "multispectral", "photo16" or "frame10"."""
     out: dict[str, tuple[str, Callable[[], np.ndarray]]] = {
         "jasper": ("hyperspectral", jasper), "samson": ("hyperspectral", samson),
         "sandiego": ("hyperspectral", sandiego), "hydice": ("hyperspectral", hydice),
@@ -105,6 +112,7 @@ def catalogue() -> dict[str, tuple[str, Callable[[], np.ndarray]]]:
         for res in BIGEARTHNET_RES:
             out[f"ben-{patch.split('_', 2)[-1]}-{res}"] = ("multispectral", bigearthnet(patch, res))
     out["weld16"] = ("photo16", photo16)
+    out["cosmos10"] = ("frame10", frame10)
     return out
 
 

@@ -1,12 +1,15 @@
 """Peak memory (RSS) of `walloc encode` / `walloc decode` on huge inputs.
 
     python bench/memory.py [--hours 1] [--megapixels 96] [--models rgb-1x rgb-16x]
+                           [--raster-heights 1000 4000 --raster-width 1500 --raster-bands 13]
 
 Writes a synthetic stereo WAV of the given length (music-like: a few tones and
 noise) and a synthetic 12000×8000 RGB PNG into a temporary folder, then runs
 the real CLI on them in subprocesses and reports each one's wall time and peak
 resident memory (VmHWM of the child); images once per image model, with the
-peak in bytes per pixel (issue #11's budget: 16).
+peak in bytes per pixel (issue #11's budget: 16).  N-band rasters (#15): a
+synthetic uint16 ``.npy`` tile of each height (nband-1x codes it in strips), with
+the peak in bytes per sample: it should not grow with the height.
 """
 from __future__ import annotations
 
@@ -64,11 +67,31 @@ def synthetic_image(path: Path, megapixels: float) -> int:
     return w * h
 
 
+def synthetic_raster(path: Path, height: int, width: int, bands: int) -> int:
+    """Write an (height, width, bands) uint16 ``.npy`` of smooth, band-correlated fields plus
+    noise (a multispectral tile's statistics, roughly), row block by row block; returns its samples."""
+    out = np.lib.format.open_memmap(path, "w+", np.uint16, (height, width, bands))
+    rng = np.random.default_rng(0)
+    x = np.arange(width, dtype=np.float32)
+    weights = rng.uniform(0.5, 1.5, (3, bands)).astype(np.float32)
+    for r0 in range(0, height, 256):
+        y = np.arange(r0, min(height, r0 + 256), dtype=np.float32)[:, None]
+        fields = np.stack([np.sin(x / 300 + y / 200), np.cos((x - y) / 90), np.sin((x + 2 * y) / 35)], -1)
+        block = 8000 + 3000 * fields @ weights + rng.normal(0, 300, (y.size, width, bands))
+        out[r0 : r0 + y.size] = np.clip(block, 0, 65535).astype(np.uint16)
+    out.flush()
+    return height * width * bands
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hours", type=float, default=1.0)
     parser.add_argument("--megapixels", type=float, default=96.0)
     parser.add_argument("--models", nargs="+", default=["rgb-1x", "rgb-16x"], help="image models to measure")
+    parser.add_argument("--raster-heights", nargs="*", type=int, default=[1000, 4000],
+                        help="heights of the synthetic N-band tiles (none: skip them)")
+    parser.add_argument("--raster-width", type=int, default=1500)
+    parser.add_argument("--raster-bands", type=int, default=13)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -83,13 +106,19 @@ def main() -> None:
             for name in args.models:
                 cases.append((f"image: {args.megapixels:g} MP RGB PNG, {name}", png, tmp / "back.png",
                               ["-m", name], pixels))
+        for height in args.raster_heights:
+            npy = tmp / f"tile-{height}.npy"
+            samples = synthetic_raster(npy, height, args.raster_width, args.raster_bands)
+            cases.append((f"raster: {height}×{args.raster_width}×{args.raster_bands} uint16 .npy, nband-1x", npy,
+                          tmp / f"back-{height}.npy", ["-q", "40"], samples))
         for title, source, decoded, extra, pixels in cases:
             coded = source.with_suffix(".wlc")
             print(f"{title}, {source.stat().st_size / 1e6:.0f} MB")
             for verb, args_ in (("encode", [str(source), "-o", str(coded), "--force", *extra]),
                                 ("decode", [str(coded), "-o", str(decoded), "--force"])):
                 wall, rss = run([verb, *args_])
-                per_pixel = f"  {rss * 2**20 / pixels:5.1f} bytes/pixel" if pixels else ""
+                unit = "sample" if title.startswith("raster") else "pixel"
+                per_pixel = f"  {rss * 2**20 / pixels:5.1f} bytes/{unit}" if pixels else ""
                 print(f"  {verb}  {wall:7.1f} s  peak RSS {rss:6.0f} MB{per_pixel}", flush=True)
             print(f"  .wlc    {coded.stat().st_size / 1e6:.2f} MB")
 
