@@ -705,6 +705,25 @@ def _symbols_of_groups(tables: RaggedTables, rows: np.ndarray, sizes: np.ndarray
     return symbols.astype(np.int32), [beyond[a:b] for a, b in zip(cuts[:-1].tolist(), cuts[1:].tolist())]
 
 
+def _count_at_most(thresholds: np.ndarray) -> np.ndarray:
+    """For every integer a in 0 … max(thresholds, 0): how many thresholds are <= a (int16).
+    The last entry also holds for every larger a, so a nonnegative value's count is
+    ``table[min(value, len(table) − 1)]``: two array operations instead of one comparison
+    per threshold."""
+    cap = max(int(thresholds.max(initial=0)), 0)
+    return (np.arange(cap + 1)[:, None] >= thresholds[None, :]).sum(axis=1).astype(np.int16)
+
+
+def _bin_lookup(tables: RaggedTables, row: int, thresholds: np.ndarray) -> np.ndarray | None:
+    """:func:`_count_at_most` of one channel's context thresholds (activities are never
+    negative), kept with the tables for the next file; None for thresholds too large to tabulate."""
+    cache = tables.__dict__.setdefault("_bin_lookup", {})
+    key = (row, thresholds.tobytes())
+    if key not in cache:
+        cache[key] = _count_at_most(thresholds) if int(thresholds.max(initial=0)) < 1 << 16 else None
+    return cache[key]
+
+
 def _decode_groups(decoder, tables: RaggedTables, first_row: int, which: np.ndarray,
                    count_of_tables: int, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Decode the latents whose table indices are ``which`` (bins in order, raster within).
@@ -788,7 +807,7 @@ def decode_with_context(data: bytes, tables: RaggedTables, candidates: list[Cand
     level_map = lift_level_map(height, width, bins - 1).reshape(-1) if lifted else None
     white = white_mask(height, width).reshape(-1)
     phases = [np.flatnonzero(~white), np.flatnonzero(white)] if neighbour_cuts else [np.arange(positions)]
-    cuts = np.asarray(neighbour_cuts)
+    near_bin = _count_at_most(np.asarray(neighbour_cuts, np.int64))
     try:
         for c in range(channels):
             if skip[c]:
@@ -807,12 +826,15 @@ def decode_with_context(data: bytes, tables: RaggedTables, candidates: list[Cand
                 if np.abs(values).max(initial=0) > limit:
                     raise EntropyError("decoded latent value out of range")
             else:
-                activity_bin = context_bins(context.current(), thresholds[c]).reshape(-1)
+                activity = context.current().reshape(-1)
+                lookup = _bin_lookup(tables, base, thresholds[c])
+                activity_bin = context_bins(activity, thresholds[c]) if lookup is None else \
+                    lookup[np.minimum(activity, lookup.size - 1)]
                 for phase, where in enumerate(phases):
                     which = activity_bin[where]
                     if phase:  # white squares: all four neighbours are black, hence known
                         near = neighbour_sum(values.reshape(height, width)).reshape(-1)[where]
-                        which = bins + which * (len(neighbour_cuts) + 1) + np.searchsorted(cuts, near, side="right")
+                        which = bins + which * (len(neighbour_cuts) + 1) + near_bin[np.minimum(near, near_bin.size - 1)]
                     order, grouped = _decode_groups(decoder, tables, base, which, per_channel, limit)
                     values[where[order]] = grouped
             values = values.reshape(height, width)

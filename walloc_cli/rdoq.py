@@ -61,20 +61,22 @@ def rd_round(scaled: np.ndarray, ladder: "QualityLadder", quality: int, lam: flo
     channels = scaled.shape[0]
     out = np.zeros(scaled.shape, np.int32)
     out[:lifted] = ladder.round_scaled(scaled[:lifted])
+    # the contexts' source: the dead-zone rounding, each channel rounded once and its last
+    # `depth` channels carried to the next batch (the activity of c0 needs them)
+    before = out[max(0, lifted - depth) : lifted].astype(np.int64)
     for c0 in range(lifted, channels, _CHANNELS_PER_BATCH):
         c1 = min(channels, c0 + _CHANNELS_PER_BATCH)
+        dead = np.concatenate([before, ladder.round_scaled(scaled[c0:c1])])
+        before = dead[dead.shape[0] - min(depth, dead.shape[0]) :]
         magnitude = np.abs(scaled[c0:c1])
         nearest = np.floor(magnitude + 0.5).astype(np.int64)
         # only values whose nearest integer is not 0 have a choice (n or n − 1)
         where = np.flatnonzero(nearest)
         if where.size == 0:
             continue
-        lo = max(0, c0 - depth)   # activity of c0 needs the `depth` channels before it
-        dead = ladder.round_scaled(scaled[lo:c1])   # the contexts' source
-        activity, dead_magnitude = entropy.batch_contexts(dead, c0 - lo, depth)
+        activity, dead_magnitude = entropy.batch_contexts(dead, dead.shape[0] - (c1 - c0), depth)
         which = entropy.batch_table_index(activity, dead_magnitude, thresholds[c0:c1], bins, cuts)
-        shape = activity.shape
-        channel = where // (shape[1] * shape[2])
+        channel = where // (activity.shape[1] * activity.shape[2])
         rows = first_row + (c0 + channel) * per_channel + which.reshape(-1)[where]
         a = magnitude.reshape(-1)[where].astype(np.float64)
         n = nearest.reshape(-1)[where]
@@ -82,7 +84,5 @@ def rd_round(scaled: np.ndarray, ladder: "QualityLadder", quality: int, lam: flo
         centre = offset[c0 + channel]
         cost_nearest = (a - np.maximum(n - centre, 0)) ** 2 + lam * entropy.symbol_bits(tables, rows, sign * n)
         cost_smaller = (a - np.maximum(n - 1 - centre, 0)) ** 2 + lam * entropy.symbol_bits(tables, rows, sign * (n - 1))
-        block = np.zeros(shape, np.int32)
-        block.reshape(-1)[where] = sign * np.where(cost_smaller < cost_nearest, n - 1, n)
-        out[c0:c1] = block
+        out[c0:c1].reshape(-1)[where] = sign * np.where(cost_smaller < cost_nearest, n - 1, n)
     return out
