@@ -175,3 +175,20 @@ def test_highest_quality_within_is_the_largest_that_fits():
     assert len(calls) <= 8
     assert highest_quality_within(encode, 8 * 5) == (None, bytes(10))   # even q 1 is too big
     assert highest_quality_within(encode, 8 * 5000)[0] == 100
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int32, np.int64])
+def test_tabulated_dequantization_is_the_formula_bit_for_bit(dtype):
+    """Small-range latents are dequantized through a per-channel table; every float32 must
+    be the one the formula gives (decoded pixels depend on it), whatever the latents' dtype."""
+    ladder = load_model("rgb-1x").ladder
+    rng = np.random.default_rng(7)
+    for quality in (5, 50, 95):
+        latents = rng.integers(-120, 120, size=(192, 7, 9)).astype(dtype)
+        latents[0, 0, 0] = np.iinfo(dtype).min if dtype == np.int8 else -3000
+        steps = ladder.steps(quality).reshape(-1, 1, 1)
+        offset = ladder.offset[ladder.anchor[quality]].reshape(-1, 1, 1)
+        formula = (np.sign(latents) * np.maximum(np.abs(latents) - offset, 0) * steps).astype(np.float32)
+        tabulated = ladder.dequantize(latents, quality)
+        assert tabulated.dtype == np.float32 and tabulated.shape == latents.shape
+        np.testing.assert_array_equal(tabulated.view(np.uint32), formula.view(np.uint32))

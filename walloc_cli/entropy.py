@@ -23,6 +23,7 @@ from .errors import WallocError
 
 from collections import deque
 from dataclasses import dataclass
+from functools import lru_cache
 
 import constriction
 import numpy as np
@@ -556,22 +557,47 @@ def batch_table_index(activity: np.ndarray, magnitude: np.ndarray, thresholds: n
                       neighbour_cuts: tuple[int, ...]) -> np.ndarray:
     """:func:`table_index` of channels (n, H, W) from :func:`batch_contexts`, as int16 (n, H·W).
 
-    Bins are counted with one comparison per threshold (the rule of
-    :func:`context_bins_per_channel`) into int16; thresholds beyond the activities' dtype are
-    clipped to it, which changes no comparison (every activity lies inside it)."""
-    info = np.iinfo(activity.dtype)
-    cuts = np.clip(np.asarray(thresholds), info.min, info.max).astype(activity.dtype)[:, :, None, None]
-    which = np.zeros(activity.shape, np.int16)
-    for k in range(cuts.shape[1]):
-        which += activity >= cuts[:, k]
+    Bins are read from count tables (:func:`_count_at_most`, one row per channel): three
+    passes over the activities instead of two per threshold.  Thresholds too large to
+    tabulate fall back to one comparison per threshold (the rule of
+    :func:`context_bins_per_channel`), clipped to the activities' dtype, which changes no
+    comparison (every activity lies inside it)."""
+    thresholds = np.asarray(thresholds)
+    count = activity.shape[0]
+    cap = max(int(thresholds.max(initial=0)), 0)
+    if cap < _LOOKUP_LIMIT:
+        table = _channel_lookup(thresholds.astype(np.int64).tobytes(), thresholds.shape)
+        index = np.minimum(activity, cap)
+        index += (np.arange(count, dtype=index.dtype) * (cap + 1))[:, None, None]
+        which = table.take(index)
+    else:
+        info = np.iinfo(activity.dtype)
+        cuts = np.clip(thresholds, info.min, info.max).astype(activity.dtype)[:, :, None, None]
+        which = np.zeros(activity.shape, np.int16)
+        for k in range(cuts.shape[1]):
+            which += activity >= cuts[:, k]
     if neighbour_cuts:
-        near = neighbour_sum(magnitude)
-        refined = which * np.int16(len(neighbour_cuts) + 1) + np.int16(bins)
-        for cut in neighbour_cuts:
-            refined += near >= cut
-        white = white_mask(*activity.shape[1:])
-        which = np.where(white, refined, which)
-    return which.reshape(which.shape[0], -1)
+        near_bin = _count_at_most(np.asarray(neighbour_cuts, np.int64))
+        top = near_bin.size - 1
+        near = np.minimum(neighbour_sum(magnitude), top)
+        for rows, columns in ((slice(0, None, 2), slice(1, None, 2)), (slice(1, None, 2), slice(0, None, 2))):
+            white = which[:, rows, columns]  # a view: (i + j) odd
+            white *= len(neighbour_cuts) + 1
+            white += near_bin.take(near[:, rows, columns]) + bins
+    return which.reshape(count, -1)
+
+
+_LOOKUP_LIMIT = 1 << 14
+
+
+@lru_cache(maxsize=64)
+def _channel_lookup(thresholds: bytes, shape: tuple[int, int]) -> np.ndarray:
+    """Flat (channels · (cap + 1)) int16: row c is :func:`_count_at_most` of channel c's
+    thresholds, all rows as long as the largest (kept: every batch of a file, and the next
+    file, use the same thresholds)."""
+    cuts = np.frombuffer(thresholds, np.int64).reshape(shape)
+    cap = max(int(cuts.max(initial=0)), 0)
+    return (np.arange(cap + 1)[None, :, None] >= cuts[:, None, :]).sum(axis=2).astype(np.int16).reshape(-1)
 
 
 def encode_with_context(latents: np.ndarray, tables: RaggedTables, candidates: list[Candidate],
