@@ -1,25 +1,32 @@
-"""Encoding speed: walloc against cwebp and Pillow's JPEG / WebP on the same photos, same run.
+"""Speed: walloc against cwebp / dwebp (and Pillow) on the same photos, same run.
 
-    python bench/speed.py --data ../shared/data/images/val [--images 40] [--json out.json]
+    python bench/speed.py --data ../shared/data/images/val [--batch 24] [--repeat 3] [--json out.json]
 
-Two figures, as a user meets them:
+What issue #14 measures, as a user meets it:
 
-* **one photo**: wall time of ``walloc encode photo.png`` (the default ``rgb-1x``
-  at -q 75, and ``-m rgb-16x``) for a 768×512 photo,
-  interpreter start and imports included (the median of 5 runs), next to
-  ``cwebp`` on the same file;
-* **a folder**: throughput in megapixels per second of encoding every photo of a
-  folder — ``walloc encode -r DIR`` (one process, and ``-j 2``), ``cwebp`` once per
-  file (as a shell loop does, and two at a time), and Pillow's JPEG and WebP in
-  one Python process (the libraries without process start-up).
+* **a batch**: ``--batch`` photos resized to 768×512 (PNG), encoded as one folder —
+  ``walloc encode -r DIR`` in one command (``-j 1`` and ``-j 2``) against a shell loop of
+  ``cwebp`` (a process per file, one at a time) and two such loops side by side; then decoded
+  back to PNG — ``walloc decode -r`` of walloc's files against a ``dwebp`` loop of cwebp's.
+  Each figure is the best of ``--repeat`` rounds, the rounds interleaving the contenders so
+  that a load change hits all of them; the ratio columns divide the cwebp/dwebp loop's wall
+  time by walloc's (≥ 1: walloc is at least as fast);
+* **one photo**: wall time of one whole ``walloc encode`` / ``walloc decode`` command for
+  one 768×512 photo, interpreter start and imports included (median of 5), next to
+  ``cwebp`` / ``dwebp`` on the same file;
+* Pillow's WebP and JPEG encoders over the batch in one Python process (the libraries
+  without process start-up).
 
-Inputs are PNG copies of the photos (lossless, so every encoder starts from
-the same pixels and pays for decoding its input).  Nothing is timed while
-another benchmark runs; the machine's load is printed with the results.
+Inputs are PNG (lossless), so every encoder starts from the same pixels and pays for
+decoding its input; every decoder writes PNG.  walloc's modules are byte-compiled first,
+as an installed package is (this machine sets PYTHONDONTWRITEBYTECODE, which would
+otherwise make every walloc command compile its sources).  The machine's load average is
+printed before and after: other jobs on the cores slow whichever command they overlap.
 """
 from __future__ import annotations
 
 import argparse
+import compileall
 import io
 import json
 import os
@@ -31,83 +38,113 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable
 
 from PIL import Image
 
 WALLOC = [sys.executable, "-m", "walloc_cli"]
+PACKAGE = Path(__file__).resolve().parents[1] / "walloc_cli"
+SIZE = (768, 512)
 
 
-def _prepare(data: Path, count: int, work: Path) -> tuple[list[Path], Path, float]:
-    """PNG copies of the first ``count`` photos, plus one 768×512 photo; total megapixels."""
+def _prepare(data: Path, count: int, work: Path) -> tuple[list[Path], float]:
+    """PNG copies of the first ``count`` photos resized to 768×512; total megapixels."""
     folder = work / "photos"
     folder.mkdir()
     files = sorted(p for p in data.iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"})[:count]
-    paths, pixels = [], 0
+    if not files:
+        raise SystemExit(f"no photos in {data}")
+    paths = []
     for f in files:
-        im = Image.open(f).convert("RGB")
         out = folder / (f.stem + ".png")
-        im.save(out, compress_level=1)
+        Image.open(f).convert("RGB").resize(SIZE, Image.LANCZOS).save(out, compress_level=1)
         paths.append(out)
-        pixels += im.width * im.height
-    big = work / "photo-768x512.png"
-    Image.open(files[0]).convert("RGB").resize((768, 512), Image.LANCZOS).save(big, compress_level=1)
-    return paths, big, pixels / 1e6
+    return paths, len(paths) * SIZE[0] * SIZE[1] / 1e6
 
 
-def _wall(command: list[str], repeat: int = 5) -> float:
+def _quiet(command: list[str]) -> None:
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _median_wall(command: list[str], repeat: int = 5) -> float:
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _quiet(command)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 
-def _throughput(run, megapixels: float, repeat: int = 2) -> float:
-    best = min(_timed(run) for _ in range(repeat))
-    return megapixels / best
+def _loop(tool: list[str], pairs: list[tuple[Path, Path]], parallel: int) -> Callable[[], None]:
+    """A shell loop's work: one process per file, ``parallel`` loops side by side."""
+    def run() -> None:
+        with ThreadPoolExecutor(parallel) as pool:
+            list(pool.map(lambda p: _quiet([*tool, str(p[0]), "-o", str(p[1])]), pairs))
+    return run
 
 
-def _timed(run) -> float:
-    start = time.perf_counter()
-    run()
-    return time.perf_counter() - start
+def _best_of(contenders: dict[str, Callable[[], None]], repeat: int) -> dict[str, float]:
+    """Best wall time of each contender over ``repeat`` interleaved rounds."""
+    best = {name: float("inf") for name in contenders}
+    for _ in range(repeat):
+        for name, run in contenders.items():
+            start = time.perf_counter()
+            run()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data/images/val"))
-    parser.add_argument("--images", type=int, default=40)
+    parser.add_argument("--batch", type=int, default=24, help="photos in the batch (resized to 768×512)")
+    parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds; the best of each is kept")
     parser.add_argument("--quality", type=int, default=75, help="walloc -q, cwebp -q, Pillow quality")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    cwebp = shutil.which("cwebp")
-    results: dict[str, float | str] = {"load_average": " ".join(f"{x:.2f}" for x in os.getloadavg())}
+    cwebp, dwebp = shutil.which("cwebp"), shutil.which("dwebp")
+    if not (cwebp and dwebp):
+        raise SystemExit("cwebp and dwebp are needed (Debian package webp)")
+    compileall.compile_dir(PACKAGE, quiet=1)
+    q = str(args.quality)
+    results: dict[str, float | str] = {"load_average_before": _load()}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        paths, big, megapixels = _prepare(args.data, args.images, work)
-        q = str(args.quality)
-        out = work / "out"
+        paths, megapixels = _prepare(args.data, args.batch, work)
+        folder, wlc, webp, decoded = work / "photos", work / "wlc", work / "webp", work / "decoded"
+        webp.mkdir()
 
-        def walloc_batch(jobs: int, model: str | None = None):
-            options = ["-m", model] if model else ["-q", q]
-
+        def walloc(kind: str, source: Path, target: Path, *options: str) -> Callable[[], None]:
             def run() -> None:
-                shutil.rmtree(out, ignore_errors=True)
-                subprocess.run(WALLOC + ["encode", "-r", str(work / "photos"), "-o", str(out), *options,
-                                         "-j", str(jobs), "--quiet"], check=True)
+                shutil.rmtree(target, ignore_errors=True)
+                _quiet(WALLOC + [kind, "-r", str(source), "-o", f"{target}/", "--quiet", *options])
             return run
 
-        def cwebp_batch(parallel: int):
-            def one(p: Path) -> None:
-                subprocess.run([cwebp, "-quiet", "-q", q, str(p), "-o", str(p.with_suffix(".webp"))], check=True)
+        encoders = {
+            "walloc_j1": walloc("encode", folder, wlc, "-q", q, "-j", "1"),
+            "walloc_j2": walloc("encode", folder, wlc, "-q", q, "-j", "2"),
+            "walloc_16x_j1": walloc("encode", folder, work / "wlc16", "-m", "rgb-16x", "-j", "1"),
+            "walloc_16x_j2": walloc("encode", folder, work / "wlc16", "-m", "rgb-16x", "-j", "2"),
+            "cwebp_loop": _loop([cwebp, "-quiet", "-q", q], [(p, webp / (p.stem + ".webp")) for p in paths], 1),
+            "cwebp_2loops": _loop([cwebp, "-quiet", "-q", q], [(p, webp / (p.stem + ".webp")) for p in paths], 2),
+        }
+        for name, seconds in _best_of(encoders, args.repeat).items():
+            results[f"batch_encode_{name}_s"] = seconds
+        webps = sorted(webp.glob("*.webp"))
+        decoders = {
+            "walloc_j1": walloc("decode", wlc, decoded, "-j", "1"),
+            "walloc_j2": walloc("decode", wlc, decoded, "-j", "2"),
+            "dwebp_loop": _loop([dwebp, "-quiet"], [(p, p.with_suffix(".png")) for p in webps], 1),
+            "dwebp_2loops": _loop([dwebp, "-quiet"], [(p, p.with_suffix(".png")) for p in webps], 2),
+        }
+        for name, seconds in _best_of(decoders, args.repeat).items():
+            results[f"batch_decode_{name}_s"] = seconds
 
-            def run() -> None:
-                with ThreadPoolExecutor(parallel) as pool:
-                    list(pool.map(one, paths))
-            return run
-
-        def pillow(fmt: str):
+        def pillow(fmt: str) -> Callable[[], None]:
             def run() -> None:
                 for p in paths:
                     im = Image.open(p)
@@ -115,30 +152,33 @@ def main() -> None:
                     im.save(io.BytesIO(), fmt, quality=args.quality)
             return run
 
-        results["single_walloc_encode_s"] = _wall(WALLOC + ["encode", str(big), "-o", str(work / "big.wlc"),
-                                                             "-f", "-q", q, "--quiet"])
-        results["single_walloc_16x_encode_s"] = _wall(WALLOC + ["encode", str(big), "-o", str(work / "big16.wlc"),
-                                                                 "-f", "-m", "rgb-16x", "--quiet"])
-        if cwebp:
-            results["single_cwebp_s"] = _wall([cwebp, "-quiet", "-q", q, str(big), "-o", str(work / "big.webp")])
-        results["batch_walloc_j1_MPps"] = _throughput(walloc_batch(1), megapixels)
-        results["batch_walloc_j2_MPps"] = _throughput(walloc_batch(2), megapixels)
-        results["batch_walloc_16x_j1_MPps"] = _throughput(walloc_batch(1, "rgb-16x"), megapixels)
-        results["batch_walloc_16x_j2_MPps"] = _throughput(walloc_batch(2, "rgb-16x"), megapixels)
-        if cwebp:
-            results["batch_cwebp_loop_MPps"] = _throughput(cwebp_batch(1), megapixels)
-            results["batch_cwebp_2parallel_MPps"] = _throughput(cwebp_batch(2), megapixels)
-        results["batch_pillow_webp_MPps"] = _throughput(pillow("WEBP"), megapixels)
-        results["batch_pillow_jpeg_MPps"] = _throughput(pillow("JPEG"), megapixels)
-        results["photos"] = f"{len(paths)} PNGs, {megapixels:.2f} MP, from {args.data}"
+        for name, seconds in _best_of({"webp": pillow("WEBP"), "jpeg": pillow("JPEG")}, args.repeat).items():
+            results[f"batch_pillow_{name}_s"] = seconds
+
+        one = paths[0]
+        results["single_walloc_encode_s"] = _median_wall(WALLOC + ["encode", str(one), "-o", str(work / "one.wlc"),
+                                                                    "-f", "-q", q, "--quiet"])
+        results["single_walloc_16x_encode_s"] = _median_wall(WALLOC + ["encode", str(one), "-o", str(work / "16.wlc"),
+                                                                        "-f", "-m", "rgb-16x", "--quiet"])
+        results["single_cwebp_s"] = _median_wall([cwebp, "-quiet", "-q", q, str(one), "-o", str(work / "one.webp")])
+        results["single_walloc_decode_s"] = _median_wall(WALLOC + ["decode", str(work / "one.wlc"), "-o",
+                                                                    str(work / "one.png"), "-f", "--quiet"])
+        results["single_dwebp_s"] = _median_wall([dwebp, "-quiet", str(work / "one.webp"), "-o", str(work / "w.png")])
+        results["photos"] = f"{len(paths)} PNGs of 768x512 ({megapixels:.2f} MP) from {args.data}"
+    results["load_average_after"] = _load()
     width = max(len(k) for k in results)
     for k, v in results.items():
         print(f"{k:{width}}  {v:.3f}" if isinstance(v, float) else f"{k:{width}}  {v}")
-    for label, key in (("rgb-1x", "batch_walloc"), ("rgb-16x", "batch_walloc_16x")):
-        if "batch_cwebp_loop_MPps" in results:
-            print(f"{label}: -j1 / cwebp loop {results[key + '_j1_MPps'] / results['batch_cwebp_loop_MPps']:.2f}x; "
-                  f"-j2 / cwebp ×2 {results[key + '_j2_MPps'] / results['batch_cwebp_2parallel_MPps']:.2f}x; "
-                  f"-j1 / Pillow WebP {results[key + '_j1_MPps'] / results['batch_pillow_webp_MPps']:.2f}x")
+    r = results
+    for what, rival in (("encode", "cwebp"), ("decode", "dwebp")):
+        models = ("", "_16x") if what == "encode" else ("",)
+        for model in models:
+            label = "rgb-16x" if model else "rgb-1x"
+            print(f"{label} batch {what}: {rival} loop / walloc -j 1 = "
+                  f"{r[f'batch_{what}_{rival}_loop_s'] / r[f'batch_{what}_walloc{model}_j1_s']:.2f}x; "
+                  f"{rival} loop / walloc -j 2 = {r[f'batch_{what}_{rival}_loop_s'] / r[f'batch_{what}_walloc{model}_j2_s']:.2f}x; "
+                  f"two {rival} loops / walloc -j 2 = "
+                  f"{r[f'batch_{what}_{rival}_2loops_s'] / r[f'batch_{what}_walloc{model}_j2_s']:.2f}x")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n")
 
