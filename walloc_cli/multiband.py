@@ -44,13 +44,13 @@ bands, never on height.  ``--max-pixels`` counts samples (height × width × ban
 from __future__ import annotations
 
 import zlib
-from typing import Any
+from typing import Any, Iterator
 
 import constriction
 import numpy as np
 
 from . import strips, wavelets
-from .entropy import TOTAL, EntropyError, RaggedTables, decode_grouped, encode_grouped, quantize_distribution
+from .entropy import TOTAL, EntropyError, RaggedTables, decode_grouped, encode_grouped, quantize_distribution, symbol_bits
 from .quality import check_quality
 from .model import ModelConfig, dead_zone_round
 from .threads import one_blas_thread
@@ -70,7 +70,8 @@ BASE_START = 40         # the prediction of the first group's base table
 BASE_DELTA_TABLE = 28   # bank table (Laplace scale 4) for base-table differences
 NEIGHBOUR_WEIGHT = 8    # a same-band neighbour counts as this many cells of the other bands' 3×3 boxes
 STRIP_SAMPLES = 1 << 23  # samples (rows × width × bands) per strip: the encoder's working set (docs/LIMITS.md)
-MIN_STRIP_ROWS = 64      # ... but never fewer rows than this (5 wavelet levels need room)
+MIN_STRIP_ROWS = 128     # ... but never fewer rows: strips of 64 rows cost Landsat-8 +8.0 % (BD-rate), of 128 +3.6 %
+RD_LAMBDA = 0.15        # rate–distortion rounding's multiplier (step² per bit); 0: dead-zone rounding only
 FIRST_LOG2 = -5.0       # table s of the bank has Laplace scale 2^(FIRST_LOG2 + s/4) steps
 
 
@@ -400,6 +401,8 @@ def encode(model: MultibandModel, array: np.ndarray, quality: int) -> tuple[dict
             with one_blas_thread():
                 rotated = subbands if rotation is None else rotate(subbands, rotation, levels, forward=True)
                 q = [dead_zone_round(b / delta, model.deadzone) for b in rotated]
+            if RD_LAMBDA:
+                q = rd_round(model, [b / delta for b in rotated], q, levels, RD_LAMBDA)
             payload = _code(model, matrix if index == 0 else None, bits, rotation, q, levels)
             if best is None or len(payload) < len(best[0]):
                 best = (payload, use)
@@ -504,28 +507,68 @@ def _decode_matrix(model: MultibandModel, decoder, bands: int, components: int) 
     return matrix, bits
 
 
-def _encode_groups(model: MultibandModel, encoder, q: list[np.ndarray], levels: int) -> None:
-    """Each (component, subband) group: an 'all zero' flag, else its base table, slope and values."""
-    flag, slope_model = (constriction.stream.model.Uniform(n) for n in (2, SLOPES))
+def _plan(model: MultibandModel, q: list[np.ndarray], levels: int
+          ) -> Iterator[tuple[int, int, list[tuple[np.ndarray, int, int, int, np.ndarray]]]]:
+    """The encoder's choices for each (component k, subband i) group in coding order: per
+    checkerboard phase (positions, base table, its prediction, slope, each value's table); an
+    all-zero group has no phases.  What :func:`_encode_groups` codes and :func:`rd_round` costs."""
     components = q[0].shape[0]
     boxes = {(k, i): box3(np.abs(band[k])) for i, band in enumerate(q) for k in range(components)}
     previous = BASE_START
     for k in range(components):
         for i, band in enumerate(q):
             values = band[k]
-            empty = not values.any()
-            encoder.encode(np.array([int(empty)], np.int32), flag)
-            if empty:
-                continue
-            activity, cells = _activity(boxes, k, i, levels, values.shape)
-            predicted = previous
-            for phase, where in enumerate(_phases(values.shape)):
-                level = _phase_level(model, activity, cells, values, phase, where)
-                base, slope = model.choose(values.reshape(-1)[where], level)
-                _put_base(model, encoder, base, predicted)
-                predicted = previous = base if phase == 0 else previous
-                encoder.encode(np.array([slope], np.int32), slope_model)
-                encode_grouped(encoder, model.bank, 0, model.which(base, slope, level), values.reshape(-1)[where])
+            phases = []
+            if values.any():
+                activity, cells = _activity(boxes, k, i, levels, values.shape)
+                predicted = previous
+                for phase, where in enumerate(_phases(values.shape)):
+                    level = _phase_level(model, activity, cells, values, phase, where)
+                    base, slope = model.choose(values.reshape(-1)[where], level)
+                    phases.append((where, base, predicted, slope, model.which(base, slope, level)))
+                    predicted = previous = base if phase == 0 else previous
+            yield k, i, phases
+
+
+def _encode_groups(model: MultibandModel, encoder, q: list[np.ndarray], levels: int) -> None:
+    """Each (component, subband) group: an 'all zero' flag, else its base table, slope and values."""
+    flag, slope_model = (constriction.stream.model.Uniform(n) for n in (2, SLOPES))
+    for k, i, phases in _plan(model, q, levels):
+        encoder.encode(np.array([int(not phases)], np.int32), flag)
+        for where, base, predicted, slope, which in phases:
+            _put_base(model, encoder, base, predicted)
+            encoder.encode(np.array([slope], np.int32), slope_model)
+            encode_grouped(encoder, model.bank, 0, which, q[i][k].reshape(-1)[where])
+
+
+def rd_round(model: MultibandModel, scaled: list[np.ndarray], q: list[np.ndarray], levels: int,
+             lam: float) -> list[np.ndarray]:
+    """Rate–distortion optimised rounding (encoder only; the decoder reads plain integers).
+
+    For each coefficient (in steps) whose nearest integer n is not 0, the cheaper of n and
+    n − 1 toward zero under ``(|y| − reconstruction)² + lam · bits``, with bits from the
+    table the coefficient gets under the dead-zone rounding ``q``'s contexts (an estimate:
+    the coder then recomputes the true contexts from the final values, as for rgb-1x in
+    :mod:`walloc_cli.rdoq`).  Coefficients of all-zero groups keep 0."""
+    tables = [np.full(b.shape, -1, np.int64) for b in q]
+    for k, i, phases in _plan(model, q, levels):
+        for where, _, _, _, which in phases:
+            tables[i][k].reshape(-1)[where] = which
+    out = []
+    for y, t, dead in zip(scaled, tables, q):
+        a = np.abs(y).astype(np.float64)
+        n = np.floor(a + 0.5).astype(np.int64)
+        pick = (n > 0) & (t >= 0)
+        a, n, rows = a[pick], n[pick], t[pick]
+        sign = np.where(y[pick] < 0, -1, 1)
+        offset = model.offsets[rows] + model.reconstruction if model.offsets is not None else model.reconstruction
+        def cost(m: np.ndarray) -> np.ndarray:
+            distortion = np.where(m > 0, (a - (m + offset)) ** 2, a**2)
+            return distortion + lam * symbol_bits(model.bank, rows, sign * m)
+        chosen = dead.copy()
+        chosen[pick] = sign * np.where(cost(n - 1) < cost(n), n - 1, n)
+        out.append(chosen)
+    return out
 
 
 def _put_base(model: MultibandModel, encoder, base: int, predicted: int) -> None:
