@@ -360,13 +360,19 @@ class ActivityContext:
     def __init__(self, shape: tuple[int, int], depth: int) -> None:
         self.depth = depth
         self.history: deque[np.ndarray] = deque()
-        self.total = np.zeros(shape, np.int64)
+        self.padded = np.zeros((shape[0] + 2, shape[1] + 2), np.int64)  # the total inside a zero border,
+        self.total = self.padded[1:-1, 1:-1]                            # so a box is four additions
 
     def current(self) -> np.ndarray:
-        return box_sum_3x3(self.total)
+        p = self.padded
+        rows = p[:-2] + p[1:-1]
+        rows += p[2:]
+        box = rows[:, :-2] + rows[:, 1:-1]
+        box += rows[:, 2:]
+        return box
 
     def push(self, channel: np.ndarray) -> None:
-        magnitude = np.abs(channel.astype(np.int64))
+        magnitude = np.abs(channel if channel.dtype == np.int64 else channel.astype(np.int64)).reshape(self.total.shape)
         self.history.append(magnitude)
         self.total += magnitude
         if len(self.history) > self.depth:
@@ -518,7 +524,8 @@ def context_bins_per_channel(activity: np.ndarray, thresholds: np.ndarray,
 def _groups(which: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
     """Raster order within bins, bins in order: (permutation, count per bin)."""
     # small integer keys make numpy's stable sort a radix sort (about 6× faster than on int64)
-    return np.argsort(which.astype(np.int16), kind="stable"), np.bincount(which, minlength=bins)
+    keys = which if which.dtype == np.int16 else which.astype(np.int16)
+    return np.argsort(keys, kind="stable"), np.bincount(which, minlength=bins)
 
 
 # -- a batch of channels at once (the encoder and the RD rounding) ----------------------------
@@ -731,6 +738,16 @@ def _symbols_of_groups(tables: RaggedTables, rows: np.ndarray, sizes: np.ndarray
     return symbols.astype(np.int32), [beyond[a:b] for a, b in zip(cuts[:-1].tolist(), cuts[1:].tolist())]
 
 
+def _white_neighbours(height: int, width: int) -> np.ndarray:
+    """(4, white squares) flat indices of each white square's four neighbours, in raster order of
+    the squares; a neighbour outside the map is index ``height·width`` (a zero kept there)."""
+    white = np.flatnonzero(white_mask(height, width).reshape(-1))
+    i, j = np.divmod(white, width)
+    outside = height * width
+    return np.stack([np.where(i > 0, white - width, outside), np.where(i < height - 1, white + width, outside),
+                     np.where(j > 0, white - 1, outside), np.where(j < width - 1, white + 1, outside)])
+
+
 def _count_at_most(thresholds: np.ndarray) -> np.ndarray:
     """For every integer a in 0 … max(thresholds, 0): how many thresholds are <= a (int16).
     The last entry also holds for every larger a, so a nonnegative value's count is
@@ -834,6 +851,7 @@ def decode_with_context(data: bytes, tables: RaggedTables, candidates: list[Cand
     white = white_mask(height, width).reshape(-1)
     phases = [np.flatnonzero(~white), np.flatnonzero(white)] if neighbour_cuts else [np.arange(positions)]
     near_bin = _count_at_most(np.asarray(neighbour_cuts, np.int64))
+    neighbours = _white_neighbours(height, width) if neighbour_cuts else None
     try:
         for c in range(channels):
             if skip[c]:
@@ -843,12 +861,12 @@ def decode_with_context(data: bytes, tables: RaggedTables, candidates: list[Cand
             choice = int(decoder.decode(choice_model, 1)[0]) if len(candidates) > 1 else 0
             first_row, thresholds = candidates[choice]
             base = first_row + c * per_channel
-            values = np.zeros(positions, np.int64)
+            values = np.zeros(positions + 1, np.int64)  # the last entry: a zero for neighbours outside
             if c < lifted:
                 # lifted channels hold sums and differences of int32 latents: 2 more bits of headroom
                 order, grouped = _decode_groups(decoder, tables, base, level_map, per_channel, 4 * limit)
                 values[order] = grouped
-                values = lift_inverse(values.reshape(height, width), bins - 1).reshape(-1)
+                values = lift_inverse(values[:positions].reshape(height, width), bins - 1).reshape(-1)
                 if np.abs(values).max(initial=0) > limit:
                     raise EntropyError("decoded latent value out of range")
             else:
@@ -859,11 +877,11 @@ def decode_with_context(data: bytes, tables: RaggedTables, candidates: list[Cand
                 for phase, where in enumerate(phases):
                     which = activity_bin[where]
                     if phase:  # white squares: all four neighbours are black, hence known
-                        near = neighbour_sum(values.reshape(height, width)).reshape(-1)[where]
+                        near = np.abs(values).take(neighbours).sum(axis=0)
                         which = bins + which * (len(neighbour_cuts) + 1) + near_bin[np.minimum(near, near_bin.size - 1)]
                     order, grouped = _decode_groups(decoder, tables, base, which, per_channel, limit)
                     values[where[order]] = grouped
-            values = values.reshape(height, width)
+            values = values[:positions].reshape(height, width)
             out[c] = values
             context.push(values)
     except EntropyError:
