@@ -542,27 +542,38 @@ def _context_dtype(latents: np.ndarray, depth: int) -> type:
 
 
 def batch_contexts(latents: np.ndarray, first: int, depth: int) -> tuple[np.ndarray, np.ndarray]:
-    """(activity, |latents|) of channels ``first`` … of ``latents`` (K, H, W), both (K − first, H, W).
+    """(activity (n, H, W), |latents| inside a zero border (n, H + 2, W + 2)) of the n channels
+    ``first`` … of ``latents`` (K, H, W).
 
     The channels before ``first`` only give context: at least ``depth`` of them, or every
-    channel before the image's first.  The activity is :func:`activity_of_all`'s."""
+    channel before the image's first.  The activity is :func:`activity_of_all`'s; the
+    border makes each 3×3 box, and each white square's four neighbours, plain additions
+    of shifted views."""
     dtype = _context_dtype(latents, depth)
-    magnitude = np.abs(latents.astype(dtype))
-    count = magnitude.shape[0] - first
-    total = np.empty((count, *magnitude.shape[1:]), dtype)
+    channels, height, width = latents.shape
+    count = channels - first
+    padded = np.zeros((channels, height + 2, width + 2), dtype)
+    magnitude = padded[:, 1:-1, 1:-1]
+    np.abs(latents, out=magnitude, casting="same_kind")  # the values fit: _context_dtype
+    total = np.zeros((count, height + 2, width + 2), dtype)
     running = magnitude[max(0, first - depth) : first].sum(axis=0, dtype=dtype)
     for i in range(count):
         c = first + i
-        total[i] = running
+        total[i, 1:-1, 1:-1] = running
         running += magnitude[c]
         if c >= depth:
             running -= magnitude[c - depth]
-    return box_sum_3x3(total), magnitude[first:]
+    rows = total[:, :-2] + total[:, 1:-1]
+    rows += total[:, 2:]
+    activity = rows[:, :, :-2] + rows[:, :, 1:-1]
+    activity += rows[:, :, 2:]
+    return activity, padded[first:]
 
 
 def batch_table_index(activity: np.ndarray, magnitude: np.ndarray, thresholds: np.ndarray, bins: int,
                       neighbour_cuts: tuple[int, ...]) -> np.ndarray:
-    """:func:`table_index` of channels (n, H, W) from :func:`batch_contexts`, as int16 (n, H·W).
+    """:func:`table_index` of channels (n, H, W) from :func:`batch_contexts` (``magnitude`` with its
+    zero border), as int16 (n, H·W).
 
     Bins are read from count tables (:func:`_count_at_most`, one row per channel): three
     passes over the activities instead of two per threshold.  Thresholds too large to
@@ -584,14 +595,26 @@ def batch_table_index(activity: np.ndarray, magnitude: np.ndarray, thresholds: n
         for k in range(cuts.shape[1]):
             which += activity >= cuts[:, k]
     if neighbour_cuts:
-        near_bin = _count_at_most(np.asarray(neighbour_cuts, np.int64))
-        top = near_bin.size - 1
-        near = np.minimum(neighbour_sum(magnitude), top)
-        for rows, columns in ((slice(0, None, 2), slice(1, None, 2)), (slice(1, None, 2), slice(0, None, 2))):
-            white = which[:, rows, columns]  # a view: (i + j) odd
+        near_bin = _white_bins(tuple(neighbour_cuts), bins)
+        height, width = activity.shape[1:]
+        p = magnitude
+        for r, c in ((0, 1), (1, 0)):  # the white squares ((i + j) odd) of even, then of odd rows
+            # neighbours of (i, j) = (r + 2a, c + 2b) sit at (i + 1 ± 1, j + 1) and (i + 1, j + 1 ± 1) in p
+            near = p[:, r : height : 2, c + 1 : width + 1 : 2] + p[:, r + 2 : height + 2 : 2, c + 1 : width + 1 : 2]
+            near += p[:, r + 1 : height + 1 : 2, c : width : 2]
+            near += p[:, r + 1 : height + 1 : 2, c + 2 : width + 2 : 2]
+            np.minimum(near, near_bin.size - 1, out=near)
+            white = which[:, r::2, c::2]  # a view
             white *= len(neighbour_cuts) + 1
-            white += near_bin.take(near[:, rows, columns]) + bins
+            white += near_bin.take(near)
     return which.reshape(count, -1)
+
+
+@lru_cache(maxsize=8)
+def _white_bins(neighbour_cuts: tuple[int, ...], bins: int) -> np.ndarray:
+    """``bins`` + :func:`_count_at_most` of the neighbour cuts: a white square's table index
+    less its activity bin's share."""
+    return _count_at_most(np.asarray(neighbour_cuts, np.int64)) + np.int16(bins)
 
 
 _LOOKUP_LIMIT = 1 << 14
