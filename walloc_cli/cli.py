@@ -325,6 +325,8 @@ def _outcomes(kind: str, jobs: list[batch.Job], options: dict, force: bool, work
     # thread pools can deadlock: fork only while torch is not loaded (encoding never loads it).
     fork_is_safe = "torch" not in sys.modules and "fork" in multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if fork_is_safe else "spawn")
+    if fork_is_safe:  # imported here once, so that every forked worker starts with numpy and walloc loaded
+        from . import api  # noqa: F401
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init,
                                initargs=(threads, os.getpid()))
     # Results in input order; each worker holds one file at a time, so memory is bounded by -j.
