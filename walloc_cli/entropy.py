@@ -718,8 +718,9 @@ def _encode_channels(encoder, latents: np.ndarray, c0: int, c1: int, tables: Rag
     # Every latent of the batch gets its group key (channel, table) at once; one stable sort puts
     # the groups in the order the decoder will ask for them (raster order within a group), and
     # the Python loop below only walks the groups (one constriction call each).
-    key = best_which + (np.arange(keep.size, dtype=np.int16) * np.int16(per_channel))[:, None]
-    key = key.reshape(-1)
+    small = keep.size * per_channel < 1 << 15  # int16 keys: numpy's stable sort is then a radix sort
+    key = best_which.astype(np.int16 if small else np.int32, copy=False)
+    key = (key + (np.arange(keep.size, dtype=key.dtype) * per_channel)[:, None]).reshape(-1)
     order = np.argsort(key, kind="stable")
     counts = np.bincount(key, minlength=keep.size * per_channel)
     present = np.flatnonzero(counts)
