@@ -22,7 +22,9 @@ all the energy in a few components.  So:
    eigenvector rotation (7-bit, sent), kept when the file comes out smaller.
 3. **Uniform quantization**: one step for every coefficient (the KLT is orthonormal and
    bior4.4 nearly so: equal steps are the MSE choice), set by the quality relative to the
-   file's dynamic range (max − min), with dead-zone rounding.
+   file's dynamic range (max − min), with rate–distortion optimised rounding
+   (:func:`rd_round`: each value the cheaper of its nearest integer and the next toward zero,
+   costed with the tables of its dead-zone context; encoder only).
 4. **Entropy coding with integer tables.**  The weights hold a bank of 80 integer tables
    (dead-zone-quantized Laplace laws on a quarter-octave grid of scales).  Each
    (component, subband) group is coded in two checkerboard phases; each phase sends a base
@@ -550,7 +552,7 @@ def rd_round(model: MultibandModel, scaled: list[np.ndarray], q: list[np.ndarray
     table the coefficient gets under the dead-zone rounding ``q``'s contexts (an estimate:
     the coder then recomputes the true contexts from the final values, as for rgb-1x in
     :mod:`walloc_cli.rdoq`).  Coefficients of all-zero groups keep 0."""
-    tables = [np.full(b.shape, -1, np.int64) for b in q]
+    tables = [np.full(b.shape, -1, np.int16) for b in q]  # table indices: the bank has 80
     for k, i, phases in _plan(model, q, levels):
         for where, _, _, _, which in phases:
             tables[i][k].reshape(-1)[where] = which
