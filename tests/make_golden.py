@@ -87,6 +87,10 @@ def main() -> None:
     decoded, _ = soundfile.read(io.BytesIO(api.decode_audio(wlc)), dtype="int16", always_2d=True)
     if AUDIO:
         _save(f"v{container.VERSION}-stereo", wlc, decoded)
+    # the default audio model, once per version of its weights (a refit keeps the old weights in
+    # weights/previous/ so that these files still decode)
+    header = container.unpack(wlc).header
+    _save(f"v{container.VERSION}-{header['model']}-{header['weights'][:8]}", wlc, decoded)
 
 
 if __name__ == "__main__":
