@@ -161,8 +161,11 @@ def _mean_solved_pixels(windows: Iterator[tuple[int, np.ndarray]], height: int, 
     sixteenths = np.empty((height, width, 3), np.int16)
     for row, levels in windows:
         stats.add(levels)
-        scaled = np.floor((levels + start.reshape(3, 1, 1)) * units)
-        sixteenths[row : row + levels.shape[1]] = np.clip(scaled, -bound, 255 * units + bound).transpose(1, 2, 0)
+        scaled = levels + start.reshape(3, 1, 1)  # float64; then in place (no more image-sized allocations)
+        scaled *= units
+        np.floor(scaled, out=scaled)
+        sixteenths[row : row + levels.shape[1]] = np.clip(scaled, -bound, 255 * units + bound, out=scaled
+                                                          ).transpose(1, 2, 0)
     solved = stats.shift_for(np.asarray(mean, np.float64) / units, start)
     move = np.rint((solved - start) * units).astype(np.int32)  # whole sixteenths: both are multiples
     rgb = np.empty((height, width, 3), np.uint8)

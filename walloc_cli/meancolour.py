@@ -44,7 +44,11 @@ class LevelStats:
         """Count the values of one window, (colours, rows, columns) in levels."""
         flat = levels.reshape(levels.shape[0], -1)
         for c, v in enumerate(flat):
-            index = np.clip(np.floor((v - _LOW) * UNITS), -1, _BINS).astype(np.int64) + 1
+            scaled = v - _LOW  # then in place: floor((v − LOW)·UNITS), clipped, as bin indices
+            scaled *= UNITS
+            np.floor(scaled, out=scaled)
+            index = np.clip(scaled, -1, _BINS, out=scaled).astype(np.int64)
+            index += 1
             self.counts[c] += np.bincount(index, minlength=_BINS + 2)
 
     def mean_after(self, colour: int, shift: float) -> float:
