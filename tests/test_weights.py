@@ -142,3 +142,32 @@ def test_intact_copies_still_load_and_code(registry):
     buf = io.BytesIO()
     soundfile.write(buf, np.zeros((2048, 2)), 44100, format="WAV", subtype="PCM_16")
     assert api.encode_audio(buf.getvalue(), "stereo-1x").data
+
+
+# -- earlier weights -------------------------------------------------------------------------
+def _clip() -> bytes:
+    t = np.arange(8192) / 44100
+    buf = io.BytesIO()
+    soundfile.write(buf, np.stack([np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 660 * t)], 1) * 0.3,
+                    44100, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def test_files_of_earlier_weights_decode_with_them(registry, monkeypatch):
+    """A refitted model keeps its earlier weights in ``previous/<name>.<short hash>.json``: files
+    written with them decode to what they did, files naming weights nobody has are refused."""
+    model._load_previous.cache_clear()
+    old = api.encode_audio(_clip(), "stereo-1x", quality=40).data
+    decoded = api.decode_audio(old)
+    short = model.load_model("stereo-1x").config.short_hash
+    refit = lambda d: d.__setitem__("ladder.tilt", d["ladder.tilt"] + 8)  # noqa: E731
+    folder = registry("stereo-1x", arrays_edit=refit)  # a refit: other tables, another hash
+    assert model.load_model("stereo-1x").config.short_hash != short
+    with pytest.raises(WallocError, match=f"written with model stereo-1x weights {short}"):
+        api.decode_audio(old)
+    (folder / model.PREVIOUS).mkdir()
+    for suffix in (".json", ".npz"):
+        (folder / model.PREVIOUS / f"stereo-1x.{short}{suffix}").write_bytes((SHIPPED / f"stereo-1x{suffix}").read_bytes())
+    assert api.decode_audio(old) == decoded
+    assert api.encode_audio(_clip(), "stereo-1x", quality=40).data != old  # new files use the refit
+    model._load_previous.cache_clear()

@@ -12,9 +12,10 @@ codes audio the way CELT (Opus), Vorbis and AAC do, on WaLLoC's own transform:
   tree's natural order is a Gray code of it).  The encoder's projection is
   the identity — audio packet bands are already nearly uncorrelated — so
   the latents are the quantized coefficients themselves.
-* **Band energies** — bands are grouped into ``groups`` (about a third of an
-  octave wide above 700 Hz) and time into frames of ``frame`` positions
-  (23 ms).  Each (group, frame) sends its RMS in 3 dB steps, delta-coded in
+* **Band energies** — bands are grouped into ``groups`` (single bands up to
+  700 Hz, a third of an octave up to 4.8 kHz, 689 Hz above: the post-filter
+  restores the envelope at this resolution, and ViSQOL hears it) and time
+  into frames of ``frame`` positions (23 ms).  Each (group, frame) sends its RMS in 3 dB steps, delta-coded in
   time with the neighbouring group's delta as context.  Digital silence is
   its own symbol: nothing else is sent for it and it decodes to exact zeros.
 * **Steps from a masking model** (integer arithmetic only, so the decoder

@@ -623,7 +623,31 @@ def load_model(name: str) -> CodecModel:
     if name not in models:
         known = ", ".join(sorted(models)) or "none installed"
         raise ModelError(f"unknown model {name!r} (available: {known})")
-    config_path = models[name]
+    return _load_config(models[name], name)
+
+
+PREVIOUS = "previous"  # weights/previous/<name>.<short hash>.json: earlier weights kept for old files
+
+
+def previous_weights(name: str, short_hash: str) -> Path | None:
+    """The config of an earlier version of model ``name`` whose weights hash starts ``short_hash``,
+    kept so that files written with it still decode after the model is refitted."""
+    if not isinstance(short_hash, str) or not short_hash.isalnum():
+        return None
+    for d in weights_dirs():
+        path = d / PREVIOUS / f"{name}.{short_hash}.json"
+        if path.is_file():
+            return path
+    return None
+
+
+@lru_cache(maxsize=8)
+def _load_previous(path: Path, name: str) -> CodecModel:
+    return _load_config(path, name)
+
+
+def _load_config(config_path: Path, name: str) -> CodecModel:
+    """Load the model whose config is ``config_path`` (its weights beside it, same stem)."""
     try:
         config = ModelConfig.from_json(json.loads(config_path.read_text()))
     except (ValueError, KeyError, TypeError, RecursionError, UnicodeDecodeError, OSError) as exc:
@@ -707,6 +731,11 @@ def find_model(name: str, short_hash: str) -> CodecModel:
     """The model a file was written with; refuses a different version of the weights."""
     model = load_model(name)
     if model.config.short_hash != short_hash:
+        previous = previous_weights(name, short_hash)
+        if previous is not None:
+            earlier = _load_previous(previous, name)
+            if earlier.config.short_hash == short_hash:
+                return earlier
         raise ModelError(
             f"written with model {name} weights {short_hash}, but the installed {name} is "
             f"{model.config.short_hash}"
