@@ -74,6 +74,7 @@ NEIGHBOUR_WEIGHT = 8    # a same-band neighbour counts as this many cells of the
 STRIP_SAMPLES = 1 << 23  # samples (rows × width × bands) per strip: the encoder's working set (docs/LIMITS.md)
 MIN_STRIP_ROWS = 128     # ... but never fewer rows: strips of 64 rows cost Landsat-8 +8.0 % (BD-rate), of 128 +3.6 %
 RD_LAMBDA = 0.15        # rate–distortion rounding's multiplier (step² per bit); 0: dead-zone rounding only
+RD_GROUP_BITS = 10      # side bits of a coded group (base tables, slopes) when deciding to zero it; 0: never
 FIRST_LOG2 = -5.0       # table s of the bank has Laplace scale 2^(FIRST_LOG2 + s/4) steps
 
 
@@ -569,8 +570,24 @@ def rd_round(model: MultibandModel, scaled: list[np.ndarray], q: list[np.ndarray
             return distortion + lam * symbol_bits(model.bank, rows, sign * m)
         chosen = dead.copy()
         chosen[pick] = sign * np.where(cost(n - 1) < cost(n), n - 1, n)
+        if RD_GROUP_BITS:
+            _drop_groups(model, y, t, chosen, lam)
         out.append(chosen)
     return out
+
+
+def _drop_groups(model: MultibandModel, y: np.ndarray, t: np.ndarray, chosen: np.ndarray, lam: float) -> None:
+    """Zero (in place) each component's subband whose values save less distortion than λ times
+    their bits plus the group's side information (RD_GROUP_BITS): it is then sent as one flag."""
+    coded = t >= 0
+    rows, c = t[coded], chosen[coded]
+    a = np.abs(y[coded]).astype(np.float64)
+    offset = model.offsets[rows] + model.reconstruction if model.offsets is not None else model.reconstruction
+    saved, bits = np.zeros(chosen.shape), np.zeros(chosen.shape)
+    saved[coded] = a**2 - (a - np.where(c != 0, np.abs(c) + offset, 0.0)) ** 2
+    bits[coded] = symbol_bits(model.bank, rows, c)
+    drop = coded.any(axis=(1, 2)) & (saved.sum(axis=(1, 2)) < lam * (bits.sum(axis=(1, 2)) + RD_GROUP_BITS))
+    chosen[drop] = 0
 
 
 def _put_base(model: MultibandModel, encoder, base: int, predicted: int) -> None:
