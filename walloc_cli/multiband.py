@@ -578,16 +578,18 @@ def rd_round(model: MultibandModel, scaled: list[np.ndarray], q: list[np.ndarray
 
 def _drop_groups(model: MultibandModel, y: np.ndarray, t: np.ndarray, chosen: np.ndarray, lam: float) -> None:
     """Zero (in place) each component's subband whose values save less distortion than λ times
-    their bits plus the group's side information (RD_GROUP_BITS): it is then sent as one flag."""
-    coded = t >= 0
-    rows, c = t[coded], chosen[coded]
-    a = np.abs(y[coded]).astype(np.float64)
-    offset = model.offsets[rows] + model.reconstruction if model.offsets is not None else model.reconstruction
-    saved, bits = np.zeros(chosen.shape), np.zeros(chosen.shape)
-    saved[coded] = a**2 - (a - np.where(c != 0, np.abs(c) + offset, 0.0)) ** 2
-    bits[coded] = symbol_bits(model.bank, rows, c)
-    drop = coded.any(axis=(1, 2)) & (saved.sum(axis=(1, 2)) < lam * (bits.sum(axis=(1, 2)) + RD_GROUP_BITS))
-    chosen[drop] = 0
+    their bits plus the group's side information (RD_GROUP_BITS): it is then sent as one flag.
+    Component by component, so the temporaries are one group's."""
+    for k in range(chosen.shape[0]):
+        coded = t[k] >= 0
+        if not coded.any():
+            continue
+        rows, c = t[k][coded], chosen[k][coded]
+        a = np.abs(y[k][coded]).astype(np.float64)
+        offset = model.offsets[rows] + model.reconstruction if model.offsets is not None else model.reconstruction
+        saved = float((a**2 - (a - np.where(c != 0, np.abs(c) + offset, 0.0)) ** 2).sum())
+        if saved < lam * (float(symbol_bits(model.bank, rows, c).sum()) + RD_GROUP_BITS):
+            chosen[k] = 0
 
 
 def _put_base(model: MultibandModel, encoder, base: int, predicted: int) -> None:
