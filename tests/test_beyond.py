@@ -462,3 +462,28 @@ def test_y4m_out_of_an_npy_and_a_fuzzed_tag_field(jasper):
     for bad in ("F25:1\nFRAME", 7, "x" * 2000):
         with pytest.raises(WallocError, match="y4m_tags"):
             api.decode_raster(container.pack({**box.header, "y4m_tags": bad}, box.sections))
+
+
+def test_rd_rounding_moves_values_at_most_one_step_toward_zero_or_zeroes_a_whole_group():
+    """The encoder's RD rounding picks the nearest integer or the next toward zero, never the
+    other way, and zeroes only whole (component, subband) groups; the coder then codes what it
+    chose (the decoder sees plain integers)."""
+    model = raster_codec.raster_model()
+    rng = np.random.default_rng(3)
+    levels = 2
+    shapes = multiband.subband_shapes(16, 16, levels)
+    scaled = [rng.laplace(0, 0.3 + 2.0 * (i == 0), (3, *shape)) for i, shape in enumerate(shapes)]
+    scaled[-1][2] = rng.laplace(0, 0.05, scaled[-1][2].shape)  # a nearly empty group: worth dropping
+    dead = [multiband.dead_zone_round(y, model.deadzone) for y in scaled]
+    out = multiband.rd_round(model, scaled, dead, levels, multiband.RD_LAMBDA)
+    dropped = 0
+    for y, q in zip(scaled, out):
+        nearest = np.floor(np.abs(y) + 0.5)
+        assert (np.abs(q) <= nearest).all() and (q * y >= 0).all()
+        for k in range(q.shape[0]):
+            if not q[k].any():
+                dropped += int(nearest[k].any())
+                continue
+            assert (np.abs(q[k]) >= nearest[k] - 1).all()
+    assert dropped >= 1
+    assert any((a != b).any() for a, b in zip(out, dead))
