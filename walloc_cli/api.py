@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import zlib
-from functools import lru_cache
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator, Sequence
@@ -119,10 +118,10 @@ def latents_to_image(model: CodecModel, latents: np.ndarray | strips.StripLatent
     positions, never more than ``chunk`` latent rows (a strip-coded file's strips: a window then
     reads at most two strips and their neighbours' edges; windows as tall as a strip were 35 %
     slower on a 12 MP photo, their arrays outgrowing the caches).
-    ``mean_shift``: the file's per-colour correction in 1/:data:`MEAN_SHIFT_UNITS` of a level
-    (see :func:`mean_colour_shift`), added before rounding.  ``mean``: the original's mean
-    colour (1/16 level); when given, the shift is re-solved on the decoded values so that the
-    rounded and clipped pixels have that mean (:mod:`walloc_cli.meancolour`)."""
+    ``mean``: the original's mean colour (1/16 level); when given, the shift is solved on the
+    decoded values so that the rounded and clipped pixels have that mean
+    (:mod:`walloc_cli.meancolour`).  ``mean_shift`` (files of the session before): a fixed
+    per-colour shift in 1/:data:`MEAN_SHIFT_UNITS` of a level, added before rounding."""
     shift = np.zeros(3) if mean_shift is None else np.asarray(mean_shift, np.float64) / MEAN_SHIFT_UNITS
     default = max(16, DECODE_WINDOW_POSITIONS // latents.shape[2])
     chunk = default if chunk is None else min(chunk, default)
@@ -149,9 +148,9 @@ def latents_to_image(model: CodecModel, latents: np.ndarray | strips.StripLatent
 def _mean_solved_pixels(windows: Iterator[tuple[int, np.ndarray]], height: int, width: int,
                         mean: Sequence[int], start: np.ndarray) -> np.ndarray:
     """Pixels whose rounded, clipped mean colour is ``mean`` (1/16 level): one pass over the
-    decoded windows keeps each value in sixteenths of a level after the file's closed-form
-    shift ``start`` (int16, the decoded values held exactly as far as any shift of
-    1/16-level steps can tell them apart) and the statistics the shift solver needs
+    decoded windows keeps each value in sixteenths of a level after the shift ``start`` (a
+    file's ``mean_shift``, else zero; int16, the decoded values held exactly as far as any
+    shift of 1/16-level steps can tell them apart) and the statistics the shift solver needs
     (:class:`meancolour.LevelStats`); then every pixel moves by the solved difference.
     Holding sixteenths (6 bytes a pixel) instead of synthesising the image twice keeps a
     large photo's decoding time; the result is the same for any window size."""
@@ -166,7 +165,7 @@ def _mean_solved_pixels(windows: Iterator[tuple[int, np.ndarray]], height: int, 
         np.floor(scaled, out=scaled)
         sixteenths[row : row + levels.shape[1]] = np.clip(scaled, -bound, 255 * units + bound, out=scaled
                                                           ).transpose(1, 2, 0)
-    solved = stats.shift_for(np.asarray(mean, np.float64) / units, start)
+    solved = stats.shift_for(np.asarray(mean, np.float64) / units)
     move = np.rint((solved - start) * units).astype(np.int32)  # whole sixteenths: both are multiples
     rgb = np.empty((height, width, 3), np.uint8)
     for r0 in range(0, height, 256):  # rounding: floor(value + shift + 1/2), in whole sixteenths
@@ -178,55 +177,13 @@ def _mean_solved_pixels(windows: Iterator[tuple[int, np.ndarray]], height: int, 
 # -- mean colour ---------------------------------------------------------------------------
 # Dead-zone rounding pulls every latent toward zero, and the colour latents' zero is not the
 # photo's own colour: at q 25 the mean colour of a validation photo moved by up to 11 levels
-# (mean +2.6 red, −1.7 green).  The encoder knows the decoded mean exactly — the decoder is
-# linear and the periodic inverse WPT passes each colour's mean through one channel — so the
-# file carries the difference, in 1/16 of a level, and the decoder adds it back.
+# (mean +2.6 red, −1.7 green), and clipping at black and white moves it again.  A file carries
+# the original's mean colour (``mean``) and the decoder solves for the shift that gives its
+# rounded, clipped pixels that mean (:mod:`walloc_cli.meancolour`).  Files of the session
+# before carry ``mean_shift`` instead (the encoder's closed-form estimate, in 1/16 of a
+# level, which ignored clipping): decoders still add it.
 MEAN_SHIFT_UNITS = 16
 MEAN_SHIFT_LIMIT = 255 * MEAN_SHIFT_UNITS
-
-
-@lru_cache(maxsize=8)
-def _mean_map(model: CodecModel) -> tuple[np.ndarray, np.ndarray]:
-    """(3, L) matrix and (3,) offset taking the mean of each latent channel (dequantized) to the
-    decoded image's mean colour in model units: exact for a linear decoder on the padded grid.
-    Measured through the model's own inverse transform (one coefficient channel per colour at
-    a time), not assumed from the filter taps."""
-    weight, bias = model.linear_map()
-    channels = weight.shape[0]
-    per_colour = channels // 3
-    passes = np.zeros((3, channels))
-    for k in range(per_colour):
-        unit = np.zeros((channels, 4, 4))
-        unit[[c * per_colour + k for c in range(3)]] = 1.0
-        means = model.synthesise(unit).reshape(3, -1).mean(axis=1)
-        passes[np.arange(3), [c * per_colour + k for c in range(3)]] = means
-    return passes @ weight.astype(np.float64), passes @ bias.astype(np.float64)
-
-
-def padded_mean(rgb: np.ndarray, padded_height: int, padded_width: int) -> np.ndarray:
-    """Mean colour (3,) in model units of the image as the encoder sees it: mirror-padded to
-    the coded grid (row and column multiplicities instead of a padded copy).  Integer sums,
-    exact (as float64 sums of these integers were; column sums over contiguous rows are 20×
-    faster than an einsum over float copies)."""
-    height, width = rgb.shape[:2]
-    row_weight = np.bincount(_mirror(np.arange(padded_height), height), minlength=height)
-    col_weight = np.bincount(_mirror(np.arange(padded_width), width), minlength=width)
-    flat = rgb.reshape(height, width * 3)
-    columns = flat.sum(axis=0, dtype=np.int64)
-    mirrored = np.flatnonzero(row_weight != 1)  # rows the padding repeats
-    if mirrored.size:
-        columns += (row_weight[mirrored] - 1) @ flat[mirrored].astype(np.int64)
-    total = col_weight @ columns.reshape(width, 3)
-    return total / (padded_height * padded_width) / 255.0 - 0.5
-
-
-def mean_colour_shift(model: CodecModel, latent_sum: np.ndarray, positions: int, original_mean: np.ndarray
-                      ) -> list[int]:
-    """The header's ``mean_shift``: original minus decoded mean colour, in 1/16 of a level."""
-    matrix, offset = _mean_map(model)
-    decoded = matrix @ (latent_sum / positions) + offset
-    shift = np.rint((original_mean - decoded) * 255.0 * MEAN_SHIFT_UNITS)
-    return [int(v) for v in np.clip(shift, -MEAN_SHIFT_LIMIT, MEAN_SHIFT_LIMIT)]
 
 
 def _mean_field(header: dict[str, Any]) -> list[int] | None:
@@ -309,11 +266,8 @@ def encode_image_data(image: media.ImageData, model_name: str = DEFAULT_IMAGE_MO
     layout: dict[str, int] = {}
     correct_mean = model.has_quality and model.config.decoder_kind == "linear"
     skip = skipped_channels(model, grey)
-    latent_sum = 0.0
     for (r0, r1), latents in parts:  # one strip in memory at a time
         payloads.append(_encode_latents(model, latents, quality, effort, skip))
-        if correct_mean:
-            latent_sum = latent_sum + model.ladder.dequantized_sum(latents, quality)
         shape = (latents.shape[0], r1, latents.shape[2])  # the last strip's stop: the grid's height
         del latents
     sections = {"latents": b"".join(payloads)}
@@ -330,11 +284,7 @@ def encode_image_data(image: media.ImageData, model_name: str = DEFAULT_IMAGE_MO
         sections["xmp"] = bytes(image.xmp)
     fields: dict[str, Any] = {} if quality is None else {"quality": quality}
     if correct_mean:
-        original = padded_mean(image.rgb, shape[1] * block, shape[2] * block)
-        shift = mean_colour_shift(model, latent_sum, shape[1] * shape[2], original)
-        if any(shift):
-            fields["mean_shift"] = shift
-        fields["mean"] = meancolour.image_mean(image.rgb)  # the decoder re-solves the shift with clipping
+        fields["mean"] = meancolour.image_mean(image.rgb)  # the decoder solves its shift (meancolour.py)
     if grey:
         fields["grey"] = True  # colour latents not coded; decoded exactly grey (see decode_image)
     header = _header(model, "image", width=image.width, height=image.height, mode=image.mode,

@@ -1,15 +1,15 @@
 """The decoder's exact mean-colour correction: the shift that gives the decoded image, after
 rounding and clipping to 0…255, the original's mean colour.
 
-Why the decoder and not the encoder: the file's ``mean_shift`` (written by the encoder
-from a closed form, see ``api.mean_colour_shift``) restores the mean of the decoded
-values *before* clipping.  Clipping then moves it again wherever a photo has black or
-white: coding noise around a level-0 shadow is cut on one side only, so shadows lift
-(at q 25 the worst validation photo stayed 1.5 levels off).  Only the decoded values
-say how much is cut, and the encoder does not have them without running the decoder
-(+20 % encoding time); the decoder has them anyway.  So a file also carries the
-original's mean colour (``mean``, 1/16 level per colour) and the decoder solves for the
-shift that reproduces it through its own rounding and clipping.
+Why the decoder and not the encoder: the encoder can predict the decoded mean *before*
+clipping in closed form (files of the session before carried that as ``mean_shift``), but
+clipping then moves it again wherever a photo has black or white: coding noise around a
+level-0 shadow is cut on one side only, so shadows lift (at q 25 the worst validation
+photo stayed 1.5 levels off).  Only the decoded values say how much is cut, and the
+encoder does not have them without running the decoder (+20 % encoding time); the
+decoder has them anyway.  So a file carries the original's mean colour (``mean``, 1/16
+level per colour) and the decoder solves for the shift that reproduces it through its own
+rounding and clipping.
 
 The solver works on a summary of the decoded values (:class:`LevelStats`, a 1/16-level
 histogram per colour), gathered window by window, so a large image needs no copy of its
@@ -35,6 +35,7 @@ class LevelStats:
 
     def __init__(self, colours: int = 3) -> None:
         self.counts = np.zeros((colours, _BINS + 2), np.int64)
+        self.sums = np.zeros(colours)  # exact sums: where the search starts (the unclipped mean)
 
     @property
     def count(self) -> int:
@@ -44,6 +45,7 @@ class LevelStats:
         """Count the values of one window, (colours, rows, columns) in levels."""
         flat = levels.reshape(levels.shape[0], -1)
         for c, v in enumerate(flat):
+            self.sums[c] += float(v.sum(dtype=np.float64))
             scaled = v - _LOW  # then in place: floor((v − LOW)·UNITS), clipped, as bin indices
             scaled *= UNITS
             np.floor(scaled, out=scaled)
@@ -58,11 +60,13 @@ class LevelStats:
         total = np.clip(centres + shift, 0.0, 255.0) @ self.counts[colour]
         return float(total / max(self.count, 1))
 
-    def shift_for(self, target: Sequence[float], start: Sequence[float]) -> np.ndarray:
+    def shift_for(self, target: Sequence[float]) -> np.ndarray:
         """Per colour, the shift (levels, a multiple of 1/16) whose clipped mean is closest to
-        ``target`` (levels), searched within REACH of ``start`` (the unclipped estimate)."""
+        ``target`` (levels), searched within REACH / 2 of the shift that would be exact without
+        clipping (target minus the mean of the values)."""
         out = np.empty(len(target))
         steps = REACH * UNITS - 1
+        start = np.asarray(target, np.float64) - self.sums / max(self.count, 1)
         for c, (goal, s0) in enumerate(zip(target, start)):
             base = float(np.clip(np.round(s0 * UNITS) / UNITS, -REACH / 2, REACH / 2))
             lo, hi = -steps // 2, steps // 2    # the mean rises with the shift: bisect on 1/16 levels

@@ -583,16 +583,6 @@ class QualityLadder:
             return table.reshape(-1).take(index)
         return (np.sign(latents) * np.maximum(np.abs(latents) - offset, 0) * steps).astype(np.float32)
 
-    def dequantized_sum(self, latents: np.ndarray, quality: int) -> np.ndarray:
-        """Per channel, the sum of :meth:`dequantize` over all positions (float64), from integer
-        sums alone: every nonzero value moves ``offset`` < 1 toward zero, so no float copy of
-        the latents is needed (the encoder's mean-colour correction, api.mean_colour_shift)."""
-        q = self.check(quality)
-        flat = latents.reshape(latents.shape[0], -1)
-        values = flat.sum(axis=1, dtype=np.int64)
-        signs = (flat > 0).sum(axis=1, dtype=np.int64) - (flat < 0).sum(axis=1, dtype=np.int64)
-        return (values - self.offset[self.anchor[q]] * signs) * self.steps(q).astype(np.float64)
-
     CHOICES = (-2, -1, 0, 1, 2)  # table sets a channel may pick: its quality's anchor and neighbours
 
     def table_sets(self, quality: int) -> list[tuple[int, np.ndarray]]:
