@@ -231,6 +231,26 @@ def test_sample_limit_counts_bands(jasper):
         api.decode_raster(wlc, max_samples=16 * 12 * 39)  # fits as pixels, not as samples
 
 
+def test_cli_max_pixels_raises_or_lowers_the_sample_limit(jasper, tmp_path, monkeypatch):
+    """`walloc encode --max-pixels N` is the encoder's limit (samples for rasters, pixels for
+    images): below the input it refuses in one line and writes nothing; a file encoded above
+    the decoder's default needs the same --max-pixels to decode."""
+    source = tmp_path / "cube.npy"
+    source.write_bytes(npy_bytes(jasper))
+    runner = CliRunner()
+    refused = runner.invoke(main, ["encode", str(source), "--max-pixels", str(jasper.size - 1)])
+    assert refused.exit_code == 1 and "samples" in refused.output and "Traceback" not in refused.output
+    assert not (tmp_path / "cube.wlc").exists()
+    monkeypatch.setattr(api, "DEFAULT_MAX_PIXELS", jasper.size - 1)  # a raster above the default limit
+    assert runner.invoke(main, ["encode", str(source)]).exit_code == 1
+    done = runner.invoke(main, ["encode", str(source), "--max-pixels", str(jasper.size)])
+    assert done.exit_code == 0, done.output
+    assert runner.invoke(main, ["decode", str(tmp_path / "cube.wlc"), "-o", str(tmp_path / "a.npy")]).exit_code == 1
+    out = runner.invoke(main, ["decode", str(tmp_path / "cube.wlc"), "-o", str(tmp_path / "b.npy"),
+                               "--max-pixels", str(jasper.size)])
+    assert out.exit_code == 0 and np.load(tmp_path / "b.npy").shape == jasper.shape
+
+
 # -- fuzzed header fields ---------------------------------------------------------------------------
 @pytest.mark.parametrize("field, value", [
     ("bands", 0), ("bands", 41), ("bands", 10**9), ("bands", True), ("width", 10**12), ("height", -1),

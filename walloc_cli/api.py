@@ -248,18 +248,19 @@ def _decode_latents(model: CodecModel, payload: bytes, quality: int | None, shap
 
 
 def encode_image_data(image: media.ImageData, model_name: str = DEFAULT_IMAGE_MODEL,
-                      quality: int | None = None, effort: int = 1) -> bytes:
+                      quality: int | None = None, effort: int = 1, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
     """Code an :class:`~walloc_cli.media.ImageData` into ``.wlc`` bytes.
 
     ``quality`` (1–100, default :data:`DEFAULT_QUALITY`) applies to ladder models;
     single-point models such as ``rgb-16x`` refuse it.  ``effort`` 2 spends several
     times longer in entropy coding for about 1 % smaller files (ladder models).
+    ``max_pixels``: the largest coded grid accepted (by default what a decoder accepts).
     """
     model = model_of_kind(model_name, "image")
     quality = quality_of(model, quality)
     block = model.config.block
     _check_grid(image.width, image.height, image.width + (-image.width) % block,
-                image.height + (-image.height) % block, DEFAULT_MAX_PIXELS)  # what a decoder accepts by default
+                image.height + (-image.height) % block, max_pixels)
     grey = is_grey(image.rgb)  # also every L / LA image (read as three equal channels)
     parts, pad = image_strips(model, image.rgb, quality, grey)
     payloads: list[bytes] = []
@@ -316,12 +317,12 @@ def _grey_field(header: dict[str, Any]) -> bool:
 
 
 def encode_image(data: bytes, model_name: str = DEFAULT_IMAGE_MODEL, quality: int | None = None,
-                 effort: int = 1, metadata: bool = True) -> EncodeResult:
+                 effort: int = 1, metadata: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS) -> EncodeResult:
     """Image file bytes (PNG, JPEG, WebP, TIFF, BMP, ...) -> ``.wlc`` bytes and notes.
 
     The ICC profile, EXIF and XMP are kept unless ``metadata`` is False (``--strip``)."""
     image = _read_image(data, metadata)
-    return EncodeResult(encode_image_data(image, model_name, quality, effort), image.notes)
+    return EncodeResult(encode_image_data(image, model_name, quality, effort, max_pixels), image.notes)
 
 
 def _read_image(data: bytes, metadata: bool = True) -> media.ImageData:
@@ -765,7 +766,8 @@ def decode_audio(data: bytes, suffix: str = ".wav", subtype: str = "PCM_16",
 
 
 def encode_image_to_bpp(data: bytes, target_bpp: float, model_name: str = DEFAULT_IMAGE_MODEL,
-                        effort: int = 1, metadata: bool = True) -> EncodeResult:
+                        effort: int = 1, metadata: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS
+                        ) -> EncodeResult:
     """The highest quality whose file fits ``target_bpp`` (file bytes, header included).
 
     Binary search over q = 1…100 (size grows with q): about 7 encodes.  Falls
@@ -777,7 +779,7 @@ def encode_image_to_bpp(data: bytes, target_bpp: float, model_name: str = DEFAUL
     if not model.has_quality:
         raise WallocError(f"model {model_name} has a single operating point (no --bpp)")
     pixels = image.width * image.height
-    quality, wlc = highest_quality_within(lambda q: encode_image_data(image, model_name, q, effort),
+    quality, wlc = highest_quality_within(lambda q: encode_image_data(image, model_name, q, effort, max_pixels),
                                           target_bpp * pixels)
     notes = list(image.notes)
     if quality is None:
@@ -799,27 +801,30 @@ def input_modality(data: bytes, name_hint: str = "") -> str:
 
 def encode_bytes(data: bytes, name_hint: str = "", model_name: str | None = None,
                  quality: int | None = None, target_bpp: float | None = None, effort: int = 1,
-                 target_kbps: float | None = None, tune: str | None = None, metadata: bool = True) -> EncodeResult:
+                 target_kbps: float | None = None, tune: str | None = None, metadata: bool = True,
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> EncodeResult:
     """Image or audio bytes -> ``.wlc``; the kind is told by the file name, else by sniffing.
 
     ``quality`` applies to both; ``target_bpp`` and ``effort`` to images, ``target_kbps`` and
     ``tune`` to audio — an option that does not apply to a file is noted, so one call can
     code a folder of photos and songs.  Metadata (an image's ICC profile, EXIF and XMP, a
-    sound's tags) is kept unless ``metadata`` is False.
+    sound's tags) is kept unless ``metadata`` is False.  ``max_pixels``: the largest image
+    (pixels) or N-band raster (samples) accepted, by default what a decoder accepts.
     """
     modality = input_modality(data, name_hint)
     audio = modality == "audio"
     notes = ignored_options("audio" if audio else "image", target_bpp, target_kbps, tune)
     if modality == "raster":
-        result = encode_raster(data, name_hint, model_name, quality, target_bpp)
+        result = encode_raster(data, name_hint, model_name, quality, target_bpp, max_pixels)
     elif audio:
         result = encode_audio(data, model_name, quality, tune, target_kbps)
         if metadata:
             result = EncodeResult(attach_tags(result.data, media.read_audio_tags(data)), result.notes)
     elif target_bpp is not None:
-        result = encode_image_to_bpp(data, target_bpp, model_name or DEFAULT_IMAGE_MODEL, effort, metadata)
+        result = encode_image_to_bpp(data, target_bpp, model_name or DEFAULT_IMAGE_MODEL, effort, metadata,
+                                     max_pixels)
     else:
-        result = encode_image(data, model_name or DEFAULT_IMAGE_MODEL, quality, effort, metadata)
+        result = encode_image(data, model_name or DEFAULT_IMAGE_MODEL, quality, effort, metadata, max_pixels)
     return EncodeResult(result.data, result.notes + notes)
 
 

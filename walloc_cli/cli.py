@@ -151,7 +151,8 @@ def _encode_work(job: batch.Job, options: dict) -> tuple[batch.Payload, list[str
     else:
         data = batch.read_input(job.source)
         model = models.get(api.input_modality(data, job.source))
-        result = api.encode_bytes(data, job.source, model, quality, bpp, options.get("effort", 1), kbps, tune, keep)
+        result = api.encode_bytes(data, job.source, model, quality, bpp, options.get("effort", 1), kbps, tune, keep,
+                                  options.get("max_pixels", api.DEFAULT_MAX_PIXELS))
     meta = api.info(result.data)
     rate = (f"{meta['kbps']:.1f} kbps" if "kbps" in meta else f"{meta['bits_per_sample']:.3f} bits per sample"
             if "bits_per_sample" in meta else f"{meta['bpp']:.3f} bpp")
@@ -557,16 +558,20 @@ def main() -> None:
 @click.option("--strip", is_flag=True,
               help="Keep no metadata: no ICC profile, EXIF or XMP, no audio tags, and the .wlc gets the "
                    "current time instead of the input's modification time.")
+@click.option("--max-pixels", type=click.IntRange(1), default=None,
+              help="Refuse images with more pixels, and N-band rasters with more samples, than this "
+                   "(default 2^28, what `walloc decode` accepts by default: decode such a file with the "
+                   "same --max-pixels).")
 @dask_option
 def encode(inputs: tuple[str, ...], output: str | None, force: bool, skip_existing: bool, recursive: bool,
            quiet: bool, verbose: int, workers: int, no_progress: bool, model_names: tuple[str, ...],
            quality: int | None, target_bpp: float | None, target_kbps: float | None, tune: str | None, effort: int,
-           strip: bool, dask_address: str | None = None) -> None:
+           strip: bool, max_pixels: int | None = None, dask_address: str | None = None) -> None:
     """Compress images (PNG, JPEG, WebP, TIFF, ...) and audio (WAV, FLAC, OGG, ...) to .wlc files.
 
     N-band and 9–16-bit images (.npy H×W×B arrays, multi-band TIFF, 16-bit PNG/PNM) are coded at
     their depth by nband-1x; for them --bpp counts bits per sample."""
-    from . import media, raster
+    from . import api, media, raster
 
     if quality is not None and (target_bpp is not None or target_kbps is not None):
         raise click.UsageError("give either --quality or a target (--bpp, --kbps), not both")
@@ -586,7 +591,8 @@ def encode(inputs: tuple[str, ...], output: str | None, force: bool, skip_existi
     _report_rejected(report, rejected, "an image or audio format walloc reads")
     options = {"models": models, "quality": quality, "bpp": target_bpp, "kbps": target_kbps, "tune": tune,
                "effort": effort, "strip": strip, "keep_mtime": True, "skip_existing": skip_existing,
-               "progress": not no_progress, "dask": dask_client(dask_address, jobs)}
+               "progress": not no_progress, "dask": dask_client(dask_address, jobs),
+               "max_pixels": max_pixels or api.DEFAULT_MAX_PIXELS}
     sys.exit(_run("encode", jobs, options, force, _workers(workers), report))
 
 
