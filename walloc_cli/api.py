@@ -248,19 +248,19 @@ def _decode_latents(model: CodecModel, payload: bytes, quality: int | None, shap
 
 
 def encode_image_data(image: media.ImageData, model_name: str = DEFAULT_IMAGE_MODEL,
-                      quality: int | None = None, effort: int = 1, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
+                      quality: int | None = None, effort: int = 1, max_pixels: int | None = None) -> bytes:
     """Code an :class:`~walloc_cli.media.ImageData` into ``.wlc`` bytes.
 
     ``quality`` (1–100, default :data:`DEFAULT_QUALITY`) applies to ladder models;
     single-point models such as ``rgb-16x`` refuse it.  ``effort`` 2 spends several
     times longer in entropy coding for about 1 % smaller files (ladder models).
-    ``max_pixels``: the largest coded grid accepted (by default what a decoder accepts).
+    ``max_pixels``: the largest coded grid accepted (None: what a decoder accepts by default).
     """
     model = model_of_kind(model_name, "image")
     quality = quality_of(model, quality)
     block = model.config.block
     _check_grid(image.width, image.height, image.width + (-image.width) % block,
-                image.height + (-image.height) % block, max_pixels)
+                image.height + (-image.height) % block, DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels)
     grey = is_grey(image.rgb)  # also every L / LA image (read as three equal channels)
     parts, pad = image_strips(model, image.rgb, quality, grey)
     payloads: list[bytes] = []
@@ -317,7 +317,7 @@ def _grey_field(header: dict[str, Any]) -> bool:
 
 
 def encode_image(data: bytes, model_name: str = DEFAULT_IMAGE_MODEL, quality: int | None = None,
-                 effort: int = 1, metadata: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS) -> EncodeResult:
+                 effort: int = 1, metadata: bool = True, max_pixels: int | None = None) -> EncodeResult:
     """Image file bytes (PNG, JPEG, WebP, TIFF, BMP, ...) -> ``.wlc`` bytes and notes.
 
     The ICC profile, EXIF and XMP are kept unless ``metadata`` is False (``--strip``)."""
@@ -766,7 +766,7 @@ def decode_audio(data: bytes, suffix: str = ".wav", subtype: str = "PCM_16",
 
 
 def encode_image_to_bpp(data: bytes, target_bpp: float, model_name: str = DEFAULT_IMAGE_MODEL,
-                        effort: int = 1, metadata: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS
+                        effort: int = 1, metadata: bool = True, max_pixels: int | None = None
                         ) -> EncodeResult:
     """The highest quality whose file fits ``target_bpp`` (file bytes, header included).
 
@@ -802,20 +802,21 @@ def input_modality(data: bytes, name_hint: str = "") -> str:
 def encode_bytes(data: bytes, name_hint: str = "", model_name: str | None = None,
                  quality: int | None = None, target_bpp: float | None = None, effort: int = 1,
                  target_kbps: float | None = None, tune: str | None = None, metadata: bool = True,
-                 max_pixels: int = DEFAULT_MAX_PIXELS) -> EncodeResult:
+                 max_pixels: int | None = None) -> EncodeResult:
     """Image or audio bytes -> ``.wlc``; the kind is told by the file name, else by sniffing.
 
     ``quality`` applies to both; ``target_bpp`` and ``effort`` to images, ``target_kbps`` and
     ``tune`` to audio — an option that does not apply to a file is noted, so one call can
     code a folder of photos and songs.  Metadata (an image's ICC profile, EXIF and XMP, a
     sound's tags) is kept unless ``metadata`` is False.  ``max_pixels``: the largest image
-    (pixels) or N-band raster (samples) accepted, by default what a decoder accepts.
+    (pixels) or N-band raster (samples) accepted (None: what a decoder accepts by default).
     """
     modality = input_modality(data, name_hint)
     audio = modality == "audio"
     notes = ignored_options("audio" if audio else "image", target_bpp, target_kbps, tune)
     if modality == "raster":
-        result = encode_raster(data, name_hint, model_name, quality, target_bpp, max_pixels)
+        result = encode_raster(data, name_hint, model_name, quality, target_bpp,
+                               DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels)
     elif audio:
         result = encode_audio(data, model_name, quality, tune, target_kbps)
         if metadata:

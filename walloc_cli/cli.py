@@ -152,7 +152,7 @@ def _encode_work(job: batch.Job, options: dict) -> tuple[batch.Payload, list[str
         data = batch.read_input(job.source)
         model = models.get(api.input_modality(data, job.source))
         result = api.encode_bytes(data, job.source, model, quality, bpp, options.get("effort", 1), kbps, tune, keep,
-                                  options.get("max_pixels", api.DEFAULT_MAX_PIXELS))
+                                  options.get("max_pixels"))
     meta = api.info(result.data)
     rate = (f"{meta['kbps']:.1f} kbps" if "kbps" in meta else f"{meta['bits_per_sample']:.3f} bits per sample"
             if "bits_per_sample" in meta else f"{meta['bpp']:.3f} bpp")
@@ -571,7 +571,7 @@ def encode(inputs: tuple[str, ...], output: str | None, force: bool, skip_existi
 
     N-band and 9–16-bit images (.npy H×W×B arrays, multi-band TIFF, 16-bit PNG/PNM) are coded at
     their depth by nband-1x; for them --bpp counts bits per sample."""
-    from . import api, media, raster
+    from . import media, raster
 
     if quality is not None and (target_bpp is not None or target_kbps is not None):
         raise click.UsageError("give either --quality or a target (--bpp, --kbps), not both")
@@ -592,7 +592,7 @@ def encode(inputs: tuple[str, ...], output: str | None, force: bool, skip_existi
     options = {"models": models, "quality": quality, "bpp": target_bpp, "kbps": target_kbps, "tune": tune,
                "effort": effort, "strip": strip, "keep_mtime": True, "skip_existing": skip_existing,
                "progress": not no_progress, "dask": dask_client(dask_address, jobs),
-               "max_pixels": max_pixels or api.DEFAULT_MAX_PIXELS}
+               "max_pixels": max_pixels}
     sys.exit(_run("encode", jobs, options, force, _workers(workers), report))
 
 
