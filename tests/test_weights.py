@@ -171,3 +171,14 @@ def test_files_of_earlier_weights_decode_with_them(registry, monkeypatch):
     assert api.decode_audio(old) == decoded
     assert api.encode_audio(_clip(), "stereo-1x", quality=40).data != old  # new files use the refit
     model._load_previous.cache_clear()
+
+
+@pytest.mark.parametrize("weights", ["é" * 300, "../" * 5 + "rgb-1x", "0123456789ABCDEF", ""])
+def test_a_header_naming_odd_weights_is_refused_in_one_line(weights):
+    """Found by bench/fuzz.py: a 'weights' field of 300 accented letters made the search for
+    earlier weights build a file name too long for the file system (OSError)."""
+    from walloc_cli import container
+
+    box = container.unpack(api.encode_audio(_clip(), "stereo-1x", quality=20).data)
+    with pytest.raises(WallocError):
+        api.decode_audio(container.pack(dict(box.header, weights=weights), box.sections))

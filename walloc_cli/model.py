@@ -622,8 +622,8 @@ PREVIOUS = "previous"  # weights/previous/<name>.<short hash>.json: earlier weig
 def previous_weights(name: str, short_hash: str) -> Path | None:
     """The config of an earlier version of model ``name`` whose weights hash starts ``short_hash``,
     kept so that files written with it still decode after the model is refitted."""
-    if not isinstance(short_hash, str) or not short_hash.isalnum():
-        return None
+    if not isinstance(short_hash, str) or not re.fullmatch(r"[0-9a-f]{16}", short_hash):
+        return None  # what a file's header says is untrusted: only a hash can name a file here
     for d in weights_dirs():
         path = d / PREVIOUS / f"{name}.{short_hash}.json"
         if path.is_file():
