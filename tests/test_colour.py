@@ -107,7 +107,7 @@ def test_mean_colour_survives_clipping(shadows: np.ndarray, quality: int) -> Non
     solved = _mean_error(api.decode_image(wlc).rgb, shadows)
     box = container.unpack(wlc)
     model = api.model_of_kind("rgb-1x", "image")
-    stats = meancolour.LevelStats()
+    stats = meancolour.LevelStats(np.zeros(3))
     for level in model.from_latents(api.file_latents(wlc).latents, 1 << 20, quality):
         stats.add((level[:, : shadows.shape[0], : shadows.shape[1]] + 0.5) * 255.0)
     unclipped = np.asarray(box.header["mean"]) / 16 - stats.sums / stats.count
@@ -117,24 +117,30 @@ def test_mean_colour_survives_clipping(shadows: np.ndarray, quality: int) -> Non
     assert solved.max() < 0.25 and unclipped_only.max() > 2 * solved.max() + 0.25
 
 
-def test_level_stats_mean_and_shift_match_the_pixels() -> None:
-    """The solver's clipped mean is the mean of the rounded, clipped pixels (to 1/32 level), and
-    its shift is the best multiple of 1/16 level."""
+def test_level_stats_mean_and_move_match_the_pixels() -> None:
+    """The solver's mean is exactly the mean of the pixels it will write, floor(value + shift
+    + ½) clipped, for values counted window by window after a file's fixed shift; its move is
+    the best whole sixteenth; and the pixels written through the shared buffer have it."""
     rng = np.random.default_rng(0)
     levels = np.stack([rng.normal(10, 30, (40, 50)), rng.normal(240, 25, (40, 50)), rng.uniform(-80, 330, (40, 50))])
-    stats = meancolour.LevelStats()
+    start = np.array([0.5, -1.25, 0.0])
+    stats = meancolour.LevelStats(start)
     for rows in np.array_split(np.arange(40), 3):  # window by window
         stats.add(levels[:, rows])
-    for shift in (-7.5, 0.0, 3.25):
-        exact = np.clip(np.rint(levels + shift), 0, 255).reshape(3, -1).mean(axis=1)
-        model = [stats.mean_after(c, shift) for c in range(3)]
-        np.testing.assert_allclose(model, exact, atol=0.06)
+    for move in (-120, 0, 52):
+        shifted = levels + (start + move / 16).reshape(3, 1, 1)
+        exact = np.clip(np.floor(shifted + 0.5), 0, 255).reshape(3, -1).mean(axis=1)
+        np.testing.assert_allclose([stats.mean_after(c, move) for c in range(3)], exact, rtol=0, atol=1e-12)
     target = np.array([12.0, 231.0, 130.0])
-    found = stats.shift_for(target)
+    found = stats.moves_for(target)
     for c in range(3):
-        candidates = found[c] + np.array([-1, 0, 1]) / 16
-        errors = [abs(stats.mean_after(c, s) - target[c]) for s in candidates]
+        errors = [abs(stats.mean_after(c, int(found[c]) + d) - target[c]) for d in (-1, 0, 1)]
         assert errors[1] == min(errors)
+    windows = [(int(rows[0]), levels[:, rows]) for rows in np.array_split(np.arange(40), 3)]
+    pixels = meancolour.solved_pixels(windows, 40, 50, [int(v) for v in target * 16], start)
+    assert pixels.dtype == np.uint8 and pixels.shape == (40, 50, 3)
+    np.testing.assert_allclose(pixels.reshape(-1, 3).mean(axis=0),
+                               [stats.mean_after(c, int(found[c])) for c in range(3)], atol=1e-12)
 
 
 @pytest.mark.parametrize("value", [[1, 2], [1, 2, "3"], [True, 0, 0], [0, 0, 10**6], "0,0,0"])

@@ -121,8 +121,8 @@ def latents_to_image(model: CodecModel, latents: np.ndarray | strips.StripLatent
     ``mean``: the original's mean colour (1/16 level); when given, the shift is solved on the
     decoded values so that the rounded and clipped pixels have that mean
     (:mod:`walloc_cli.meancolour`).  ``mean_shift`` (files of the session before): a fixed
-    per-colour shift in 1/:data:`MEAN_SHIFT_UNITS` of a level, added before rounding."""
-    shift = np.zeros(3) if mean_shift is None else np.asarray(mean_shift, np.float64) / MEAN_SHIFT_UNITS
+    per-colour shift in 1/16 of a level, added before rounding."""
+    shift = np.zeros(3) if mean_shift is None else np.asarray(mean_shift, np.float64) / meancolour.UNITS
     default = max(16, DECODE_WINDOW_POSITIONS // latents.shape[2])
     chunk = default if chunk is None else min(chunk, default)
 
@@ -137,50 +137,12 @@ def latents_to_image(model: CodecModel, latents: np.ndarray | strips.StripLatent
 
     with one_blas_thread():  # the same pixels whatever the caller's BLAS threads (threads.py)
         if mean is not None:
-            return _mean_solved_pixels(windows(), height, width, mean, shift)
+            return meancolour.solved_pixels(windows(), height, width, mean, shift)
         rgb = np.empty((height, width, 3), np.uint8)
         for row, levels in windows():
             pixels = np.rint(levels + shift.reshape(3, 1, 1))
             rgb[row : row + levels.shape[1]] = np.clip(pixels, 0, 255).astype(np.uint8).transpose(1, 2, 0)
     return rgb
-
-
-def _mean_solved_pixels(windows: Iterator[tuple[int, np.ndarray]], height: int, width: int,
-                        mean: Sequence[int], start: np.ndarray) -> np.ndarray:
-    """Pixels whose rounded, clipped mean colour is ``mean`` (1/16 level): one pass over the
-    decoded windows keeps each value in sixteenths of a level after the shift ``start`` (a
-    file's ``mean_shift``, else zero; int16, the decoded values held exactly as far as any
-    shift of 1/16-level steps can tell them apart) and the statistics the shift solver needs
-    (:class:`meancolour.LevelStats`); then every pixel moves by the solved difference.
-    Holding sixteenths (6 bytes a pixel) instead of synthesising the image twice keeps a
-    large photo's decoding time; the result is the same for any window size."""
-    stats = meancolour.LevelStats()
-    units = meancolour.UNITS
-    bound = units * (meancolour.REACH + 1)  # beyond this no solvable shift changes the clipped pixel
-    buffer = np.empty(height * width * 3 * 2, np.uint8)  # the int16 sixteenths, then the uint8 pixels
-    sixteenths = buffer.view(np.int16).reshape(height, width, 3)
-    for row, levels in windows:
-        stats.add(levels)
-        scaled = levels + start.reshape(3, 1, 1)  # float64; then in place (no more image-sized allocations)
-        scaled *= units
-        np.floor(scaled, out=scaled)
-        sixteenths[row : row + levels.shape[1]] = np.clip(scaled, -bound, 255 * units + bound, out=scaled
-                                                          ).transpose(1, 2, 0)
-    solved = stats.shift_for(np.asarray(mean, np.float64) / units)
-    move = np.rint((solved - start) * units).astype(np.int32)  # whole sixteenths: both are multiples
-    # Rounding, floor(value + shift + 1/2) in whole sixteenths, written as uint8 over the front
-    # half of the same buffer, which then shrinks to it: no second image-sized array (6 bytes a
-    # pixel at the peak, 3 once returned; a 96 MP decode peaked at 1.22 GB with a separate one).
-    # Sample k's byte overwrites the int16 of sample k/2, already read: blocks go in order, and
-    # a block is copied out before its bytes are written.
-    values = sixteenths.reshape(-1, 3)
-    pixels = buffer[: values.size].reshape(-1, 3)
-    for p0 in range(0, values.shape[0], 1 << 16):
-        block = (values[p0 : p0 + (1 << 16)].astype(np.int32) + move + units // 2) >> 4
-        pixels[p0 : p0 + (1 << 16)] = np.clip(block, 0, 255)
-    del sixteenths, values, pixels
-    buffer.resize(height * width * 3, refcheck=False)  # no views of it are left
-    return buffer.reshape(height, width, 3)
 
 
 # -- mean colour ---------------------------------------------------------------------------
@@ -191,8 +153,7 @@ def _mean_solved_pixels(windows: Iterator[tuple[int, np.ndarray]], height: int, 
 # rounded, clipped pixels that mean (:mod:`walloc_cli.meancolour`).  Files of the session
 # before carry ``mean_shift`` instead (the encoder's closed-form estimate, in 1/16 of a
 # level, which ignored clipping): decoders still add it.
-MEAN_SHIFT_UNITS = 16
-MEAN_SHIFT_LIMIT = 255 * MEAN_SHIFT_UNITS
+MEAN_SHIFT_LIMIT = 255 * meancolour.UNITS  # the legacy field's range, 1/16 level
 
 
 def _mean_field(header: dict[str, Any]) -> list[int] | None:

@@ -11,74 +11,104 @@ decoder has them anyway.  So a file carries the original's mean colour (``mean``
 level per colour) and the decoder solves for the shift that reproduces it through its own
 rounding and clipping.
 
-The solver works on a summary of the decoded values (:class:`LevelStats`, a 1/16-level
-histogram per colour), gathered window by window, so a large image needs no copy of its
-float values.  Everything is deterministic numpy on the
-decoder's own values, so the output pixels stay the same on every run.
+The solver works on the decoded values in whole sixteenths of a level (:class:`LevelStats`:
+the int16 the decoder keeps anyway, and their histogram per colour), gathered window by
+window, so a large image needs no copy of its float values and the solved mean is exactly
+that of the output pixels.  Everything is deterministic numpy on the decoder's own values,
+so the output pixels stay the same on every run.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-UNITS = 16                 # the fields' units: 1/16 of a level
-REACH = 48                 # levels: the largest shift the solver considers, either way
-_LOW = -REACH              # the histogram covers [−REACH, 255 + REACH) in 1/16-level bins;
-_BINS = (255 + 2 * REACH) * UNITS  # values outside it are clipped by any shift the solver tries
+UNITS = 16                      # the fields' units: 1/16 of a level
+REACH = 48                      # levels: the largest shift the solver considers, either way
+BOUND = UNITS * (REACH + 1)     # sixteenths kept beyond 0 and 255: further out, every shift
+_SPAN = 255 * UNITS + 2 * BOUND + 1  # the solver tries clips a value alike
 
 
 class LevelStats:
-    """What the shift solver needs of a decoded image's values, per colour (levels, before
-    rounding): a 1/16-level histogram over [−REACH, 255 + REACH) plus one bin either side for
-    everything beyond, where every shift the solver tries clips them alike."""
+    """A decoded image's values as the solver needs them: each value in whole sixteenths of a
+    level after the file's fixed shift ``start`` (``mean_shift``, else zero), clipped to
+    BOUND beyond 0…255 — the int16 the decoder keeps — and their histogram per colour.
 
-    def __init__(self, colours: int = 3) -> None:
-        self.counts = np.zeros((colours, _BINS + 2), np.int64)
-        self.sums = np.zeros(colours)  # exact sums: where the search starts (the unclipped mean)
+    From these the mean of the output pixels, floor(value + shift + ½) clipped to 0…255, is
+    exact for any shift in whole sixteenths, so the solver and the pixels agree to the bit."""
+
+    def __init__(self, start: Sequence[float]) -> None:
+        self.start = np.asarray(start, np.float64)   # levels, a multiple of 1/16 per colour
+        self.counts = np.zeros((len(self.start), _SPAN), np.int64)
+        self.sums = np.zeros(len(self.start))        # exact sums of the values: where the search starts
 
     @property
     def count(self) -> int:
         return int(self.counts[0].sum())
 
-    def add(self, levels: np.ndarray) -> None:
-        """Count the values of one window, (colours, rows, columns) in levels."""
-        flat = levels.reshape(levels.shape[0], -1)
-        for c, v in enumerate(flat):
-            self.sums[c] += float(v.sum(dtype=np.float64))
-            scaled = v - _LOW  # then in place: floor((v − LOW)·UNITS), clipped, as bin indices
+    def add(self, levels: np.ndarray) -> np.ndarray:
+        """Count one window's values (colours, rows, columns, in levels) and return them as
+        int16 sixteenths after ``start`` (same shape)."""
+        out = np.empty(levels.shape, np.int16)
+        for c in range(levels.shape[0]):
+            self.sums[c] += float(levels[c].sum(dtype=np.float64))
+            scaled = levels[c] + self.start[c]  # then in place: floor(·16), clipped
             scaled *= UNITS
             np.floor(scaled, out=scaled)
-            index = np.clip(scaled, -1, _BINS, out=scaled).astype(np.int64)
-            index += 1
-            self.counts[c] += np.bincount(index, minlength=_BINS + 2)
+            out[c] = np.clip(scaled, -BOUND, 255 * UNITS + BOUND, out=scaled)
+            self.counts[c] += np.bincount(out[c].reshape(-1).astype(np.int64) + BOUND, minlength=_SPAN)
+        return out
 
-    def mean_after(self, colour: int, shift: float) -> float:
-        """The mean of clip(value + shift, 0, 255) for ``colour`` (|shift| < REACH levels), each
-        value taken at its bin's centre (within 1/32 level)."""
-        centres = _LOW + (np.arange(-1, _BINS + 1) + 0.5) / UNITS
-        total = np.clip(centres + shift, 0.0, 255.0) @ self.counts[colour]
-        return float(total / max(self.count, 1))
+    def mean_after(self, colour: int, move: int) -> float:
+        """The mean of the output pixels of ``colour`` when its values move by ``move`` sixteenths
+        (|move| ≤ REACH · UNITS): exact, from the histogram."""
+        sixteenths = np.arange(-BOUND, 255 * UNITS + BOUND + 1) + move
+        pixels = np.clip((sixteenths + UNITS // 2) >> 4, 0, 255)
+        return float(pixels @ self.counts[colour] / max(self.count, 1))
 
-    def shift_for(self, target: Sequence[float]) -> np.ndarray:
-        """Per colour, the shift (levels, a multiple of 1/16) whose clipped mean is closest to
-        ``target`` (levels), searched within REACH / 2 of the shift that would be exact without
-        clipping (target minus the mean of the values)."""
-        out = np.empty(len(target))
-        steps = REACH * UNITS - 1
-        start = np.asarray(target, np.float64) - self.sums / max(self.count, 1)
-        for c, (goal, s0) in enumerate(zip(target, start)):
-            base = float(np.clip(np.round(s0 * UNITS) / UNITS, -REACH / 2, REACH / 2))
-            lo, hi = -steps // 2, steps // 2    # the mean rises with the shift: bisect on 1/16 levels
+    def moves_for(self, target: Sequence[float]) -> np.ndarray:
+        """Per colour, the move (whole sixteenths) whose output mean is closest to ``target``
+        (levels), searched within REACH / 2 of the move that would be exact without clipping."""
+        half = REACH * UNITS // 2
+        unclipped = (np.asarray(target, np.float64) - self.sums / max(self.count, 1) - self.start) * UNITS
+        out = np.empty(len(target), np.int64)
+        for c, goal in enumerate(target):
+            base = int(np.clip(np.rint(unclipped[c]), -half, half))
+            lo, hi = base - half, base + half   # the mean rises with the move: bisect
             while lo < hi:
                 mid = (lo + hi) // 2
-                if self.mean_after(c, base + mid / UNITS) < goal:
+                if self.mean_after(c, mid) < goal:
                     lo = mid + 1
                 else:
                     hi = mid
-            best = min((lo - 1, lo), key=lambda k: abs(self.mean_after(c, base + k / UNITS) - goal))
-            out[c] = base + best / UNITS
+            out[c] = min((lo - 1, lo), key=lambda k: abs(self.mean_after(c, k) - goal))
         return out
+
+
+def solved_pixels(windows: Iterable[tuple[int, np.ndarray]], height: int, width: int, mean: Sequence[int],
+                  start: Sequence[float]) -> np.ndarray:
+    """uint8 (H, W, 3) pixels whose mean colour is ``mean`` (1/16 level) after rounding and
+    clipping, from the decoded windows ((first row, levels (3, rows, width)) in row order).
+
+    One pass keeps every value as int16 sixteenths (:meth:`LevelStats.add`) instead of
+    synthesising the image twice; the pixels are then written as uint8 over the front half of
+    the same buffer, which shrinks to them (6 bytes a pixel at the peak, 3 once returned).
+    Sample k's byte overwrites the int16 of sample k/2, already read: blocks go in order, and
+    a block is copied out before its bytes are written."""
+    stats = LevelStats(start)
+    buffer = np.empty(height * width * 3 * 2, np.uint8)
+    sixteenths = buffer.view(np.int16).reshape(height, width, 3)
+    for row, levels in windows:
+        sixteenths[row : row + levels.shape[1]] = stats.add(levels).transpose(1, 2, 0)
+    move = stats.moves_for(np.asarray(mean, np.float64) / UNITS).astype(np.int32)
+    values = sixteenths.reshape(-1, 3)
+    pixels = buffer[: values.size].reshape(-1, 3)
+    for p0 in range(0, values.shape[0], 1 << 16):
+        block = (values[p0 : p0 + (1 << 16)].astype(np.int32) + move + UNITS // 2) >> 4
+        pixels[p0 : p0 + (1 << 16)] = np.clip(block, 0, 255)
+    del sixteenths, values, pixels
+    buffer.resize(height * width * 3, refcheck=False)  # no views of it are left
+    return buffer.reshape(height, width, 3)
 
 
 def image_mean(rgb: np.ndarray) -> list[int]:
