@@ -10,7 +10,6 @@ add new ones.
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,6 @@ from walloc_cli import api, container, multiband, strips
 
 DATA = Path(__file__).parent / "data"
 GOLDEN = DATA / "golden"
-AUDIO = os.environ.get("WALLOC_GOLDEN_AUDIO") == "1"  # only once the audio weights are final
 
 
 def _save(name: str, wlc: bytes, expected: np.ndarray) -> None:
@@ -85,8 +83,6 @@ def main() -> None:
     soundfile.write(buf, samples, rate, subtype="PCM_16", format="WAV")
     wlc = api.encode_audio(buf.getvalue()).data
     decoded, _ = soundfile.read(io.BytesIO(api.decode_audio(wlc)), dtype="int16", always_2d=True)
-    if AUDIO:
-        _save(f"v{container.VERSION}-stereo", wlc, decoded)
     # the default audio model, once per version of its weights (a refit keeps the old weights in
     # weights/previous/ so that these files still decode)
     header = container.unpack(wlc).header
