@@ -368,14 +368,17 @@ def _code(model: MultibandModel, matrix: np.ndarray | None, bits: np.ndarray, ro
     return encoder.get_compressed().astype("<u4").tobytes()
 
 
-def encode(model: MultibandModel, array: np.ndarray, quality: int) -> tuple[dict[str, Any], dict[str, bytes]]:
+def encode(model: MultibandModel, array: np.ndarray, quality: int, step: int | None = None
+           ) -> tuple[dict[str, Any], dict[str, bytes]]:
     """(H, W, B) integers -> header fields and sections of a ``raster`` file.
 
     The statistics (ranges, means, covariance) and the choice of K — the exact KLT components
     that keep any nonzero coefficient — take passes over the strips; the sent K columns are
     rounded each to its own precision; then each strip is projected, transformed, quantized and
     coded on its own (its own range-coder stream, contexts and rotations; the spectral matrix
-    rides in the first).  A raster of one strip is coded exactly as before strips existed."""
+    rides in the first).  A raster of one strip is coded exactly as before strips existed.
+    ``step`` (× STEP_UNIT) overrides the quality's step: a group of block-replicated bands
+    (:mod:`walloc_cli.blocks`) is coded finer than the raster's quality alone would say."""
     quality = model.check_quality(quality)
     h, w, bands = array.shape
     rows = strip_rows_for(h, w, bands)
@@ -383,7 +386,8 @@ def encode(model: MultibandModel, array: np.ndarray, quality: int) -> tuple[dict
     levels = levels_for(rows, w)
     with one_blas_thread():
         lows, highs, mean, cov = statistics(array, cuts)
-        step = model.step_of(quality, int(highs.max() - lows.min()))
+        if step is None:
+            step = model.step_of(quality, int(highs.max() - lows.min()))
         delta = step / STEP_UNIT
         mean, vectors, spread = model.spectral(mean, cov)
         peaks = np.max([_peaks(array, r0, r1, mean, vectors, levels) for r0, r1 in cuts], axis=0)

@@ -12,7 +12,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from . import container, multiband, raster, strips
+from . import blocks, container, multiband, raster, strips
 from .errors import WallocError
 from .model import load_model
 from .quality import highest_quality_within
@@ -41,16 +41,46 @@ def check_samples(width: int, height: int, bands: int, max_samples: int) -> None
 
 def encode(image: raster.Raster, quality: int | None = None, model_name: str | None = None,
            max_samples: int = 1 << 28) -> bytes:
-    """A :class:`~walloc_cli.raster.Raster` -> ``.wlc`` bytes."""
+    """A :class:`~walloc_cli.raster.Raster` -> ``.wlc`` bytes.
+
+    Bands that repeat each sample over k×k blocks (a stack resampled by nearest neighbour:
+    :mod:`walloc_cli.blocks`) are coded on their own coarse grid, one group per block size;
+    a raster without such bands is coded whole, as it always was."""
     model = raster_model(model_name)
     quality = model.check_quality(DEFAULT_QUALITY if quality is None else quality)
     check_samples(image.width, image.height, image.bands, max_samples)
     if image.wavelengths is not None and len(image.wavelengths) != image.bands:
         raise WallocError(f"{len(image.wavelengths)} wavelengths given for {image.bands} bands")
-    fields, sections = multiband.encode(model, image.array, quality)
+    groups = blocks.groups(image.array)
+    if len(groups) == 1 and groups[0][0].trivial:
+        fields, sections = multiband.encode(model, image.array, quality)
+    else:
+        fields, sections = _encode_groups(model, image.array, quality, groups)
     header = {"modality": MODALITY, "model": model.config.name, "weights": model.config.short_hash,
               "coder": multiband.CODER, "width": image.width, "height": image.height, **image.describe(), **fields}
     return container.pack(header, sections)
+
+
+def _encode_groups(model: multiband.MultibandModel, array: np.ndarray, quality: int,
+                   groups: list[tuple[blocks.Blocks, list[int]]]) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Each group of bands thinned to its blocks and coded as a raster of its own.
+
+    The step is the raster's (its quality over its whole dynamic range) divided by
+    √(block area): a coarse sample's error is repeated over its block, so equal slopes of
+    distortion against rate — the MSE optimum across groups — need a step that much finer
+    (on Sentinel-2 scene 0, BD-rate vs JPEG 2000: area^0.25 −67.0 %, ^0.5 −67.9 %, ^0.75 −66.9 %)."""
+    step = model.step_of(quality, int(array.max()) - int(array.min()))
+    entries, sections = [], {}
+    block_of = [0] * array.shape[2]
+    for g, (b, bands) in enumerate(groups):
+        coarse = blocks.thin(array[:, :, bands], b)
+        own = max(1, int(round(step / math.sqrt(b.factor_y * b.factor_x))))
+        fields, parts = multiband.encode(model, coarse, quality, step=own)
+        entries.append([*b, *(int(fields.get(key, 0)) for key in GROUP_FIELDS)])
+        sections.update({f"{name}.{g}": data for name, data in parts.items()})
+        for band in bands:
+            block_of[band] = g
+    return {"quality": quality, "block_of": block_of, "groups": entries}, sections
 
 
 def encode_to_rate(image: raster.Raster, bits_per_sample: float, model_name: str | None = None,
@@ -72,15 +102,62 @@ def _int(header: dict[str, Any], key: str, low: int, high: int) -> int:
     return value
 
 
-def layout(header: dict[str, Any], max_samples: int) -> dict[str, Any]:
-    """Every field of a raster header checked against the others and the sample limit."""
-    width, height = _int(header, "width", 1, 1 << 31), _int(header, "height", 1, 1 << 31)
-    bands = _int(header, "bands", 1, raster.MAX_BANDS)
-    strip_rows = _int(header, "strip_rows", 1, height - 1) if "strip_rows" in header else height
-    levels = _int(header, "levels", 1, multiband.MAX_LEVELS)
+GROUP_FIELDS = ("step", "levels", "components", "rotations", "strip_rows")  # after the 4 block numbers
+
+
+def _coding(entry: dict[str, Any], height: int, width: int, bands: int) -> dict[str, Any]:
+    """The coding fields of one coded grid (the raster, or one group's coarse grid) checked."""
+    strip_rows = _int(entry, "strip_rows", 1, height - 1) if "strip_rows" in entry else height
+    levels = _int(entry, "levels", 1, multiband.MAX_LEVELS)
     if levels != multiband.levels_for(strip_rows, width):
         raise container.FormatError("corrupt header (field 'levels')")
+    step = _int(entry, "step", 1, 1 << 40)
+    components = _int(entry, "components", 0, bands)
+    rotations = bool(_int(entry, "rotations", 0, 1)) if "rotations" in entry else False
+    if rotations and not 2 <= components <= multiband.ROTATE_MAX:
+        raise container.FormatError("corrupt header (field 'rotations')")
+    return {"width": width, "height": height, "bands": bands, "levels": levels, "step": step,
+            "components": components, "rotations": rotations, "strip_rows": strip_rows}
+
+
+def _groups(header: dict[str, Any], height: int, width: int, bands: int
+            ) -> list[tuple[blocks.Blocks, list[int], dict[str, Any]]]:
+    """The band groups of a file with block-replicated bands: fields ``groups`` (per group: block
+    factor and offset along rows and columns, then GROUP_FIELDS) and ``block_of`` (each band's group)."""
+    entries, block_of = header.get("groups"), header.get("block_of")
+    if not isinstance(entries, list) or not 1 <= len(entries) <= bands or not isinstance(block_of, list) \
+            or len(block_of) != bands or any(not isinstance(g, int) or isinstance(g, bool)
+                                             or not 0 <= g < len(entries) for g in block_of):
+        raise container.FormatError("corrupt header (fields 'groups', 'block_of')")
+    out = []
+    for g, entry in enumerate(entries):
+        if not isinstance(entry, list) or len(entry) != 4 + len(GROUP_FIELDS):
+            raise container.FormatError("corrupt header (field 'groups')")
+        named = dict(zip(("factor_y", "factor_x", "offset_y", "offset_x", *GROUP_FIELDS), entry))
+        if named["strip_rows"] == 0:  # 0: the group is coded in one piece
+            del named["strip_rows"]
+        fy, fx = (_int(named, key, 1, blocks.MAX_FACTOR) for key in ("factor_y", "factor_x"))
+        b = blocks.Blocks(fy, fx, _int(named, "offset_y", 0, fy - 1), _int(named, "offset_x", 0, fx - 1))
+        members = [band for band, of in enumerate(block_of) if of == g]
+        if not members:
+            raise container.FormatError("corrupt header (a band group without bands)")
+        out.append((b, members, _coding(named, blocks.coarse_size(height, fy, b.offset_y),
+                                        blocks.coarse_size(width, fx, b.offset_x), len(members))))
+    return out
+
+
+def layout(header: dict[str, Any], max_samples: int) -> dict[str, Any]:
+    """Every field of a raster header checked against the others and the sample limit.
+
+    ``parts``: (blocks, bands, coding fields) of each coded grid — one covering every band, or
+    one per group of block-replicated bands (fields ``groups`` and ``block_of``)."""
+    width, height = _int(header, "width", 1, 1 << 31), _int(header, "height", 1, 1 << 31)
+    bands = _int(header, "bands", 1, raster.MAX_BANDS)
     check_samples(width, height, bands, max_samples)
+    if "groups" in header or "block_of" in header:
+        parts = _groups(header, height, width, bands)
+    else:
+        parts = [(blocks.NONE, list(range(bands)), _coding(header, height, width, bands))]
     if header.get("dtype") not in raster.DTYPES:
         raise container.FormatError(f"corrupt header (unknown dtype {header.get('dtype')!r})")
     itembits = 8 * np.dtype(header["dtype"]).itemsize
@@ -100,23 +177,29 @@ def layout(header: dict[str, Any], max_samples: int) -> dict[str, Any]:
     if not isinstance(tags, str) or len(tags) > 1024 or (tags and not raster.Y4M_TAGS.fullmatch(tags)):
         raise container.FormatError("corrupt header (field 'y4m_tags')")
     _int(header, "quality", 1, 100)
-    step = _int(header, "step", 1, 1 << 40)
-    components = _int(header, "components", 0, bands)
-    rotations = bool(_int(header, "rotations", 0, 1)) if "rotations" in header else False
-    if rotations and not 2 <= components <= multiband.ROTATE_MAX:
-        raise container.FormatError("corrupt header (field 'rotations')")
-    return {"width": width, "height": height, "bands": bands, "levels": levels, "step": step,
-            "components": components, "rotations": rotations, "strip_rows": strip_rows}
+    return {"width": width, "height": height, "bands": bands, "parts": parts}
+
+
+
+
+def _part_box(box: container.Container, fields: dict[str, Any], index: int) -> container.Container:
+    """The sections of one coded grid under their plain names (``latents.2`` -> ``latents``)."""
+    if "groups" not in box.header:
+        return box
+    suffix = f".{index}"
+    return container.Container(box.header, {name[: -len(suffix)]: data for name, data in box.sections.items()
+                                            if name.endswith(suffix)}, box.version)
 
 
 def _strips(box: container.Container, model: multiband.MultibandModel, fields: dict[str, Any]
             ) -> Iterator[tuple[tuple[int, int], tuple[np.ndarray, np.ndarray, list[np.ndarray],
                                                        list[np.ndarray] | None, list[np.ndarray]]]]:
     """Each strip's rows and its entropy-decoded content (:func:`multiband.decode`), one strip at
-    a time (a generator: the caller keeps what it needs of a strip, then the next is decoded)."""
+    a time (a generator: the caller keeps what it needs of a strip, then the next is decoded).
+    ``box`` holds one coded grid's sections, ``fields`` its coding fields (:func:`_coding`)."""
     height, rows = fields["height"], fields["strip_rows"]
     cut = rows < height
-    if cut != ("strips" in box.sections):
+    if "latents" not in box.sections or cut != ("strips" in box.sections):
         raise container.FormatError("corrupt file (strip index and header field 'strip_rows' disagree)")
     payloads = strips.split(box.sections["latents"], box.sections["strips"], height, rows) if cut \
         else [box.sections["latents"]]
@@ -132,35 +215,68 @@ def decode(box: container.Container, model: multiband.MultibandModel, max_sample
     """A verified container of modality ``raster`` -> :class:`~walloc_cli.raster.Raster`."""
     header = box.header
     fields = layout(header, max_samples)
-    if "spectral" not in box.sections:
-        raise container.FormatError("corrupt file (no spectral section)")
-    ranges = multiband.parse_ranges(box.sections["spectral"], fields["bands"])
     dtype = np.dtype(header["dtype"])
     info = np.iinfo(dtype)
-    if ranges["low"].min() < info.min or ranges["high"].max() > info.max:
-        raise container.FormatError("corrupt spectral section (ranges outside the dtype)")
     array = np.empty((fields["height"], fields["width"], fields["bands"]), dtype)
-    for (r0, r1), (matrix, bits, q, rotation, tables) in _strips(box, model, fields):
-        array[r0:r1] = multiband.reconstruct(model, q, fields["step"], matrix, bits, ranges, r1 - r0,
-                                             fields["width"], fields["levels"], dtype.name, rotation, tables)
+    for index, (b, bands, coding) in enumerate(fields["parts"]):
+        part = _part_box(box, fields, index)
+        if "spectral" not in part.sections:
+            raise container.FormatError("corrupt file (no spectral section)")
+        ranges = multiband.parse_ranges(part.sections["spectral"], coding["bands"])
+        if ranges["low"].min() < info.min or ranges["high"].max() > info.max:
+            raise container.FormatError("corrupt spectral section (ranges outside the dtype)")
+        # a grid at full resolution is written strip by strip into the output; a coarse one
+        # (a fraction of the samples) is decoded whole and then grown over its blocks
+        whole = len(bands) == fields["bands"]
+        grid = array if b.trivial else np.empty((coding["height"], coding["width"], len(bands)), dtype)
+        for (r0, r1), (matrix, bits, q, rotation, tables) in _strips(part, model, coding):
+            rows = multiband.reconstruct(model, q, coding["step"], matrix, bits, ranges, r1 - r0, coding["width"],
+                                         coding["levels"], dtype.name, rotation, tables)
+            if b.trivial and not whole:
+                grid[r0:r1, :, bands] = rows
+            else:
+                grid[r0:r1] = rows
+        if not b.trivial:
+            array[:, :, bands] = blocks.grow(grid, b, fields["height"], fields["width"])
     return raster.Raster(array, header["container"], header["layout"], header["byteorder"],
                          header["bit_depth"] if header["bit_depth"] < 8 * dtype.itemsize else 0,
                          header.get("maxval", 0), header.get("wavelengths"), header.get("y4m_tags", ""))
 
 
 def latents(box: container.Container, model: multiband.MultibandModel, max_samples: int
-            ) -> tuple[np.ndarray, float]:
+            ) -> tuple[np.ndarray, float | np.ndarray]:
     """The quantized coefficients by entropy decoding alone: (K, N) int32, each KLT component's
-    subbands flattened in coding order (LL_D first) strip after strip, and their quantization step."""
+    subbands flattened in coding order (LL_D first) strip after strip, and their quantization step.
+
+    A file with groups of block-replicated bands gives each group's columns after the previous
+    group's (K the largest group's, fewer components padded with zero rows) and a step per
+    column, (1, N): the groups are coded at different steps."""
     fields = layout(box.header, max_samples)
-    flat = np.concatenate([b.reshape(b.shape[0], -1) for _, (_, _, q, _, _) in _strips(box, model, fields)
-                           for b in q], axis=1)
-    return flat.astype(np.int32), fields["step"] / multiband.STEP_UNIT
+    flats, steps = [], []
+    for index, (_, _, coding) in enumerate(fields["parts"]):
+        part = _part_box(box, fields, index)
+        flats.append(np.concatenate([b.reshape(b.shape[0], b.shape[1] * b.shape[2]) for _, (_, _, q, _, _) in _strips(part, model, coding)
+                                     for b in q], axis=1))
+        steps.append(coding["step"] / multiband.STEP_UNIT)
+    if len(flats) == 1:
+        return flats[0].astype(np.int32), steps[0]
+    rows = max(f.shape[0] for f in flats)
+    out = np.concatenate([np.pad(f, ((0, rows - f.shape[0]), (0, 0))) for f in flats], axis=1).astype(np.int32)
+    return out, np.concatenate([np.full(f.shape[1], s, np.float64) for f, s in zip(flats, steps)])[None, :]
 
 
 def info(header: dict[str, Any], file_bytes: int) -> dict[str, Any]:
     """Derived figures for ``walloc info``: bits per sample."""
     w, h, b = header.get("width"), header.get("height"), header.get("bands")
+    out: dict[str, Any] = {}
     if all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (w, h, b)):
-        return {"samples": w * h * b, "bits_per_sample": round(8 * file_bytes / (w * h * b), 4)}
-    return {}
+        out = {"samples": w * h * b, "bits_per_sample": round(8 * file_bytes / (w * h * b), 4)}
+    groups, block_of = header.get("groups"), header.get("block_of")
+    if isinstance(groups, list) and isinstance(block_of, list):
+        try:  # "4 bands at full resolution, 6 in 2×2 blocks, 3 in 6×6 blocks"
+            out["band_groups"] = ", ".join(
+                f"{block_of.count(g)} {'at full resolution' if entry[:2] == [1, 1] else f'in {entry[0]}×{entry[1]} blocks'}"
+                for g, entry in enumerate(groups))
+        except (TypeError, IndexError):  # a corrupt field: decoding says so; info shows the rest
+            pass
+    return out

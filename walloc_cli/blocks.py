@@ -1,0 +1,92 @@
+"""Bands that are exact block copies of a coarser grid: find them, thin them, grow them back.
+
+Multispectral stacks are often resampled to one grid by nearest neighbour: eo-learn's and
+Sentinel Hub's Sentinel-2 arrays repeat each 20 m sample over 2×2 pixels of the 10 m grid and
+each 60 m sample over 6×6 (the first block row or column cut short where the grids do not
+align).  Such a band holds a quarter or a thirty-sixth of the information its size suggests,
+yet a transform coder pays for the block edges as if they were detail.  This module finds,
+per band and per axis, the largest factor f and offset o for which the band changes only at
+positions ``o + m·f`` — then the band is exactly its samples at the block starts, repeated —
+so the codec can code the coarse grid and rebuild the band bit for bit.  It knows nothing of
+files or models; :mod:`walloc_cli.raster_codec` decides what to do with the groups.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+MAX_FACTOR = 16   # the largest block side looked for (Sentinel-2's 60 m bands on the 10 m grid: 6)
+
+
+class Blocks(NamedTuple):
+    """Block size and phase of a band, per axis: along rows, a new block starts at row 0 and at
+    every ``offset_y + m·factor_y`` (m ≥ 0) — likewise along columns.  (1, 1, 0, 0): no blocks."""
+
+    factor_y: int
+    factor_x: int
+    offset_y: int
+    offset_x: int
+
+    @property
+    def trivial(self) -> bool:
+        return self.factor_y == 1 and self.factor_x == 1
+
+
+NONE = Blocks(1, 1, 0, 0)
+
+
+def _axis(changes: np.ndarray, length: int) -> tuple[int, int]:
+    """(factor, offset) of one axis from the positions where a value differs from the one
+    before it: the largest f ≤ MAX_FACTOR (and under the length) for which all of them are
+    congruent modulo f.  A band constant along the axis takes the largest factor allowed."""
+    for factor in range(min(MAX_FACTOR, length), 1, -1):
+        if changes.size == 0:
+            return factor, 0
+        offset = int(changes[0]) % factor
+        if np.all(changes % factor == offset):
+            return factor, offset
+    return 1, 0
+
+
+def detect(band: np.ndarray) -> Blocks:
+    """The blocks of one (H, W) band (see :class:`Blocks`)."""
+    rows = np.flatnonzero((band[1:] != band[:-1]).any(axis=1)) + 1
+    columns = np.flatnonzero((band[:, 1:] != band[:, :-1]).any(axis=0)) + 1
+    fy, oy = _axis(rows, band.shape[0])
+    fx, ox = _axis(columns, band.shape[1])
+    return Blocks(fy, fx, oy, ox)
+
+
+def starts(length: int, factor: int, offset: int) -> np.ndarray:
+    """Index of the first sample of each block along an axis of ``length`` samples."""
+    regular = np.arange(offset, length, factor)
+    return regular if offset == 0 else np.concatenate(([0], regular))
+
+
+def coarse_size(length: int, factor: int, offset: int) -> int:
+    """How many blocks an axis of ``length`` samples has."""
+    return int(starts(length, factor, offset).size)
+
+
+def thin(array: np.ndarray, blocks: Blocks) -> np.ndarray:
+    """(H, W, …) -> the samples at the block starts (h, w, …)."""
+    h, w = array.shape[:2]
+    rows, columns = starts(h, blocks.factor_y, blocks.offset_y), starts(w, blocks.factor_x, blocks.offset_x)
+    return np.ascontiguousarray(array[rows][:, columns])
+
+
+def grow(coarse: np.ndarray, blocks: Blocks, height: int, width: int) -> np.ndarray:
+    """Inverse of :func:`thin`: each coarse sample repeated over its block, (height, width, …)."""
+    def index(length: int, factor: int, offset: int) -> np.ndarray:
+        return np.searchsorted(starts(length, factor, offset), np.arange(length), side="right") - 1
+    return coarse[index(height, blocks.factor_y, blocks.offset_y)][:, index(width, blocks.factor_x, blocks.offset_x)]
+
+
+def groups(array: np.ndarray) -> list[tuple[Blocks, list[int]]]:
+    """(H, W, B) -> the bands grouped by their blocks, each group's bands in order and the
+    groups ordered by their first band: [(blocks, [band, …]), …]."""
+    out: dict[Blocks, list[int]] = {}
+    for b in range(array.shape[2]):
+        out.setdefault(detect(array[:, :, b]), []).append(b)
+    return list(out.items())
