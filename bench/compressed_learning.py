@@ -28,6 +28,20 @@ latent cells (16 of the 224 pixels; reflect padding, then a crop) and horizontal
 photo; see walloc_cli/data.py).  Ablations: ``-noflip`` (no flips, for latents and 56×56
 pixels), ``-e20`` (20 epochs instead of 10) and ``-w48`` (a network twice as wide).
 
+``-paug`` arms (``latents-paug``, ``pixels56-paug``, ``pixels224-paug``): augmentation as in
+the paper, on the photo, before it becomes the input, so that the latents are always the
+codec's latents of a real photo.  Each batch of cached 224×224 uint8 photos gets, in the
+training process (:class:`PhotoBatches`), a random resized crop (area 35–100 %, aspect
+3/4–4/3, back to 224×224, bilinear, rounded to uint8) and a horizontal flip, the
+parameters a function of (seed, epoch, item) only, so every arm sees the same photos in
+the same order; then (A) the ``rgb-16x`` encoder in torch
+(:class:`walloc_cli.torch_view.WallocEncoder`, rounded: the stored integers up to exact
+ties), (B) an antialiased bicubic resize to 56×56 (rounded) and the same unshuffle + body as
+(b), or (C) the 4× stem of (c).  Validation: the whole val photo, not augmented, through the
+same path (the val latents are encoded on the fly too).  ``--paug-epochs`` (default 20)
+epochs, since augmentation fights overfitting.  Ablation ``-paug-nocrop``: only shifts by
+up to 16 whole pixels (mirrored border) and flips, still encoded after augmenting.
+
 Reported per form: val top-1 (mean ± sd over seeds), training images/s (epoch wall time,
 data loading included), forward MACs per image, bytes on disk per image, and, for data
 loading, the time to get one item from its file: ``.wlc`` (entropy decoding), ``.npy``,
@@ -71,21 +85,43 @@ ARMS = {
     "pixels56-e20": "(b'') pixels 56×56×3, 20 epochs",
     "latents-w48": "(a''') latents, network twice as wide (width 48)",
     "pixels56-w48": "(b''') pixels 56×56×3, width 48",
+    "latents-paug": "(A) latents of pixel-augmented photos (resized crop + flip, encoded on the fly)",
+    "pixels56-paug": "(B) pixels 56×56×3 of the same augmented photos",
+    "pixels224-paug": "(C) pixels 224×224×3 of the same augmented photos, 4× stem",
+    "latents-paug-nocrop": "(A') latents of pixel-shifted (≤ 16 px) + flipped photos, no resized crop",
+    "pixels56-paug-nocrop": "(B') pixels 56×56×3 of the same shifted + flipped photos",
 }
 
 
 def base_arm(arm: str) -> str:
-    """The input form of an arm: latents, pixels56 or pixels224 (ablations add -noflip, -e20)."""
+    """The input form of an arm: latents, pixels56 or pixels224 (ablations add -noflip, -e20, -paug)."""
     return arm.split("-")[0]
+
+
+def pixel_augmented(arm: str) -> bool:
+    """Arms whose augmentation is done on the 224×224 photo, before it becomes latents or pixels."""
+    return "-paug" in arm
+
+
+def kind_of(arm: str) -> str:
+    """What sets an arm's time per epoch: its input form and where it is augmented."""
+    return base_arm(arm) + ("-paug" if pixel_augmented(arm) else "")
 
 
 def width_of(arm: str, default: int) -> int:
     return 48 if arm.endswith("-w48") else default
 
 
-def epochs_of(arm: str, default: int) -> int:
-    return 20 if arm.endswith("-e20") else default
-SHIFT_CELLS = 2   # random shifts of up to 2 latent cells = 16 px of 224
+def epochs_of(arm: str, args: argparse.Namespace) -> int:
+    if pixel_augmented(arm):
+        return args.paug_epochs
+    return 20 if arm.endswith("-e20") else args.epochs
+
+
+SHIFT_CELLS = 2               # random shifts of up to 2 latent cells = 16 px of 224
+CROP_SCALE = (0.35, 1.0)      # -paug: the area fraction of the photo a resized crop keeps
+CROP_RATIO = (3 / 4, 4 / 3)   # -paug: its aspect ratio (width / height), log-uniform
+SHIFT_PX = 16                 # -paug-nocrop: shifts of up to 16 px (any whole pixel, not whole cells)
 
 
 # -- the network ---------------------------------------------------------------------------------
@@ -203,6 +239,96 @@ def rgb_stats(array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return sample.mean(axis=(0, 1, 2)), sample.std(axis=(0, 1, 2))
 
 
+# -- -paug arms: augment the photo, then make the input form ------------------------------------------
+def augment_grid(seed: int, epoch: int, indices: np.ndarray, crop: bool, side: int = 224) -> torch.Tensor:
+    """Affine sampling matrices (B, 2, 3) for F.affine_grid: the same random photo transform for
+    every arm, a function of (seed, epoch, item) only.
+
+    ``crop``: a random resized crop (area fraction in CROP_SCALE, aspect ratio log-uniform in
+    CROP_RATIO, a side that would leave the photo is clipped to it; torchvision retries
+    instead) back to the full side; else a shift by a whole number of pixels up to SHIFT_PX
+    (the border mirrored).  Both: a horizontal flip half of the time.
+    """
+    theta = torch.zeros(len(indices), 2, 3)
+    for k, i in enumerate(indices):
+        rng = np.random.default_rng((seed, epoch, int(i)))
+        if crop:
+            scale, ratio = rng.uniform(*CROP_SCALE), np.exp(rng.uniform(*np.log(CROP_RATIO)))
+            w, h = min(1.0, np.sqrt(scale * ratio)), min(1.0, np.sqrt(scale / ratio))   # fractions of the side
+            cx, cy = rng.uniform(-(1 - w), 1 - w), rng.uniform(-(1 - h), 1 - h)          # centre, in [-1, 1]
+        else:
+            w = h = 1.0
+            cx, cy = (2 * int(rng.integers(-SHIFT_PX, SHIFT_PX + 1)) / side for _ in range(2))
+        flip = -1.0 if rng.random() < 0.5 else 1.0
+        theta[k] = torch.tensor([[w * flip, 0.0, cx], [0.0, h, cy]])
+    return theta
+
+
+def augment(photos: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Float (B, 3, S, S) 0..255 photos resampled by ``theta`` (bilinear: a crop is never smaller
+    than the output, so no antialiasing is needed), rounded to uint8 values like a saved photo."""
+    grid = F.affine_grid(theta, list(photos.shape), align_corners=False)
+    out = F.grid_sample(photos, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    return out.round_().clamp_(0, 255)
+
+
+class PhotoBatches:
+    """Batches of one input form made in this process from the cached 224×224 uint8 photos:
+    (train) the pixel augmentation of :func:`augment_grid`, then the form: ``latents``
+    (:class:`walloc_cli.torch_view.WallocEncoder`, rounded like the stored integers),
+    ``pixels56`` (antialiased bicubic resize, rounded) or ``pixels224`` (the photo itself);
+    then per-channel standardisation with training statistics.
+
+    Whole batches, not per-item workers: the encoder is a few convolutions, cheapest on a
+    batch, and every arm sees exactly the same augmented photos.  The item order of an epoch
+    is also a function of (seed, epoch) only, the same for every arm.
+    """
+
+    def __init__(self, photos: np.ndarray, labels: list[int], form: str, encoder: nn.Module, *, batch: int,
+                 train: bool = False, seed: int = 0, crop: bool = True,
+                 stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+        self.photos, self.labels, self.form, self.encoder = photos, torch.as_tensor(labels), form, encoder
+        self.batch, self.train, self.seed, self.crop, self.epoch = batch, train, seed, crop, 0
+        self.mean, self.std = stats if stats is not None else self.stats()
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-len(self.labels) // self.batch)
+
+    def form_of(self, photos: torch.Tensor) -> torch.Tensor:
+        """Float (B, 3, 224, 224) 0..255 photos -> the arm's input, not standardised."""
+        if self.form == "latents":
+            with torch.no_grad():
+                return self.encoder(photos)
+        if self.form == "pixels56":
+            return F.interpolate(photos, size=(56, 56), mode="bicubic", antialias=True,
+                                 align_corners=False).round_().clamp_(0, 255)
+        return photos
+
+    def _photos(self, indices: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(self.photos[indices])).permute(0, 3, 1, 2).float()
+
+    def stats(self, every: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel mean and std of the form of every ``every``-th training photo, not augmented."""
+        picks = np.arange(0, len(self.labels), every)
+        chunks = [self.form_of(self._photos(picks[k : k + 250])) for k in range(0, len(picks), 250)]
+        x = torch.cat(chunks).double()
+        shape = (1, -1, 1, 1)
+        return x.mean(dim=(0, 2, 3)).float().reshape(shape), x.std(dim=(0, 2, 3)).float().reshape(shape)
+
+    def __iter__(self):
+        n = len(self.labels)
+        order = np.random.default_rng((self.seed, self.epoch)).permutation(n) if self.train else np.arange(n)
+        for k in range(0, n, self.batch):
+            indices = order[k : k + self.batch]
+            x = self._photos(indices)
+            if self.train:
+                x = augment(x, augment_grid(self.seed, self.epoch, indices, self.crop))
+            yield (self.form_of(x) - self.mean) / self.std, self.labels[indices]
+
+
 # -- data of each arm ----------------------------------------------------------------------------
 class Data:
     def __init__(self, args: argparse.Namespace) -> None:
@@ -212,6 +338,28 @@ class Data:
 
     def labels(self, split: str) -> list[int]:
         return [label for _, label in self.jpeg[split].samples]
+
+    def batches(self, arm: str, seed: int) -> tuple[DataLoader | PhotoBatches, DataLoader | PhotoBatches]:
+        """Training and validation batches of an arm (validation: not augmented, in file order)."""
+        args = self.args
+        if pixel_augmented(arm):
+            photos = {s: self.pixels(s, 224)[0] for s in ("train", "val")}
+            form = base_arm(arm)
+            train = PhotoBatches(photos["train"], self.labels("train"), form, self.encoder(), batch=args.batch,
+                                 train=True, seed=seed, crop="nocrop" not in arm)
+            val = PhotoBatches(photos["val"], self.labels("val"), form, self.encoder(), batch=250,
+                               stats=(train.mean, train.std))
+            return train, val
+        train_ds, val_ds = self.sets(arm, seed)
+        return loader(train_ds, args.batch, True, args.workers, seed), loader(val_ds, 250, False, args.workers, 0)
+
+    def encoder(self) -> nn.Module:
+        """The rgb-16x encoder as a torch module, uint8 pixels in, rounded latents out (made once)."""
+        if "encoder" not in self._cache:
+            from walloc_cli.torch_view import WallocEncoder
+
+            self._cache["encoder"] = WallocEncoder("rgb-16x", input_range="uint8", quantize="round").requires_grad_(False)
+        return self._cache["encoder"]
 
     def sets(self, arm: str, seed: int) -> tuple[Dataset, Dataset]:
         args = self.args
@@ -272,9 +420,8 @@ def train_run(arm: str, seed: int, data: Data, args: argparse.Namespace) -> dict
     torch.manual_seed(seed)
     net = make_net(arm, width_of(arm, args.width))
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    train_ds, val_ds = data.sets(arm, seed)
-    train_dl = loader(train_ds, args.batch, True, args.workers, seed)
-    epochs = epochs_of(arm, args.epochs)
+    train_dl, val_dl = data.batches(arm, seed)
+    epochs = epochs_of(arm, args)
     steps = epochs * len(train_dl)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.lr, total_steps=steps, pct_start=0.2)
     state = {"epoch": 0, "history": []}
@@ -286,8 +433,11 @@ def train_run(arm: str, seed: int, data: Data, args: argparse.Namespace) -> dict
         state = saved["state"]
         print(f"  resumed {arm} seed {seed} after epoch {state['epoch']}", flush=True)
     for epoch in range(state["epoch"], epochs):
-        train_ds.set_epoch(epoch)
-        train_dl.generator.manual_seed(seed * 1000 + epoch)
+        if isinstance(train_dl, DataLoader):
+            train_dl.dataset.set_epoch(epoch)
+            train_dl.generator.manual_seed(seed * 1000 + epoch)
+        else:
+            train_dl.set_epoch(epoch)
         net.train()
         start = time.perf_counter()
         compute = 0.0
@@ -304,7 +454,7 @@ def train_run(arm: str, seed: int, data: Data, args: argparse.Namespace) -> dict
             compute += time.perf_counter() - t
             seen += len(y)
             correct += int((out.argmax(1) == y).sum())
-            loss_sum += float(loss) * len(y)
+            loss_sum += float(loss.detach()) * len(y)
         wall = time.perf_counter() - start
         state["epoch"] = epoch + 1
         state["history"].append({"epoch": epoch + 1, "wall_s": wall, "compute_s": compute, "images": seen,
@@ -315,7 +465,6 @@ def train_run(arm: str, seed: int, data: Data, args: argparse.Namespace) -> dict
         print(f"  {arm} seed {seed} epoch {epoch + 1}/{epochs}: loss {loss_sum / seen:.3f} "
               f"train acc {100 * correct / seen:.1f} %  {seen / wall:.0f} img/s ({seen / compute:.0f} compute)",
               flush=True)
-    val_dl = loader(val_ds, 250, False, args.workers, 0)
     val_acc, infer_ips = evaluate(net, val_dl)
     hist = state["history"]
     return {"arm": arm, "seed": seed, "val_acc": val_acc, "infer_images_per_s": infer_ips,
@@ -435,9 +584,9 @@ def load_runs(out: Path) -> dict[str, list[dict]]:
 
 def report(args: argparse.Namespace) -> str:
     runs = load_runs(args.out)
-    lines = ["| input | val top-1 (mean ± sd) | seeds: per seed | train acc, last epoch | train images/s in the run "
-             "(busy machine) | forward MMACs/image | params |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| input | epochs | val top-1 (mean ± sd) | seeds: per seed | train acc, last epoch | train images/s in "
+             "the run (busy machine) | forward MMACs/image | params |",
+             "|---|---|---|---|---|---|---|---|"]
     for arm in ARMS:
         rs = sorted(runs.get(arm, []), key=lambda r: r["seed"])
         if not rs:
@@ -446,7 +595,7 @@ def report(args: argparse.Namespace) -> str:
         sd = f" ± {acc.std(ddof=1):.1f}" if len(acc) > 1 else ""
         ips = np.mean([r["train_images_per_s"] for r in rs])
         fit = 100 * np.mean([r["final_train_acc"] for r in rs])
-        lines.append(f"| {ARMS[arm]} | {acc.mean():.1f}{sd} % | {len(rs)}: {', '.join(f'{a:.1f}' for a in acc)} "
+        lines.append(f"| {ARMS[arm]} | {rs[0]['epochs']} | {acc.mean():.1f}{sd} % | {len(rs)}: {', '.join(f'{a:.1f}' for a in acc)} "
                      f"| {fit:.1f} % | {ips:.0f} | {rs[0]['macs'] / 1e6:.1f} | {rs[0]['params']:,} |")
     text = "\n".join(lines)
     for name, file in (("loading, ms per item", "loading.json"), ("bytes per image", "bytes.json"),
@@ -471,9 +620,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    default=["latents:0", "pixels56:0", "pixels224:0", "latents:1", "pixels56:1", "latents:2",
                             "pixels56:2", "pixels224:1", "pixels224:2", "latents-noflip:0", "pixels56-noflip:0",
                             "latents-e20:0", "pixels56-e20:0", "latents-w48:0", "pixels56-w48:0", "latents-w48:1",
-                            "pixels56-w48:1", "latents-noflip:1", "pixels56-noflip:1"],
+                            "pixels56-w48:1", "latents-noflip:1", "pixels56-noflip:1",
+                            "latents-paug:0", "pixels56-paug:0", "latents-paug:1", "pixels56-paug:1", "latents-paug:2",
+                            "pixels56-paug:2", "pixels224-paug:0", "latents-paug-nocrop:0", "pixels56-paug-nocrop:0"],
                    help="ARM:SEED runs, started in this order")
     p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--paug-epochs", type=int, default=20, help="epochs of the -paug arms (pixel augmentation)")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--weight-decay", type=float, default=5e-4)
@@ -502,17 +654,17 @@ def main(argv: list[str] | None = None) -> None:
         loading_times(data, args)
         if not (args.out / "information.json").exists():
             (args.out / "information.json").write_text(json.dumps(information(data, args), indent=1))
-    durations: dict[str, float] = {}
+    epoch_s: dict[str, float] = {}   # seconds per epoch of each kind of arm, with a margin
     for item in args.order:
         arm, seed = item.split(":")
         seed = int(seed)
         done = args.out / "runs" / f"{arm}-seed{seed}.json"
         if done.exists():
             r = json.loads(done.read_text())
-            durations.setdefault(base_arm(arm), sum(h["wall_s"] for h in r["history"]) * 1.1 * 10 / r["epochs"])
+            epoch_s.setdefault(kind_of(arm), sum(h["wall_s"] for h in r["history"]) * 1.1 / r["epochs"])
             continue
         used = (time.perf_counter() - wall) / 60
-        guess = durations.get(base_arm(arm), 0) / 60 * epochs_of(arm, 10) / 10
+        guess = epoch_s.get(kind_of(arm), 0) / 60 * epochs_of(arm, args)
         if args.budget_min is not None and used + guess > args.budget_min:
             print(f"skipping {arm} seed {seed}: {used:.0f} min used, about {guess:.0f} more needed", flush=True)
             continue
@@ -522,7 +674,7 @@ def main(argv: list[str] | None = None) -> None:
         r.update({"torch": torch.__version__, "python": platform.python_version(), "threads": args.threads,
                   "workers": args.workers, "lr": args.lr, "batch": args.batch, "weight_decay": args.weight_decay})
         done.write_text(json.dumps(r, indent=1))
-        durations[base_arm(arm)] = (time.perf_counter() - start) * 1.05 * 10 / epochs_of(arm, 10)
+        epoch_s[kind_of(arm)] = (time.perf_counter() - start) * 1.05 / epochs_of(arm, args)
         print(f"  {arm} seed {seed}: val top-1 {100 * r['val_acc']:.2f} %, {r['train_images_per_s']:.0f} train img/s",
               flush=True)
     if args.speed:
