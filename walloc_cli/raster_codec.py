@@ -199,7 +199,9 @@ def _strips(box: container.Container, model: multiband.MultibandModel, fields: d
     ``box`` holds one coded grid's sections, ``fields`` its coding fields (:func:`_coding`)."""
     height, rows = fields["height"], fields["strip_rows"]
     cut = rows < height
-    if "latents" not in box.sections or cut != ("strips" in box.sections):
+    if "latents" not in box.sections:
+        raise container.FormatError("corrupt file (a band group without its latents section)")
+    if cut != ("strips" in box.sections):
         raise container.FormatError("corrupt file (strip index and header field 'strip_rows' disagree)")
     payloads = strips.split(box.sections["latents"], box.sections["strips"], height, rows) if cut \
         else [box.sections["latents"]]
