@@ -72,6 +72,14 @@ def main() -> None:
             finally:
                 multiband.STRIP_SAMPLES, multiband.MIN_STRIP_ROWS = rule
             _save(f"v{container.VERSION}-nband-q50-strips", wlc, api.decode_raster(wlc).array)
+    if container.VERSION >= 3:  # nband-1x band groups: a resampled stack (bands in 2×2 and 3×3 blocks)
+        cube = np.load(DATA / "beyond" / "jasper_crop.npy")[:, :, :6]
+        cube[:, :, 1] = np.repeat(np.repeat(cube[::2, ::2, 1], 2, axis=0), 2, axis=1)
+        cube[:, :, 4] = np.repeat(np.repeat(cube[::3, ::3, 4], 3, axis=0), 3, axis=1)[:16, :12]
+        cube[:, :, 5] = np.repeat(np.repeat(cube[::2, ::2, 5], 2, axis=0), 2, axis=1)
+        wlc = api.encode_raster(_npy(cube), "cube.npy", quality=45).data
+        assert len(container.unpack(wlc).header["groups"]) == 3
+        _save(f"v{container.VERSION}-nband-q45-groups", wlc, api.decode_raster(wlc).array)
     la = small.convert("L")
     la.putalpha(Image.fromarray((np.arange(64 * 96) % 251).astype(np.uint8).reshape(64, 96)))
     buf = io.BytesIO()

@@ -59,20 +59,68 @@ def test_wrong_magic_and_version():
 def test_checksummed_but_inconsistent_header():
     """A header whose CRC is right but whose sections disagree with the payload."""
     header = b'{"sections":[["latents",999]]}'
-    body = struct.pack("<4sBI", container.MAGIC, container.VERSION, len(header)) + header + struct.pack("<Q", 3) + b"abc"
+    body = struct.pack("<4sBI", container.MAGIC, 2, len(header)) + header + struct.pack("<Q", 3) + b"abc"
     with pytest.raises(container.FormatError, match="sections"):
         container.unpack(_reseal(body))
     header = b'[1,2]'
-    body = struct.pack("<4sBI", container.MAGIC, container.VERSION, len(header)) + header + struct.pack("<Q", 0)
+    body = struct.pack("<4sBI", container.MAGIC, 2, len(header)) + header + struct.pack("<Q", 0)
     with pytest.raises(container.FormatError):
         container.unpack(_reseal(body))
 
 
 def test_huge_declared_lengths_do_not_allocate():
-    body = struct.pack("<4sBI", container.MAGIC, container.VERSION, 2**32 - 1)
+    body = struct.pack("<4sBI", container.MAGIC, 2, 2**32 - 1)
     with pytest.raises(container.FormatError):
         container.unpack(body + b"\0" * 20)
     header = b'{"sections":[]}'
-    body = struct.pack("<4sBI", container.MAGIC, container.VERSION, len(header)) + header + struct.pack("<Q", 2**63)
+    body = struct.pack("<4sBI", container.MAGIC, 2, len(header)) + header + struct.pack("<Q", 2**63)
     with pytest.raises(container.FormatError, match="truncated"):
         container.unpack(body + b"\0" * 4)
+
+
+# -- version 3: the deflated header and the modality byte -------------------------------------------
+def _v3(stored_header: bytes, modality: bytes = b"i", payload: bytes = b"") -> bytes:
+    body = struct.pack("<4sBcI", container.MAGIC, 3, modality, len(stored_header)) + stored_header
+    body += struct.pack("<Q", len(payload)) + payload
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def _deflate(text: bytes, dictionary: bytes = container.HEADER_DICTIONARY) -> bytes:
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, dictionary)
+    return packer.compress(text) + packer.flush()
+
+
+def test_version_3_header_is_deflated_small_and_names_the_modality():
+    data = container.pack(HEADER, SECTIONS)
+    plain = container.pack(HEADER, SECTIONS, version=2)
+    assert data[4] == 3 and data[5:6] == b"i"
+    assert len(data) < len(plain) - 40  # the dictionary knows the keys and common values
+    assert container.unpack(plain).header == container.unpack(data).header == HEADER
+    assert container.pack({**HEADER, "modality": "thing"}, SECTIONS)[5:6] == b"-"
+
+
+def test_version_3_bad_headers_are_clean_errors():
+    text = b'{"modality":"image","sections":[]}'
+    assert container.unpack(_v3(_deflate(text))).header == {"modality": "image"}
+    cases = {
+        b"not deflate at all": "deflate",
+        _deflate(text)[:-2]: "deflate",                         # stream cut short
+        _deflate(text) + b"\x00": "deflate",                    # data after the stream
+        _deflate(text, b"another dictionary"): "corrupt header",  # garbage out: not JSON, or a failed inflate
+        _deflate(b" " * 70000): "inflates beyond",              # a small stream that would inflate past the limit
+    }
+    for stored, message in cases.items():
+        with pytest.raises(container.FormatError, match=message):
+            container.unpack(_v3(stored))
+    with pytest.raises(container.FormatError, match="modality byte"):
+        container.unpack(_v3(_deflate(text), b"a"))
+    with pytest.raises(container.FormatError, match="truncated"):
+        container.unpack(_v3(_deflate(text))[:7])
+
+
+def test_older_versions_are_still_written_on_request_and_read():
+    for version in (1, 2):
+        data = container.pack(HEADER, SECTIONS, version=version)
+        assert data[9:10] == b"{"  # the plain JSON header right after the length
+        box = container.unpack(data)
+        assert box.version == version and box.header == HEADER and box.sections == SECTIONS

@@ -457,7 +457,7 @@ def test_unreadable_subfolder_is_a_failure_not_a_silent_skip(tmp_path, small_pat
 
 # -- 9. One line instead of a traceback --------------------------------------------------------
 def resealed_raw(header_bytes: bytes, payload: bytes = b"") -> bytes:
-    body = struct.pack("<4sBI", container.MAGIC, container.VERSION, len(header_bytes)) + header_bytes
+    body = struct.pack("<4sBI", container.MAGIC, 2, len(header_bytes)) + header_bytes
     body += struct.pack("<Q", len(payload)) + payload
     return body + struct.pack("<I", zlib.crc32(body))
 
