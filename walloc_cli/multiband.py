@@ -415,10 +415,9 @@ def encode(model: MultibandModel, array: np.ndarray, quality: int, step: int | N
                 best = (payload, use)
         payloads.append(best[0])
         rotate_choice = best[1]
-    spectral = np.concatenate([lows, highs, mean]).astype("<i4").tobytes()
     fields = {"quality": quality, "step": step, "levels": levels, "components": components,
               "rotations": int(rotate_choice)}
-    sections = {"latents": b"".join(payloads), "spectral": zlib.compress(spectral, 9)}
+    sections = {"latents": b"".join(payloads), "spectral": pack_ranges(lows, highs, mean, array.dtype)}
     if len(cuts) > 1:
         fields["strip_rows"] = rows
         sections["strips"] = strips.pack_sizes(payloads)
@@ -694,17 +693,31 @@ def reconstruct(model: MultibandModel, q: list[np.ndarray], step: int, matrix: n
     return x.reshape(height, width, bands).astype(dtype)
 
 
-def parse_ranges(section: bytes, bands: int) -> dict[str, np.ndarray]:
-    """The ``spectral`` section: band minima, maxima and means (int32 each, B values)."""
-    expected = 12 * bands
-    try:
-        inflater = zlib.decompressobj()
-        raw = inflater.decompress(section, expected + 1)  # bounded: a zlib bomb stops here
-    except zlib.error:
-        raise EntropyError("corrupt spectral section") from None
-    if len(raw) != expected or not inflater.eof:
-        raise EntropyError("corrupt spectral section (wrong size)")
-    ints = np.frombuffer(raw, "<i4").astype(np.int64)
+def pack_ranges(low: np.ndarray, high: np.ndarray, mean: np.ndarray, dtype: np.dtype) -> bytes:
+    """The ``spectral`` section of format version 3: band minima, maxima and integer means, B
+    each, as little-endian samples of the raster's own dtype (all three lie in its range).
+    Version 2 stored them zlib-compressed as int32: 49 bytes for 4 bands where 24 do."""
+    return np.concatenate([low, high, mean]).astype(np.dtype(dtype).newbyteorder("<")).tobytes()
+
+
+def parse_ranges(section: bytes, bands: int, dtype: np.dtype | None = None) -> dict[str, np.ndarray]:
+    """The ``spectral`` section: band minima, maxima and means, B values each — raw samples of
+    ``dtype`` (format version 3, :func:`pack_ranges`), or zlib of int32 (versions 1–2: no dtype)."""
+    if dtype is not None:
+        kind = np.dtype(dtype).newbyteorder("<")
+        if len(section) != 3 * bands * kind.itemsize:
+            raise EntropyError("corrupt spectral section (wrong size)")
+        ints = np.frombuffer(section, kind).astype(np.int64)
+    else:
+        expected = 12 * bands
+        try:
+            inflater = zlib.decompressobj()
+            raw = inflater.decompress(section, expected + 1)  # bounded: a zlib bomb stops here
+        except zlib.error:
+            raise EntropyError("corrupt spectral section") from None
+        if len(raw) != expected or not inflater.eof:
+            raise EntropyError("corrupt spectral section (wrong size)")
+        ints = np.frombuffer(raw, "<i4").astype(np.int64)
     low, high, mean = ints[:bands], ints[bands : 2 * bands], ints[2 * bands :]
     if (low > high).any() or (mean < low).any() or (mean > high).any():
         raise EntropyError("corrupt spectral section (band ranges)")

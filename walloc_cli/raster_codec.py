@@ -224,7 +224,8 @@ def decode(box: container.Container, model: multiband.MultibandModel, max_sample
         part = _part_box(box, fields, index)
         if "spectral" not in part.sections:
             raise container.FormatError("corrupt file (no spectral section)")
-        ranges = multiband.parse_ranges(part.sections["spectral"], coding["bands"])
+        ranges = multiband.parse_ranges(part.sections["spectral"], coding["bands"],
+                                        dtype if box.version >= 3 else None)
         if ranges["low"].min() < info.min or ranges["high"].max() > info.max:
             raise container.FormatError("corrupt spectral section (ranges outside the dtype)")
         # a grid at full resolution is written strip by strip into the output; a coarse one
