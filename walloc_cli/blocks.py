@@ -90,3 +90,38 @@ def groups(array: np.ndarray) -> list[tuple[Blocks, list[int]]]:
     for b in range(array.shape[2]):
         out.setdefault(detect(array[:, :, b]), []).append(b)
     return list(out.items())
+
+
+# -- predicting a coarse group from the full-resolution bands ------------------------------------
+# A 20 m band of a Sentinel-2 stack is much like a weighted sum of the 10 m bands averaged over
+# its 2×2 block (red edge from red and near infrared, ...).  The codec codes the full-resolution
+# bands first; a coarse group is then coded as its difference from that prediction, made from
+# the *decoded* full-resolution bands with integer weights the file carries, in integer
+# arithmetic, so the decoder forms exactly the encoder's prediction.
+WEIGHT_BITS = 8    # fractional bits of the prediction weights (int16: |weight| < 128)
+
+
+def block_sums(array: np.ndarray, blocks: Blocks) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W, n) integers -> each block's sum (h, w, n) int64 and its sample count (h, w) int64."""
+    h, w = array.shape[:2]
+    rows, columns = starts(h, blocks.factor_y, blocks.offset_y), starts(w, blocks.factor_x, blocks.offset_x)
+    sums = np.add.reduceat(np.add.reduceat(array.astype(np.int64), rows, axis=0), columns, axis=1)
+    counts = np.outer(np.diff(np.append(rows, h)), np.diff(np.append(columns, w))).astype(np.int64)
+    return sums, counts
+
+
+def fit_weights(coarse: np.ndarray, sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Encoder: least-squares weights (m coarse bands × n reference bands) of the coarse bands on
+    the reference block means (both centred: the band means are sent anyway), as int16 with
+    WEIGHT_BITS fractional bits."""
+    x = (sums / counts[..., None]).reshape(-1, sums.shape[2])
+    y = coarse.reshape(-1, coarse.shape[2]).astype(np.float64)
+    fitted = np.linalg.lstsq(x - x.mean(axis=0), y - y.mean(axis=0), rcond=None)[0].T
+    return np.clip(np.rint(fitted * (1 << WEIGHT_BITS)), -(1 << 15), (1 << 15) - 1).astype(np.int16)
+
+
+def predict(sums: np.ndarray, counts: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The prediction (h, w, m) int64: Σ_j weight_ij · mean_j, rounded half up, in integers only."""
+    numerator = np.einsum("hwn,mn->hwm", sums, weights.astype(np.int64))
+    denominator = (counts << WEIGHT_BITS)[..., None]
+    return np.floor_divide(2 * numerator + denominator, 2 * denominator)

@@ -65,7 +65,8 @@ SLOPES = 5              # g = 0 … 4: table index rises g/4 steps per quarter-o
 CENTRE = 24             # level L of a neighbourhood whose mean |value| is 1
 MAX_LEVELS = 12         # D a header may name
 LEVELS = 5              # wavelet levels D for ordinary images ...
-LEVELS_MARGIN = 2       # ... fewer when the short side is under 2^(D + LEVELS_MARGIN) (small tiles)
+LEVELS_MARGIN = 3       # ... fewer when the short side is under 2^(D + LEVELS_MARGIN) (small tiles; format 3)
+LEVELS_MARGIN_V2 = 2    # the margin of format versions 1-2 (mean tune BD-rate of the 3 small tune files: 2: −53.1 %, 3: −53.6 %, 4: −48.9 %)
 ROTATE_MAX = 16         # per-level rotations are tried for 2 … ROTATE_MAX components
 ROTATION_BITS = 7       # fixed-point bits of a rotation matrix (7, 10, 12: mean tune BD-rate −37.6, −37.4, −37.3 %)
 BASE_START = 40         # the prediction of the first group's base table
@@ -191,10 +192,11 @@ def box3(a: np.ndarray) -> np.ndarray:
     return rows[..., :-2] + rows[..., 1:-1] + rows[..., 2:]
 
 
-def levels_for(height: int, width: int) -> int:
-    """Wavelet levels D: LEVELS for ordinary images, fewer for small ones."""
+def levels_for(height: int, width: int, margin: int = LEVELS_MARGIN) -> int:
+    """Wavelet levels D: LEVELS for ordinary images, fewer for small ones (``margin``: that of
+    the format version the file has — LEVELS_MARGIN_V2 before version 3)."""
     side = min(height, width)
-    return int(max(1, min(LEVELS, int(np.log2(max(side, 1))) - LEVELS_MARGIN)))
+    return int(max(1, min(LEVELS, int(np.log2(max(side, 1))) - margin)))
 
 
 def subband_shapes(height: int, width: int, levels: int) -> list[tuple[int, int]]:

@@ -68,18 +68,43 @@ def _encode_groups(model: multiband.MultibandModel, array: np.ndarray, quality: 
     The step is the raster's (its quality over its whole dynamic range) divided by
     √(block area): a coarse sample's error is repeated over its block, so equal slopes of
     distortion against rate — the MSE optimum across groups — need a step that much finer
-    (on Sentinel-2 scene 0, BD-rate vs JPEG 2000: area^0.25 −67.0 %, ^0.5 −67.9 %, ^0.75 −66.9 %)."""
+    (on Sentinel-2 scene 0, BD-rate vs JPEG 2000: area^0.25 −67.0 %, ^0.5 −67.9 %, ^0.75 −66.9 %).
+
+    The full-resolution group is coded first; each coarse group is then also tried as its
+    difference from a prediction made from the decoded full-resolution bands (section
+    ``predict``: :func:`blocks.predict`), and kept so when that is smaller.  The encoder decodes
+    the full-resolution group for this, so it does so only while that group fits one strip."""
     step = model.step_of(quality, int(array.max()) - int(array.min()))
-    entries, sections = [], {}
-    block_of = [0] * array.shape[2]
-    for g, (b, bands) in enumerate(groups):
+    height, width = array.shape[:2]
+    reference = next((g for g, (b, _) in enumerate(groups) if b.trivial), None)
+    decoded = None
+    entries: list[list[int]] = [[] for _ in groups]
+    coded: list[dict[str, bytes]] = [{} for _ in groups]
+    for g in sorted(range(len(groups)), key=lambda i: i != reference):
+        b, bands = groups[g]
         coarse = blocks.thin(array[:, :, bands], b)
         own = max(1, int(round(step / math.sqrt(b.factor_y * b.factor_x))))
         fields, parts = multiband.encode(model, coarse, quality, step=own)
-        entries.append([*b, *(int(fields.get(key, 0)) for key in GROUP_FIELDS)])
-        sections.update({f"{name}.{g}": data for name, data in parts.items()})
+        if decoded is not None:
+            sums, counts = blocks.block_sums(decoded, b)
+            weights = blocks.fit_weights(coarse, sums, counts)
+            residual = coarse.astype(np.int64) - blocks.predict(sums, counts, weights)
+            small = residual.size and -(1 << 15) <= residual.min() and residual.max() < (1 << 15)
+            residual = residual.astype(np.int16 if small else np.int32)  # its ranges: 2 or 4 bytes each
+            tried = multiband.encode(model, residual, quality, step=own)
+            tried[1]["predict"] = weights.astype("<i2").tobytes()
+            if sum(map(len, tried[1].values())) < sum(map(len, parts.values())):
+                fields, parts = tried
+        entries[g] = [*b, *(int(fields.get(key, 0)) for key in GROUP_FIELDS)]
+        coded[g] = parts
+        if g == reference and len(groups) > 1 and height * width * len(bands) <= multiband.STRIP_SAMPLES:
+            coding = _coding({k: v for k, v in fields.items() if k in GROUP_FIELDS}, height, width, len(bands))
+            decoded = _decode_grid(container.Container({}, parts), model, coding, array.dtype, container.VERSION)
+    block_of = [0] * array.shape[2]
+    for g, (_, bands) in enumerate(groups):
         for band in bands:
             block_of[band] = g
+    sections = {f"{name}.{g}": data for g, parts in enumerate(coded) for name, data in parts.items()}
     return {"quality": quality, "block_of": block_of, "groups": entries}, sections
 
 
@@ -105,11 +130,13 @@ def _int(header: dict[str, Any], key: str, low: int, high: int) -> int:
 GROUP_FIELDS = ("step", "levels", "components", "rotations", "strip_rows")  # after the 4 block numbers
 
 
-def _coding(entry: dict[str, Any], height: int, width: int, bands: int) -> dict[str, Any]:
+def _coding(entry: dict[str, Any], height: int, width: int, bands: int, version: int = container.VERSION
+            ) -> dict[str, Any]:
     """The coding fields of one coded grid (the raster, or one group's coarse grid) checked."""
     strip_rows = _int(entry, "strip_rows", 1, height - 1) if "strip_rows" in entry else height
     levels = _int(entry, "levels", 1, multiband.MAX_LEVELS)
-    if levels != multiband.levels_for(strip_rows, width):
+    margin = multiband.LEVELS_MARGIN if version >= 3 else multiband.LEVELS_MARGIN_V2
+    if levels != multiband.levels_for(strip_rows, width, margin):
         raise container.FormatError("corrupt header (field 'levels')")
     step = _int(entry, "step", 1, 1 << 40)
     components = _int(entry, "components", 0, bands)
@@ -120,7 +147,7 @@ def _coding(entry: dict[str, Any], height: int, width: int, bands: int) -> dict[
             "components": components, "rotations": rotations, "strip_rows": strip_rows}
 
 
-def _groups(header: dict[str, Any], height: int, width: int, bands: int
+def _groups(header: dict[str, Any], height: int, width: int, bands: int, version: int
             ) -> list[tuple[blocks.Blocks, list[int], dict[str, Any]]]:
     """The band groups of a file with block-replicated bands: fields ``groups`` (per group: block
     factor and offset along rows and columns, then GROUP_FIELDS) and ``block_of`` (each band's group)."""
@@ -142,11 +169,11 @@ def _groups(header: dict[str, Any], height: int, width: int, bands: int
         if not members:
             raise container.FormatError("corrupt header (a band group without bands)")
         out.append((b, members, _coding(named, blocks.coarse_size(height, fy, b.offset_y),
-                                        blocks.coarse_size(width, fx, b.offset_x), len(members))))
+                                        blocks.coarse_size(width, fx, b.offset_x), len(members), version)))
     return out
 
 
-def layout(header: dict[str, Any], max_samples: int) -> dict[str, Any]:
+def layout(header: dict[str, Any], max_samples: int, version: int = container.VERSION) -> dict[str, Any]:
     """Every field of a raster header checked against the others and the sample limit.
 
     ``parts``: (blocks, bands, coding fields) of each coded grid — one covering every band, or
@@ -155,9 +182,9 @@ def layout(header: dict[str, Any], max_samples: int) -> dict[str, Any]:
     bands = _int(header, "bands", 1, raster.MAX_BANDS)
     check_samples(width, height, bands, max_samples)
     if "groups" in header or "block_of" in header:
-        parts = _groups(header, height, width, bands)
+        parts = _groups(header, height, width, bands, version)
     else:
-        parts = [(blocks.NONE, list(range(bands)), _coding(header, height, width, bands))]
+        parts = [(blocks.NONE, list(range(bands)), _coding(header, height, width, bands, version))]
     if header.get("dtype") not in raster.DTYPES:
         raise container.FormatError(f"corrupt header (unknown dtype {header.get('dtype')!r})")
     itembits = 8 * np.dtype(header["dtype"]).itemsize
@@ -213,34 +240,71 @@ def _strips(box: container.Container, model: multiband.MultibandModel, fields: d
         yield (r0, r1), decoded
 
 
+def _decode_grid(part: container.Container, model: multiband.MultibandModel, coding: dict[str, Any],
+                 dtype: np.dtype, version: int, out: np.ndarray | None = None,
+                 columns: list[int] | None = None) -> np.ndarray:
+    """One coded grid's samples (rows, columns, its bands) of ``dtype``: written strip by strip
+    into ``out[..., columns]`` when given (the full-resolution grid goes straight into the
+    output), else into a new array."""
+    if "spectral" not in part.sections:
+        raise container.FormatError("corrupt file (no spectral section)")
+    ranges = multiband.parse_ranges(part.sections["spectral"], coding["bands"], dtype if version >= 3 else None)
+    info = np.iinfo(dtype)
+    if ranges["low"].min() < info.min or ranges["high"].max() > info.max:
+        raise container.FormatError("corrupt spectral section (ranges outside the dtype)")
+    grid = np.empty((coding["height"], coding["width"], coding["bands"]), dtype) if out is None else out
+    for (r0, r1), (matrix, bits, q, rotation, tables) in _strips(part, model, coding):
+        rows = multiband.reconstruct(model, q, coding["step"], matrix, bits, ranges, r1 - r0, coding["width"],
+                                     coding["levels"], dtype.name, rotation, tables)
+        if columns is None:
+            grid[r0:r1] = rows
+        else:
+            grid[r0:r1, :, columns] = rows
+    return grid
+
+
+def _reference(parts: list[tuple[blocks.Blocks, list[int], dict[str, Any]]]) -> int | None:
+    """Index of the full-resolution group, the one coarse groups are predicted from (if any)."""
+    return next((i for i, (b, _, _) in enumerate(parts) if b.trivial), None)
+
+
+def _weights(section: bytes, coarse_bands: int, reference_bands: int) -> np.ndarray:
+    if len(section) != 2 * coarse_bands * reference_bands:
+        raise container.FormatError("corrupt file (prediction weights of the wrong size)")
+    return np.frombuffer(section, "<i2").reshape(coarse_bands, reference_bands)
+
+
 def decode(box: container.Container, model: multiband.MultibandModel, max_samples: int) -> raster.Raster:
     """A verified container of modality ``raster`` -> :class:`~walloc_cli.raster.Raster`."""
     header = box.header
-    fields = layout(header, max_samples)
+    fields = layout(header, max_samples, box.version)
     dtype = np.dtype(header["dtype"])
-    info = np.iinfo(dtype)
     array = np.empty((fields["height"], fields["width"], fields["bands"]), dtype)
-    for index, (b, bands, coding) in enumerate(fields["parts"]):
+    parts = fields["parts"]
+    reference = _reference(parts)
+    # the full-resolution group first: the coarse groups' predictions are made from it
+    for index in sorted(range(len(parts)), key=lambda i: i != reference):
+        b, bands, coding = parts[index]
         part = _part_box(box, fields, index)
-        if "spectral" not in part.sections:
-            raise container.FormatError("corrupt file (no spectral section)")
-        ranges = multiband.parse_ranges(part.sections["spectral"], coding["bands"],
-                                        dtype if box.version >= 3 else None)
-        if ranges["low"].min() < info.min or ranges["high"].max() > info.max:
-            raise container.FormatError("corrupt spectral section (ranges outside the dtype)")
-        # a grid at full resolution is written strip by strip into the output; a coarse one
-        # (a fraction of the samples) is decoded whole and then grown over its blocks
-        whole = len(bands) == fields["bands"]
-        grid = array if b.trivial else np.empty((coding["height"], coding["width"], len(bands)), dtype)
-        for (r0, r1), (matrix, bits, q, rotation, tables) in _strips(part, model, coding):
-            rows = multiband.reconstruct(model, q, coding["step"], matrix, bits, ranges, r1 - r0, coding["width"],
-                                         coding["levels"], dtype.name, rotation, tables)
-            if b.trivial and not whole:
-                grid[r0:r1, :, bands] = rows
-            else:
-                grid[r0:r1] = rows
-        if not b.trivial:
-            array[:, :, bands] = blocks.grow(grid, b, fields["height"], fields["width"])
+        if b.trivial:
+            _decode_grid(part, model, coding, dtype, box.version, array, None if len(bands) == fields["bands"] else bands)
+            continue
+        if "predict" not in part.sections:
+            array[:, :, bands] = blocks.grow(_decode_grid(part, model, coding, dtype, box.version), b,
+                                             fields["height"], fields["width"])
+            continue
+        if reference is None:
+            raise container.FormatError("corrupt file (a predicted band group but no full-resolution group)")
+        ref_bands = parts[reference][1]
+        weights = _weights(part.sections["predict"], len(bands), len(ref_bands))
+        # the residual's ranges are int16 when they fit, else int32: the spectral section's size says which
+        wide = len(part.sections.get("spectral", b"")) == 12 * len(bands)
+        residual = _decode_grid(part, model, coding, np.dtype(np.int32 if wide else np.int16), box.version)
+        sums, counts = blocks.block_sums(array[:, :, ref_bands], b)
+        info = np.iinfo(dtype)
+        coarse = np.clip(residual.astype(np.int64) + blocks.predict(sums, counts, weights), info.min, info.max)
+        coarse = coarse.astype(dtype)
+        array[:, :, bands] = blocks.grow(coarse, b, fields["height"], fields["width"])
     return raster.Raster(array, header["container"], header["layout"], header["byteorder"],
                          header["bit_depth"] if header["bit_depth"] < 8 * dtype.itemsize else 0,
                          header.get("maxval", 0), header.get("wavelengths"), header.get("y4m_tags", ""))
@@ -254,7 +318,7 @@ def latents(box: container.Container, model: multiband.MultibandModel, max_sampl
     A file with groups of block-replicated bands gives each group's columns after the previous
     group's (K the largest group's, fewer components padded with zero rows) and a step per
     column, (1, N): the groups are coded at different steps."""
-    fields = layout(box.header, max_samples)
+    fields = layout(box.header, max_samples, box.version)
     flats, steps = [], []
     for index, (_, _, coding) in enumerate(fields["parts"]):
         part = _part_box(box, fields, index)
