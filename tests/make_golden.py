@@ -16,7 +16,7 @@ import numpy as np
 import soundfile
 from PIL import Image
 
-from walloc_cli import api, container, multiband, strips
+from walloc_cli import api, blocks, container, multiband, strips
 
 DATA = Path(__file__).parent / "data"
 GOLDEN = DATA / "golden"
@@ -80,6 +80,17 @@ def main() -> None:
         wlc = api.encode_raster(_npy(cube), "cube.npy", quality=45).data
         assert len(container.unpack(wlc).header["groups"]) == 3
         _save(f"v{container.VERSION}-nband-q45-groups", wlc, api.decode_raster(wlc).array)
+        # a 2×2 group predicted from the full-resolution bands (section predict.1)
+        full = np.load(DATA / "beyond" / "jasper_crop.npy")[:, :, [0, 10, 30]].astype(np.int64)
+        sums, counts = blocks.block_sums(full, blocks.Blocks(2, 2, 0, 0))
+        means = sums / counts[..., None]
+        noise = np.random.default_rng(5).normal(0, 3, means.shape[:2] + (2,))
+        coarse = np.stack([0.7 * means[..., 0] + 0.4 * means[..., 2], 1.1 * means[..., 1] + 300], axis=2) + noise
+        grown = blocks.grow(np.clip(np.rint(coarse), 0, 65535), blocks.Blocks(2, 2, 0, 0), 16, 12)
+        cube = np.concatenate([full, grown], axis=2).astype(np.uint16)
+        wlc = api.encode_raster(_npy(cube), "cube.npy", quality=50).data
+        assert "predict.1" in container.unpack(wlc).sections
+        _save(f"v{container.VERSION}-nband-q50-predicted", wlc, api.decode_raster(wlc).array)
     la = small.convert("L")
     la.putalpha(Image.fromarray((np.arange(64 * 96) % 251).astype(np.uint8).reshape(64, 96)))
     buf = io.BytesIO()

@@ -117,3 +117,59 @@ def test_a_missing_group_section_is_refused(stack):
     sections = {k: v for k, v in box.sections.items() if k != "spectral.1"}
     with pytest.raises(WallocError, match="spectral"):
         api.decode_raster(container.pack(box.header, sections))
+
+
+@pytest.fixture(scope="module")
+def predictable(stack) -> np.ndarray:
+    """The stack's full-resolution bands and two 2×2 bands that are (mostly) a weighted sum of
+    their block means, as a red-edge band is of red and near infrared."""
+    full = stack[:, :, [0, 2, 4]].astype(np.int64)
+    sums, counts = blocks.block_sums(full, blocks.Blocks(2, 2, 1, 1))
+    means = sums / counts[..., None]
+    rng = np.random.default_rng(5)
+    coarse = np.stack([0.7 * means[..., 0] + 0.4 * means[..., 2], 1.1 * means[..., 1] - 0.2 * means[..., 0] + 300],
+                      axis=2) + rng.normal(0, 3, means.shape[:2] + (2,))
+    grown = blocks.grow(np.clip(np.rint(coarse), 0, 65535), blocks.Blocks(2, 2, 1, 1), 30, 36)
+    return np.concatenate([full, grown], axis=2).astype(np.uint16)
+
+
+def test_integer_prediction_is_exact_arithmetic():
+    sums = np.array([[[10, 7]]], np.int64)
+    counts = np.array([[4]], np.int64)
+    weights = np.array([[256, -128], [3, 0]], np.int16)  # 1.0, -0.5; 3/256
+    # (10 − 3.5) / 4 = 1.625 -> 2; 30/256/4 = 0.029 -> 0
+    assert blocks.predict(sums, counts, weights).tolist() == [[[2, 0]]]
+    rng = np.random.default_rng(0)
+    full = rng.integers(0, 4000, (12, 10, 3))
+    sums, counts = blocks.block_sums(full, blocks.Blocks(3, 2, 1, 0))
+    assert sums.shape == (5, 5, 3) and counts[:, 0].tolist() == [2, 6, 6, 6, 4]  # rows 0 | 1-3 | 4-6 | 7-9 | 10-11
+    assert np.array_equal(sums[1, 2], full[1:4, 4:6].sum(axis=(0, 1)))
+
+
+def test_a_predictable_coarse_group_is_coded_as_its_prediction_residual(predictable, monkeypatch):
+    wlc = api.encode_bytes(npy(predictable), "p.npy", quality=50).data
+    box = container.unpack(wlc)
+    assert "predict.1" in box.sections and len(box.sections["predict.1"]) == 2 * 2 * 3
+    out = api.decode_raster(wlc).array
+    assert out.dtype == predictable.dtype and out.shape == predictable.shape
+    assert blocks.detect(out[:, :, 3]) == blocks.Blocks(2, 2, 1, 1)
+    err = np.mean((out.astype(float) - predictable) ** 2)
+    # without the prediction: more bytes at no better error
+    monkeypatch.setattr(blocks, "fit_weights", lambda c, s, n: np.zeros((c.shape[2], s.shape[2]), np.int16) + 0)
+    plain = api.encode_bytes(npy(predictable), "p.npy", quality=50).data
+    assert "predict.1" not in container.unpack(plain).sections  # zero weights never pay for themselves
+    plain_err = np.mean((api.decode_raster(plain).array.astype(float) - predictable) ** 2)
+    assert len(wlc) < 0.95 * len(plain) and err < 1.5 * plain_err
+
+
+@pytest.mark.parametrize("change", ["short", "no reference"])
+def test_bad_prediction_sections_are_refused_in_one_line(predictable, change):
+    box = container.unpack(api.encode_bytes(npy(predictable), "p.npy", quality=50).data)
+    header, sections = dict(box.header), dict(box.sections)
+    if change == "short":
+        sections["predict.1"] = sections["predict.1"][:-2]
+    else:  # the full-resolution group declared as blocks: no reference to predict from
+        header["groups"] = [[2, 2, 0, 0, *header["groups"][0][4:]], header["groups"][1]]
+    with pytest.raises(WallocError) as err:
+        api.decode_raster(container.pack(header, sections))
+    assert "\n" not in str(err.value)
