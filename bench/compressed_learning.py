@@ -34,9 +34,9 @@ codec's latents of a real photo.  Each batch of cached 224×224 uint8 photos get
 training process (:class:`PhotoBatches`), a random resized crop (area 35–100 %, aspect
 3/4–4/3, back to 224×224, bilinear, rounded to uint8) and a horizontal flip, the
 parameters a function of (seed, epoch, item) only, so every arm sees the same photos in
-the same order; then (A) the ``rgb-16x`` encoder in torch
-(:class:`walloc_cli.torch_view.WallocEncoder`, rounded: the stored integers up to exact
-ties), (B) an antialiased bicubic resize to 56×56 (rounded) and the same unshuffle + body as
+the same order; then (A) the ``rgb-16x`` encoder (walloc's numpy encoder: the integers
+``walloc latents`` stores; seed 0 of ``latents-paug`` ran with the batched torch encoder,
+which differs from it only at exact rounding ties, 2 values in a million), (B) an antialiased bicubic resize to 56×56 (rounded) and the same unshuffle + body as
 (b), or (C) the 4× stem of (c).  Validation: the whole val photo, not augmented, through the
 same path (the val latents are encoded on the fly too).  ``--paug-epochs`` (default 20)
 epochs, since augmentation fights overfitting.  Ablation ``-paug-nocrop``: only shifts by
@@ -73,7 +73,9 @@ from torch.utils.data import DataLoader, Dataset
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from walloc_cli import api  # noqa: E402
 from walloc_cli.data import LatentFolder, worker_init  # noqa: E402
+from walloc_cli.model import CodecModel, load_model  # noqa: E402
 
 ARMS = {
     "latents": "(a) rgb-16x latents 12×28×28",
@@ -279,15 +281,21 @@ class PhotoBatches:
     ``pixels56`` (antialiased bicubic resize, rounded) or ``pixels224`` (the photo itself);
     then per-channel standardisation with training statistics.
 
-    Whole batches, not per-item workers: the encoder is a few convolutions, cheapest on a
-    batch, and every arm sees exactly the same augmented photos.  The item order of an epoch
+    The augmentation is done on whole batches in this process (no per-item workers), so every
+    arm sees exactly the same augmented photos.  The latents are made per photo by the codec's
+    numpy encoder (:func:`walloc_cli.api.image_to_latents`, what ``walloc latents`` stores):
+    on these two shared cores it took 5.5–6 ms a photo against 22 ms (1 thread) and 70 ms
+    (2 threads) for the batched :class:`walloc_cli.torch_view.WallocEncoder`, measured
+    interleaved on the same 128 photos while the benchmark ran (torch convolutions with one
+    input channel and 64-tap kernels, and threads fighting for busy cores; the torch encoder
+    is for GPUs).  The item order of an epoch
     is also a function of (seed, epoch) only, the same for every arm.
     """
 
-    def __init__(self, photos: np.ndarray, labels: list[int], form: str, encoder: nn.Module, *, batch: int,
+    def __init__(self, photos: np.ndarray, labels: list[int], form: str, codec: CodecModel, *, batch: int,
                  train: bool = False, seed: int = 0, crop: bool = True,
                  stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
-        self.photos, self.labels, self.form, self.encoder = photos, torch.as_tensor(labels), form, encoder
+        self.photos, self.labels, self.form, self.codec = photos, torch.as_tensor(labels), form, codec
         self.batch, self.train, self.seed, self.crop, self.epoch = batch, train, seed, crop, 0
         self.mean, self.std = stats if stats is not None else self.stats()
 
@@ -300,8 +308,8 @@ class PhotoBatches:
     def form_of(self, photos: torch.Tensor) -> torch.Tensor:
         """Float (B, 3, 224, 224) 0..255 photos -> the arm's input, not standardised."""
         if self.form == "latents":
-            with torch.no_grad():
-                return self.encoder(photos)
+            rgb = photos.permute(0, 2, 3, 1).to(torch.uint8).numpy()
+            return torch.from_numpy(np.stack([api.image_to_latents(self.codec, im)[0] for im in rgb]).astype(np.float32))
         if self.form == "pixels56":
             return F.interpolate(photos, size=(56, 56), mode="bicubic", antialias=True,
                                  align_corners=False).round_().clamp_(0, 255)
@@ -345,21 +353,19 @@ class Data:
         if pixel_augmented(arm):
             photos = {s: self.pixels(s, 224)[0] for s in ("train", "val")}
             form = base_arm(arm)
-            train = PhotoBatches(photos["train"], self.labels("train"), form, self.encoder(), batch=args.batch,
+            train = PhotoBatches(photos["train"], self.labels("train"), form, self.codec(), batch=args.batch,
                                  train=True, seed=seed, crop="nocrop" not in arm)
-            val = PhotoBatches(photos["val"], self.labels("val"), form, self.encoder(), batch=250,
+            val = PhotoBatches(photos["val"], self.labels("val"), form, self.codec(), batch=250,
                                stats=(train.mean, train.std))
             return train, val
         train_ds, val_ds = self.sets(arm, seed)
         return loader(train_ds, args.batch, True, args.workers, seed), loader(val_ds, 250, False, args.workers, 0)
 
-    def encoder(self) -> nn.Module:
-        """The rgb-16x encoder as a torch module, uint8 pixels in, rounded latents out (made once)."""
-        if "encoder" not in self._cache:
-            from walloc_cli.torch_view import WallocEncoder
-
-            self._cache["encoder"] = WallocEncoder("rgb-16x", input_range="uint8", quantize="round").requires_grad_(False)
-        return self._cache["encoder"]
+    def codec(self) -> CodecModel:
+        """The rgb-16x model (loaded once)."""
+        if "codec" not in self._cache:
+            self._cache["codec"] = load_model("rgb-16x")
+        return self._cache["codec"]
 
     def sets(self, arm: str, seed: int) -> tuple[Dataset, Dataset]:
         args = self.args
@@ -539,8 +545,6 @@ def loading_times(data: Data, args: argparse.Namespace, count: int = 300) -> dic
 def information(data: Data, args: argparse.Namespace, count: int = 100) -> dict:
     """How much of the photo each 9,408-value input keeps: mean PSNR of the 224×224 photo rebuilt
     from it (the latents by walloc's rgb-16x decoder, the thumbnail by bicubic upsampling)."""
-    from walloc_cli import api
-
     def psnr(a: np.ndarray, b: np.ndarray) -> float:
         return float(10 * np.log10(255.0**2 / np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)))
 
