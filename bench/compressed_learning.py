@@ -276,9 +276,9 @@ def augment(photos: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
 
 class PhotoBatches:
     """Batches of one input form made in this process from the cached 224×224 uint8 photos:
-    (train) the pixel augmentation of :func:`augment_grid`, then the form: ``latents``
-    (:class:`walloc_cli.torch_view.WallocEncoder`, rounded like the stored integers),
-    ``pixels56`` (antialiased bicubic resize, rounded) or ``pixels224`` (the photo itself);
+    (train) the pixel augmentation of :func:`augment_grid` (``crop=False``: shifts instead of
+    the resized crop), then the form: ``latents`` (walloc's encoder: the integers
+    ``walloc latents`` stores), ``pixels56`` (antialiased bicubic resize, rounded) or ``pixels224`` (the photo itself);
     then per-channel standardisation with training statistics.
 
     The augmentation is done on whole batches in this process (no per-item workers), so every
@@ -288,8 +288,8 @@ class PhotoBatches:
     (2 threads) for the batched :class:`walloc_cli.torch_view.WallocEncoder`, measured
     interleaved on the same 128 photos while the benchmark ran (torch convolutions with one
     input channel and 64-tap kernels, and threads fighting for busy cores; the torch encoder
-    is for GPUs).  The item order of an epoch
-    is also a function of (seed, epoch) only, the same for every arm.
+    is for GPUs).  The item order of an epoch is also a function of (seed, epoch) only, the
+    same for every arm.
     """
 
     def __init__(self, photos: np.ndarray, labels: list[int], form: str, codec: CodecModel, *, batch: int,
