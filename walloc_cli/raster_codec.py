@@ -21,6 +21,7 @@ DEFAULT_RASTER_MODEL = "nband-1x"
 DEFAULT_QUALITY = 75
 MODALITY = "raster"
 LAYOUTS = ("hw", "hwb", "bhw", "pages", "rgb", "hw-f", "hwb-f")
+GROUP_FIELDS = ("step", "levels", "components", "rotations", "strip_rows")  # a band group's, after its 4 block numbers
 
 
 def raster_model(name: str | None = None) -> multiband.MultibandModel:
@@ -125,9 +126,6 @@ def _int(header: dict[str, Any], key: str, low: int, high: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
         raise container.FormatError(f"corrupt header (field {key!r})")
     return value
-
-
-GROUP_FIELDS = ("step", "levels", "components", "rotations", "strip_rows")  # after the 4 block numbers
 
 
 def _coding(entry: dict[str, Any], height: int, width: int, bands: int, version: int = container.VERSION
