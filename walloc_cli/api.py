@@ -345,8 +345,8 @@ def _open(data: bytes, modality: str) -> tuple[container.Container, CodecModel]:
     name, weights = header.get("model"), header.get("weights")
     if not isinstance(name, str) or not isinstance(weights, str):
         raise container.FormatError("corrupt header (model fields)")
-    grouped = modality == raster_codec.MODALITY and "groups" in header  # sections latents.0, latents.1, …
-    if "latents" not in box.sections and not (grouped and any(name.startswith("latents.") for name in box.sections)):
+    # a raster's sections are checked per coded grid by raster_codec (band groups: latents.0, …)
+    if modality != raster_codec.MODALITY and "latents" not in box.sections:
         raise container.FormatError("corrupt file (no latents section)")
     model = find_model(name, weights)
     if header.get("coder") != _coder(model):

@@ -101,11 +101,17 @@ def groups(array: np.ndarray) -> list[tuple[Blocks, list[int]]]:
 WEIGHT_BITS = 8    # fractional bits of the prediction weights (int16: |weight| < 128)
 
 
-def block_sums(array: np.ndarray, blocks: Blocks) -> tuple[np.ndarray, np.ndarray]:
-    """(H, W, n) integers -> each block's sum (h, w, n) int64 and its sample count (h, w) int64."""
+def block_sums(array: np.ndarray, blocks: Blocks, bands: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W, B) integers -> each block's sum (h, w, n) int64 of ``bands`` (default: all B) and its
+    sample count (h, w) int64.  The decoder passes its whole output and the reference bands, so
+    no copy of them is made."""
     h, w = array.shape[:2]
     rows, columns = starts(h, blocks.factor_y, blocks.offset_y), starts(w, blocks.factor_x, blocks.offset_x)
-    sums = np.add.reduceat(np.add.reduceat(array.astype(np.int64), rows, axis=0), columns, axis=1)
+    bands = list(range(array.shape[2])) if bands is None else bands
+    sums = np.empty((rows.size, columns.size, len(bands)), np.int64)
+    for i, j in enumerate(bands):  # band by band: the int64 temporary is one band's, not the raster's
+        sums[:, :, i] = np.add.reduceat(np.add.reduceat(array[:, :, j], rows, axis=0, dtype=np.int64), columns,
+                                        axis=1)
     counts = np.outer(np.diff(np.append(rows, h)), np.diff(np.append(columns, w))).astype(np.int64)
     return sums, counts
 

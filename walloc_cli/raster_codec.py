@@ -207,7 +207,7 @@ def layout(header: dict[str, Any], max_samples: int, version: int = container.VE
 
 
 
-def _part_box(box: container.Container, fields: dict[str, Any], index: int) -> container.Container:
+def _part_box(box: container.Container, index: int) -> container.Container:
     """The sections of one coded grid under their plain names (``latents.2`` -> ``latents``)."""
     if "groups" not in box.header:
         return box
@@ -225,7 +225,7 @@ def _strips(box: container.Container, model: multiband.MultibandModel, fields: d
     height, rows = fields["height"], fields["strip_rows"]
     cut = rows < height
     if "latents" not in box.sections:
-        raise container.FormatError("corrupt file (a band group without its latents section)")
+        raise container.FormatError("corrupt file (no latents section)")
     if cut != ("strips" in box.sections):
         raise container.FormatError("corrupt file (strip index and header field 'strip_rows' disagree)")
     payloads = strips.split(box.sections["latents"], box.sections["strips"], height, rows) if cut \
@@ -283,7 +283,7 @@ def decode(box: container.Container, model: multiband.MultibandModel, max_sample
     # the full-resolution group first: the coarse groups' predictions are made from it
     for index in sorted(range(len(parts)), key=lambda i: i != reference):
         b, bands, coding = parts[index]
-        part = _part_box(box, fields, index)
+        part = _part_box(box, index)
         if b.trivial:
             _decode_grid(part, model, coding, dtype, box.version, array, None if len(bands) == fields["bands"] else bands)
             continue
@@ -298,7 +298,7 @@ def decode(box: container.Container, model: multiband.MultibandModel, max_sample
         # the residual's ranges are int16 when they fit, else int32: the spectral section's size says which
         wide = len(part.sections.get("spectral", b"")) == 12 * len(bands)
         residual = _decode_grid(part, model, coding, np.dtype(np.int32 if wide else np.int16), box.version)
-        sums, counts = blocks.block_sums(array[:, :, ref_bands], b)
+        sums, counts = blocks.block_sums(array, b, ref_bands)
         info = np.iinfo(dtype)
         coarse = np.clip(residual.astype(np.int64) + blocks.predict(sums, counts, weights), info.min, info.max)
         coarse = coarse.astype(dtype)
@@ -319,9 +319,10 @@ def latents(box: container.Container, model: multiband.MultibandModel, max_sampl
     fields = layout(box.header, max_samples, box.version)
     flats, steps = [], []
     for index, (_, _, coding) in enumerate(fields["parts"]):
-        part = _part_box(box, fields, index)
-        flats.append(np.concatenate([b.reshape(b.shape[0], b.shape[1] * b.shape[2]) for _, (_, _, q, _, _) in _strips(part, model, coding)
-                                     for b in q], axis=1))
+        part = _part_box(box, index)
+        subbands = [b.reshape(b.shape[0], b.shape[1] * b.shape[2])  # explicit sizes: K may be 0
+                    for _, (_, _, q, _, _) in _strips(part, model, coding) for b in q]
+        flats.append(np.concatenate(subbands, axis=1))
         steps.append(coding["step"] / multiband.STEP_UNIT)
     if len(flats) == 1:
         return flats[0].astype(np.int32), steps[0]
