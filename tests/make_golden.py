@@ -16,7 +16,7 @@ import numpy as np
 import soundfile
 from PIL import Image
 
-from walloc_cli import api, blocks, container, multiband, strips
+from walloc_cli import api, blocks, container, entropy, multiband, strips
 
 DATA = Path(__file__).parent / "data"
 GOLDEN = DATA / "golden"
@@ -47,9 +47,18 @@ def main() -> None:
     _save(f"v{container.VERSION}-rgb", wlc, api.decode_image(wlc).rgb)
     crop = io.BytesIO()
     Image.open(DATA / "photo.jpg").convert("RGB").crop((100, 60, 228, 156)).save(crop, format="PNG")
-    for quality in (20, 75):  # the quality-ladder model: context-coded latents, linear decoder
+    # the quality-ladder model: context-coded latents, linear decoder; named by the context
+    # coder's version from its second on (version 2: zero-channel flags)
+    ladder = f"v{container.VERSION}-rgb-1x" + ("" if entropy.CONTEXT_CODER == entropy.CONTEXT_CODER_V1
+                                               else f"-ctx{entropy.CONTEXT_CODER[-1]}")
+    for quality in (20, 75):
         wlc = api.encode_image(crop.getvalue(), "rgb-1x", quality).data
-        _save(f"v{container.VERSION}-rgb-1x-q{quality}", wlc, api.decode_image(wlc).rgb)
+        _save(f"{ladder}-q{quality}", wlc, api.decode_image(wlc).rgb)
+    if entropy.CONTEXT_CODER != entropy.CONTEXT_CODER_V1:  # a grey photo: skipped and flagged channels
+        grey = io.BytesIO()
+        Image.open(DATA / "photo.jpg").convert("L").crop((100, 60, 228, 156)).save(grey, format="PNG")
+        wlc = api.encode_image(grey.getvalue(), "rgb-1x", 40).data
+        _save(f"{ladder}-grey-q40", wlc, api.decode_image(wlc).rgb)
     if container.VERSION >= 2:  # strip-coded rgb-1x: strips of 4 latent rows (fewer than the inverse
         # transform reaches, so decoding a strip reads its neighbours'), three in this crop
         rule = strips.STRIP_POSITIONS, strips.MIN_STRIP_ROWS
@@ -58,7 +67,7 @@ def main() -> None:
             wlc = api.encode_image(crop.getvalue(), "rgb-1x", 60).data
         finally:
             strips.STRIP_POSITIONS, strips.MIN_STRIP_ROWS = rule
-        _save(f"v{container.VERSION}-rgb-1x-q60-strips", wlc, api.decode_image(wlc).rgb)
+        _save(f"{ladder}-q60-strips", wlc, api.decode_image(wlc).rgb)
     if container.VERSION >= 2:  # nband-1x (modality raster): the signed Santa Barbara crop, one strip
         cube = np.load(DATA / "beyond" / "santabarbara_crop.npy")
         wlc = api.encode_raster(_npy(cube), "cube.npy", quality=40).data

@@ -70,6 +70,48 @@ def test_context_coding_round_trips_exactly(photo):
                 np.testing.assert_array_equal(back, latents)
 
 
+def test_zero_channel_flags_round_trip_and_save_bytes(photo):
+    """Coder version 2 flags all-zero channels (PCA order: most of the last ones at low q) instead
+    of coding their latents: same latents back, fewer bytes; version 1 payloads still decode."""
+    model = load_model(LADDER)
+    ladder = model.ladder
+    latents, _ = api.image_to_latents(model, photo[1], 25)
+    latents[ladder.lifted + 2] = 0  # a zero channel among nonzero ones, beside the trailing zeros
+    assert latents[ladder.lifted + 3].any()
+    skip = np.zeros(latents.shape[0], bool)
+    skip[latents.shape[0] - 1] = True  # an extra skipped channel (as a grey image's) is still honoured
+    sets = ladder.table_sets(25)
+    sizes = {}
+    for flags in (False, True):
+        data = entropy.encode_with_context(latents, ladder.tables, sets, ladder.depth, ladder.lifted, None,
+                                           ladder.neighbour_cuts, skip, flags)
+        back = entropy.decode_with_context(data, ladder.tables, sets, ladder.depth, latents.shape, ladder.lifted,
+                                           ladder.neighbour_cuts, skip, flags)
+        np.testing.assert_array_equal(back, latents)
+        sizes[flags] = len(data)
+    assert sizes[True] < sizes[False], sizes
+
+
+def test_zero_channel_flags_never_leave_out_the_dc_channels():
+    """The DC (lifted) channels are always coded, so a tiny payload cannot announce a huge image;
+    a payload whose flags leave one out is corrupt."""
+    import constriction
+
+    model = load_model(LADDER)
+    ladder = model.ladder
+    shape = (model.config.latent_channels, 4, 4)
+    encoder = constriction.stream.queue.RangeEncoder()
+    encoder.encode(np.array([ladder.lifted - 1], np.int32), constriction.stream.model.Uniform(shape[0] + 1))
+    encoder.encode(np.zeros(64, np.int32), constriction.stream.model.Uniform(2))
+    data = encoder.get_compressed().astype("<u4").tobytes()
+    with pytest.raises(entropy.EntropyError, match="always coded"):
+        entropy.decode_with_context(data, ladder.tables, ladder.table_sets(50), ladder.depth, shape, ladder.lifted,
+                                    ladder.neighbour_cuts)
+    with pytest.raises(entropy.EntropyError, match="payload too short"):
+        entropy.check_context_payload(8, ladder.tables, ladder.table_sets(50), (shape[0], 2048, 2048),
+                                      ladder.neighbour_cuts, None, True, ladder.lifted)
+
+
 def test_channels_pick_the_cheaper_table_set(photo):
     """Sending a per-channel choice among neighbouring anchors' tables never costs much and usually saves."""
     model = load_model(LADDER)

@@ -209,11 +209,13 @@ def _encode_latents(model: CodecModel, latents: np.ndarray, quality: int | None,
 
 
 def _decode_latents(model: CodecModel, payload: bytes, quality: int | None, shape: tuple[int, ...],
-                    skip: np.ndarray | None = None) -> np.ndarray:
+                    skip: np.ndarray | None = None, coder: str = entropy.CONTEXT_CODER) -> np.ndarray:
+    """Inverse of :func:`_encode_latents`; ``coder``: the file's (ladder models read both
+    context coder versions)."""
     if model.has_quality:
         return entropy.decode_with_context(payload, model.ladder.tables, model.ladder.table_sets(quality),
                                            model.ladder.depth, shape, model.ladder.lifted, model.ladder.neighbour_cuts,
-                                           skip)
+                                           skip, entropy.zero_flags_of(coder))
     return entropy.decode(payload, model.tables_for(0), shape)
 
 
@@ -349,7 +351,7 @@ def _open(data: bytes, modality: str) -> tuple[container.Container, CodecModel]:
     if modality != raster_codec.MODALITY and "latents" not in box.sections:
         raise container.FormatError("corrupt file (no latents section)")
     model = find_model(name, weights)
-    if header.get("coder") != _coder(model):
+    if header.get("coder") not in _coders(model):
         raise container.FormatError(f"unsupported entropy coder {header.get('coder')!r}")
     if model.has_quality:
         quality = header.get("quality")
@@ -361,11 +363,17 @@ def _open(data: bytes, modality: str) -> tuple[container.Container, CodecModel]:
 
 
 def _coder(model: CodecModel) -> str:
+    """The entropy coder files of ``model`` are written with."""
+    return _coders(model)[-1]
+
+
+def _coders(model: CodecModel) -> tuple[str, ...]:
+    """The entropy coders ``model``'s files are read with, oldest first; the last is written."""
     if isinstance(model, audio_ladder.LadderModel):
-        return audio_ladder.CODER
+        return (audio_ladder.CODER,)
     if isinstance(model, multiband.MultibandModel):
-        return multiband.CODER
-    return entropy.CONTEXT_CODER if model.has_quality else entropy.CODER
+        return (multiband.CODER,)
+    return entropy.CONTEXT_CODERS if model.has_quality else (entropy.CODER,)
 
 
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> media.ImageData:
@@ -404,21 +412,22 @@ def _image_latents(box: container.Container, model: CodecModel, shape: tuple[int
     image, a version 1 file or a single-point model's is one whole-grid payload."""
     header = box.header
     skip = skipped_channels(model, _grey_field(header))
+    coder, flags = header["coder"], entropy.zero_flags_of(header["coder"])
     cut = "strip_rows" in header or "strips" in box.sections
     if cut and (not model.has_quality or box.version < 2):
         raise container.FormatError("corrupt header (strips in a file that is not strip-coded)")
     if not cut:
-        return _decode_latents(model, box.sections["latents"], quality, shape, skip), None
+        return _decode_latents(model, box.sections["latents"], quality, shape, skip, coder), None
     strip_rows = _int_field(header, "strip_rows", 1)
     payloads = strips.split(box.sections["latents"], box.sections.get("strips"), shape[1], strip_rows)
     shapes = [(shape[0], r1 - r0, shape[2]) for r0, r1 in strips.bounds(shape[1], strip_rows)]
     sets = model.ladder.table_sets(quality)
     for payload, strip_shape in zip(payloads, shapes):  # a decompression bomb stops here
         entropy.check_context_payload(len(payload), model.ladder.tables, sets, strip_shape, model.ladder.neighbour_cuts,
-                                      skip)
+                                      skip, flags, model.ladder.lifted)
 
     def decode(payload: bytes, strip_shape: tuple[int, int, int]) -> np.ndarray:
-        return _decode_latents(model, payload, quality, strip_shape, skip)
+        return _decode_latents(model, payload, quality, strip_shape, skip, coder)
 
     if len(payloads) == 1:
         return decode(payloads[0], shape), strip_rows
