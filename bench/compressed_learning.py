@@ -40,7 +40,10 @@ which differs from it only at exact rounding ties, 2 values in a million), (B) a
 (b), or (C) the 4× stem of (c).  Validation: the whole val photo, not augmented, through the
 same path (the val latents are encoded on the fly too).  ``--paug-epochs`` (default 20)
 epochs, since augmentation fights overfitting.  Ablation ``-paug-nocrop``: only shifts by
-up to 16 whole pixels (mirrored border) and flips, still encoded after augmenting.
+up to 16 whole pixels (mirrored border) and flips, still encoded after augmenting; and on
+top of it ``-paug-nocrop-e30`` (30 epochs) and ``-paug-nocrop-w48`` (width 48), to see
+whether more training or a wider network widens the latents' margin.  ``--cache DIR``
+saves each epoch's made inputs so that those ablations reuse the same seed's encodings.
 
 Reported per form: val top-1 (mean ± sd over seeds), training images/s (epoch wall time,
 data loading included), forward MACs per image, bytes on disk per image, and, for data
@@ -92,6 +95,10 @@ ARMS = {
     "pixels224-paug": "(C) pixels 224×224×3 of the same augmented photos, 4× stem",
     "latents-paug-nocrop": "(A') latents of pixel-shifted (≤ 16 px) + flipped photos, no resized crop",
     "pixels56-paug-nocrop": "(B') pixels 56×56×3 of the same shifted + flipped photos",
+    "latents-paug-nocrop-e30": "(A'-e30) latents as (A'), 30 epochs",
+    "pixels56-paug-nocrop-e30": "(B'-e30) pixels 56×56×3 as (B'), 30 epochs",
+    "latents-paug-nocrop-w48": "(A'-w48) latents as (A'), width 48",
+    "pixels56-paug-nocrop-w48": "(B'-w48) pixels 56×56×3 as (B'), width 48",
 }
 
 
@@ -106,8 +113,8 @@ def pixel_augmented(arm: str) -> bool:
 
 
 def kind_of(arm: str) -> str:
-    """What sets an arm's time per epoch: its input form and where it is augmented."""
-    return base_arm(arm) + ("-paug" if pixel_augmented(arm) else "")
+    """What sets an arm's time per epoch: its input form, where it is augmented and its width."""
+    return base_arm(arm) + ("-paug" if pixel_augmented(arm) else "") + ("-w48" if arm.endswith("-w48") else "")
 
 
 def width_of(arm: str, default: int) -> int:
@@ -115,9 +122,11 @@ def width_of(arm: str, default: int) -> int:
 
 
 def epochs_of(arm: str, args: argparse.Namespace) -> int:
-    if pixel_augmented(arm):
-        return args.paug_epochs
-    return 20 if arm.endswith("-e20") else args.epochs
+    """An ``-eN`` suffix sets N epochs; else ``--paug-epochs`` for -paug arms, ``--epochs`` for the others."""
+    suffix = arm.rsplit("-", 1)[-1]
+    if suffix[:1] == "e" and suffix[1:].isdigit():
+        return int(suffix[1:])
+    return args.paug_epochs if pixel_augmented(arm) else args.epochs
 
 
 SHIFT_CELLS = 2               # random shifts of up to 2 latent cells = 16 px of 224
@@ -266,12 +275,31 @@ def augment_grid(seed: int, epoch: int, indices: np.ndarray, crop: bool, side: i
     return theta
 
 
-def augment(photos: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+def augment(photos: torch.Tensor, theta: torch.Tensor, crop: bool = True) -> torch.Tensor:
     """Float (B, 3, S, S) 0..255 photos resampled by ``theta`` (bilinear: a crop is never smaller
-    than the output, so no antialiasing is needed), rounded to uint8 values like a saved photo."""
+    than the output, so no antialiasing is needed), rounded to uint8 values like a saved photo.
+
+    ``crop=False`` (``theta`` of ``augment_grid(..., crop=False)``: whole-pixel shifts and flips):
+    the same pixels gathered by index (:func:`shift_flip`), several times faster on one thread."""
+    if not crop:
+        return shift_flip(photos, theta)
     grid = F.affine_grid(theta, list(photos.shape), align_corners=False)
     out = F.grid_sample(photos, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     return out.round_().clamp_(0, 255)
+
+
+def shift_flip(photos: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """What bilinear grid_sample (align_corners=False, reflection padding) makes of a whole-pixel
+    shift + flip ``theta``, as an index gather: output column j reads input column j+s, or S-1-j+s
+    when flipped (rows j+s); an index outside is mirrored about the border (-1 -> 0, S -> S-1)."""
+    side = photos.shape[-1]
+    assert photos.shape[-2] == side and not theta[:, 0, 1].any() and not theta[:, 1, 0].any()
+    j = torch.arange(side)
+    shift_x, shift_y = ((theta[:, i, 2] * side / 2).round().long()[:, None] for i in (0, 1))
+    cols = torch.where(theta[:, 0, :1] < 0, side - 1 - j, j) + shift_x
+    rows = j + shift_y
+    cols, rows = (torch.where(i < 0, -1 - i, torch.where(i >= side, 2 * side - 1 - i, i)) for i in (cols, rows))
+    return torch.stack([p.index_select(1, r).index_select(2, c) for p, r, c in zip(photos, rows, cols)])
 
 
 class PhotoBatches:
@@ -290,13 +318,20 @@ class PhotoBatches:
     input channel and 64-tap kernels, and threads fighting for busy cores; the torch encoder
     is for GPUs).  The item order of an epoch is also a function of (seed, epoch) only, the
     same for every arm.
+
+    ``cache``: a folder where each training epoch's inputs (before standardisation; integer
+    latents as int8, pixels as uint8) are saved as ``FORM-CROP-seedS-epochE.npy`` when the epoch
+    is done, and read back instead of made again.  They depend on (form, crop, seed, epoch)
+    only, so an arm that changes only the network or the number of epochs (``-w48``, ``-e30``)
+    reuses another's encodings of the same seed: the same values, without the encoder's time.
     """
 
     def __init__(self, photos: np.ndarray, labels: list[int], form: str, codec: CodecModel, *, batch: int,
                  train: bool = False, seed: int = 0, crop: bool = True,
-                 stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+                 stats: tuple[torch.Tensor, torch.Tensor] | None = None, cache: Path | None = None) -> None:
         self.photos, self.labels, self.form, self.codec = photos, torch.as_tensor(labels), form, codec
         self.batch, self.train, self.seed, self.crop, self.epoch = batch, train, seed, crop, 0
+        self.cache = cache
         self.mean, self.std = stats if stats is not None else self.stats()
 
     def set_epoch(self, epoch: int) -> None:
@@ -326,15 +361,50 @@ class PhotoBatches:
         shape = (1, -1, 1, 1)
         return x.mean(dim=(0, 2, 3)).float().reshape(shape), x.std(dim=(0, 2, 3)).float().reshape(shape)
 
+    def cache_path(self) -> Path | None:
+        if self.cache is None or not self.train:
+            return None
+        return self.cache / f"{self.form}-{'crop' if self.crop else 'nocrop'}-seed{self.seed}-epoch{self.epoch}.npy"
+
     def __iter__(self):
         n = len(self.labels)
         order = np.random.default_rng((self.seed, self.epoch)).permutation(n) if self.train else np.arange(n)
+        path = self.cache_path()
+        saved = np.load(path) if path is not None and path.exists() else None
+        made: np.ndarray | None = None
+        keep = path is not None and saved is None
         for k in range(0, n, self.batch):
             indices = order[k : k + self.batch]
-            x = self._photos(indices)
-            if self.train:
-                x = augment(x, augment_grid(self.seed, self.epoch, indices, self.crop))
-            yield (self.form_of(x) - self.mean) / self.std, self.labels[indices]
+            if saved is not None:
+                x = torch.from_numpy(saved[indices].astype(np.float32))
+            else:
+                x = self._photos(indices)
+                if self.train:
+                    x = augment(x, augment_grid(self.seed, self.epoch, indices, self.crop), self.crop)
+                x = self.form_of(x)
+                if keep:
+                    made = self._keep(made, x, indices, n)
+                    keep = made is not None
+            yield (x - self.mean) / self.std, self.labels[indices]
+        if keep and made is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.save(str(path) + ".part.npy", made)
+            os.replace(str(path) + ".part.npy", path)
+
+    @staticmethod
+    def _keep(made: np.ndarray | None, x: torch.Tensor, indices: np.ndarray, n: int) -> np.ndarray | None:
+        """Put a batch of made inputs (whole numbers) at its items' rows of the epoch's array (created
+        at the first batch: int8 if it has a negative value, else uint8); None (the epoch is not
+        cached) when a value does not fit that type exactly."""
+        values = x.numpy()
+        dtype = made.dtype if made is not None else (np.int8 if values.min() < 0 else np.uint8)
+        info = np.iinfo(dtype)
+        if values.min() < info.min or values.max() > info.max or not np.array_equal(values, np.round(values)):
+            return None
+        if made is None:
+            made = np.zeros((n, *values.shape[1:]), dtype)
+        made[indices] = values
+        return made
 
 
 # -- data of each arm ----------------------------------------------------------------------------
@@ -354,7 +424,7 @@ class Data:
             photos = {s: self.pixels(s, 224)[0] for s in ("train", "val")}
             form = base_arm(arm)
             train = PhotoBatches(photos["train"], self.labels("train"), form, self.codec(), batch=args.batch,
-                                 train=True, seed=seed, crop="nocrop" not in arm)
+                                 train=True, seed=seed, crop="nocrop" not in arm, cache=args.cache)
             val = PhotoBatches(photos["val"], self.labels("val"), form, self.codec(), batch=250,
                                stats=(train.mean, train.std))
             return train, val
@@ -628,6 +698,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                             "latents-paug:0", "pixels56-paug:0", "latents-paug:1", "pixels56-paug:1", "latents-paug:2",
                             "pixels56-paug:2", "pixels224-paug:0", "latents-paug-nocrop:0", "pixels56-paug-nocrop:0"],
                    help="ARM:SEED runs, started in this order")
+    p.add_argument("--cache", type=Path, default=None,
+                   help="-paug arms: save each epoch's made training inputs here and reuse them (47 MB an epoch)")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--paug-epochs", type=int, default=20, help="epochs of the -paug arms (pixel augmentation)")
     p.add_argument("--batch", type=int, default=128)
