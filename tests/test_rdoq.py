@@ -47,11 +47,29 @@ def test_each_value_is_the_nearest_integer_or_one_step_toward_zero(ladder_model,
     nearest = np.floor(np.abs(y) + 0.5)
     lifted = ladder_model.ladder.lifted
     free = np.abs(out[lifted:]).astype(np.float64)
-    assert np.all((free == nearest[lifted:]) | (free == nearest[lifted:] - 1))
+    dropped = ~out[lifted:].reshape(out.shape[0] - lifted, -1).any(axis=1)[:, None, None]  # whole channels zeroed
+    assert np.all((free == nearest[lifted:]) | (free == nearest[lifted:] - 1) | dropped)
     assert np.all((out[lifted:] == 0) | (np.sign(out[lifted:]) == np.sign(y[lifted:])))
     assert (free < nearest[lifted:]).mean() > 0.01  # it does choose
     # integer-Haar-coded channels keep the dead-zone rounding
     np.testing.assert_array_equal(out[:lifted], ladder_model.ladder.round_scaled(y[:lifted]))
+
+
+def test_a_sparse_channel_is_zeroed_only_when_its_bits_cost_more_than_it_gives(ladder_model, rgb):
+    """One small value alone in a channel costs the whole channel's positions (a zero flag
+    costs one bit): it goes.  A large one would leave a large error: it stays, and so does
+    a busy channel."""
+    ladder, q = ladder_model.ladder, 50
+    y = scaled_latents(ladder_model, rgb, q)
+    small, large, busy = 150, 151, ladder.lifted + 1
+    y[small] = y[large] = 0
+    y[small, 3, 4], y[large, 3, 4] = 0.8, 6.0
+    out = rdoq.rd_round(y, ladder, q)
+    assert not out[small].any()
+    assert out[large, 3, 4] != 0
+    assert np.count_nonzero(out[busy]) > rdoq.SPARSE_CHANNEL
+    kept = rdoq.rd_round(y, ladder, q, lam=0.0)  # no rate cost: nothing is dropped
+    assert kept[small, 3, 4] == 1
 
 
 def test_without_rate_cost_it_picks_the_closer_reconstruction(ladder_model, rgb):
@@ -91,3 +109,16 @@ def test_beats_dead_zone_rounding_at_equal_rate(ladder_model, rgb, quality):
     assert np.all(np.diff(rates) > 0) and rates[0] < np.log(bpp) < rates[-1], (bpp, curve)
     reference = float(np.interp(np.log(bpp), rates, quality_db))
     assert psnr > reference + 0.05, (quality, bpp, psnr, reference)
+
+
+def test_a_second_pass_prices_choices_with_the_first_passs_contexts(ladder_model, rgb):
+    """``prior``: the contexts come from the given latents, not the dead-zone rounding — so the
+    choices may differ, and every value is still the nearest integer, one below, or dropped."""
+    ladder, q = ladder_model.ladder, 30
+    y = scaled_latents(ladder_model, rgb, q)
+    first = rdoq.rd_round(y, ladder, q)
+    second = rdoq.rd_round(y, ladder, q, prior=first)
+    assert (second != first).any()
+    nearest = np.floor(np.abs(y) + 0.5)
+    free = np.abs(second).astype(np.float64)
+    assert np.all((free == nearest) | (free == nearest - 1) | (free == 0))

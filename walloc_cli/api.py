@@ -76,13 +76,14 @@ def image_to_latents(model: CodecModel, rgb: np.ndarray, quality: int | None = N
     return (parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)), pad
 
 
-def image_strips(model: CodecModel, rgb: np.ndarray, quality: int | None = None, grey: bool | None = None
-                 ) -> tuple[Iterator[tuple[tuple[int, int], np.ndarray]], tuple[int, int]]:
+def image_strips(model: CodecModel, rgb: np.ndarray, quality: int | None = None, grey: bool | None = None,
+                 effort: int = 1) -> tuple[Iterator[tuple[tuple[int, int], np.ndarray]], tuple[int, int]]:
     """uint8 (H, W, 3) -> (iterator of ((first, stop) latent rows, int32 latents of those rows),
     padding).  Ladder models yield one strip at a time (:func:`walloc_cli.strips.rows_per_strip`),
     so a huge photo never has all its latents in memory; other models yield the whole grid.
     A grey image's (``grey``, default :func:`is_grey`) colour-only latents are zeroed, as its
-    file codes them (:attr:`CodecModel.colour_only_channels`)."""
+    file codes them (:attr:`CodecModel.colour_only_channels`).  ``effort`` 2 rounds twice, the
+    second time with the contexts of the first rounding (:func:`rdoq.rd_round`'s ``prior``)."""
     block = model.config.block
     h, w = rgb.shape[:2]
     pad = ((-h) % block, (-w) % block)
@@ -103,6 +104,8 @@ def image_strips(model: CodecModel, rgb: np.ndarray, quality: int | None = None,
                 scaled = model.to_latents(read, h + pad[0], chunk, q, scaled=True, start=r0, stop=r1)
                 # rounding that knows what each value costs in its context (the strip's own)
                 latents = rdoq.rd_round(scaled, model.ladder, q)
+                if effort >= 2:
+                    latents = rdoq.rd_round(scaled, model.ladder, q, prior=latents)
             del scaled
             if skip is not None:
                 latents[skip] = 0
@@ -234,7 +237,7 @@ def encode_image_data(image: media.ImageData, model_name: str = DEFAULT_IMAGE_MO
     _check_grid(image.width, image.height, image.width + (-image.width) % block,
                 image.height + (-image.height) % block, DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels)
     grey = is_grey(image.rgb)  # also every L / LA image (read as three equal channels)
-    parts, pad = image_strips(model, image.rgb, quality, grey)
+    parts, pad = image_strips(model, image.rgb, quality, grey, effort)
     payloads: list[bytes] = []
     layout: dict[str, int] = {}
     correct_mean = model.has_quality and model.config.decoder_kind == "linear"

@@ -283,6 +283,36 @@ class CodecModel:
             return z.reshape(hb, wb, -1).transpose(2, 0, 1)
         return self.project(self.analyse(np.asarray(signal, dtype=np.float32)))
 
+    def _scaled_projection(self, quality: int) -> tuple[np.ndarray, np.ndarray]:
+        """The encoder's projection with the quality's steps folded in: weight (L, coefficients)
+        with columns in :func:`wavelets.wpt2d_positions`' order, and bias (L, 1), float32; kept
+        per quality (a batch of files shares one)."""
+        cache = self.__dict__.setdefault("_scaled_projection_cache", {})
+        if quality not in cache:
+            steps = self.ladder.steps(quality).reshape(-1, 1)
+            weight = np.ascontiguousarray(self._positions_weight.T / steps, np.float32)
+            cache[quality] = weight, (self.encoder_bias.reshape(-1, 1) / steps).astype(np.float32)
+        return cache[quality]
+
+    def _scaled_image_latents(self, signal: np.ndarray, quality: int) -> np.ndarray:
+        """An image window's latents in units of their quantization steps, float32 (L, H', W')
+        in C order — what :meth:`latents_of_window` returns with ``scaled`` for images.
+
+        The encoder's hot path (a 768×512 photo at q 75: 14 ms of its 66 went to the float64
+        product and 4 to the division by the steps): one float32 product with the steps
+        folded into the weights, straight into channel-major order.  Float32 is ample here —
+        the rounding that follows decides between integers, and the decoder never sees these
+        floats; each latent is still one fixed-length dot product, so a strip's latents are
+        those of the whole image."""
+        cfg = self.config
+        weight, bias = self._scaled_projection(quality)
+        image = np.asarray(signal, dtype=np.float32).transpose(1, 2, 0)   # a view for (H, W, C) data
+        coefficients = wavelets.wpt2d_positions(image, cfg.levels, cfg.wavelet)
+        hb, wb = coefficients.shape[:2]
+        z = weight @ coefficients.reshape(hb * wb, -1).T
+        z += bias
+        return z.reshape(-1, hb, wb)
+
     def latents_of_window(self, signal: np.ndarray, quality: int | None = None, scaled: bool = False) -> np.ndarray:
         """Signal window (C, *spatial) in model units -> integer latents (int32).
 
@@ -293,6 +323,8 @@ class CodecModel:
         with ``scaled`` they stop before rounding and return float32 latents in
         units of their steps, for :func:`walloc_cli.rdoq.rd_round`.
         """
+        if scaled and self.ladder is not None and self.config.dims == 2:
+            return self._scaled_image_latents(signal, quality)
         z = self.float_latents(signal)
         if self.ladder is None:
             z = np.rint(z)

@@ -44,13 +44,19 @@ LAMBDA = 0.15
 _CHANNELS_PER_BATCH = 24
 
 
-def rd_round(scaled: np.ndarray, ladder: "QualityLadder", quality: int, lam: float = LAMBDA) -> np.ndarray:
+def rd_round(scaled: np.ndarray, ladder: "QualityLadder", quality: int, lam: float = LAMBDA,
+             prior: np.ndarray | None = None) -> np.ndarray:
     """Scaled float latents (L, H, W) of one image -> int32 latents, rate–distortion optimised.
 
     ``scaled`` is ``z / step`` per channel (what :meth:`QualityLadder.quantize`
     rounds), costed with the tables of the quality's own anchor.  The first
     ``ladder.lifted`` channels are coded after an integer Haar transform whose
     tables do not cost single values, so they keep the dead-zone rounding.
+
+    The contexts that price each choice come from the dead-zone rounding, or from
+    ``prior`` (int latents of the same shape): a first RD rounding's result, closer to the
+    values the coder will see (``--effort 2``: −0.4 % BD-rate on 12 validation photos,
+    −0.9 % at q 5–35, for a second pass's time).
     """
     q = ladder.check(quality)
     first_row, thresholds = ladder.table_sets(q)[ladder.CHOICES.index(0)]
@@ -66,7 +72,7 @@ def rd_round(scaled: np.ndarray, ladder: "QualityLadder", quality: int, lam: flo
     before = out[max(0, lifted - depth) : lifted].astype(np.int64)
     for c0 in range(lifted, channels, _CHANNELS_PER_BATCH):
         c1 = min(channels, c0 + _CHANNELS_PER_BATCH)
-        dead = np.concatenate([before, ladder.round_scaled(scaled[c0:c1])])
+        dead = np.concatenate([before, ladder.round_scaled(scaled[c0:c1]) if prior is None else prior[c0:c1]])
         before = dead[dead.shape[0] - min(depth, dead.shape[0]) :]
         magnitude = np.abs(scaled[c0:c1])
         nearest = np.floor(magnitude + 0.5).astype(np.int64)
@@ -84,5 +90,36 @@ def rd_round(scaled: np.ndarray, ladder: "QualityLadder", quality: int, lam: flo
         centre = offset[c0 + channel]
         cost_nearest = (a - np.maximum(n - centre, 0)) ** 2 + lam * entropy.symbol_bits(tables, rows, sign * n)
         cost_smaller = (a - np.maximum(n - 1 - centre, 0)) ** 2 + lam * entropy.symbol_bits(tables, rows, sign * (n - 1))
-        out[c0:c1].reshape(-1)[where] = sign * np.where(cost_smaller < cost_nearest, n - 1, n)
+        chosen = np.where(cost_smaller < cost_nearest, n - 1, n)
+        out[c0:c1].reshape(-1)[where] = sign * chosen
+        _drop_sparse_channels(out[c0:c1], c0, channel, a, chosen - centre, which, first_row, per_channel, tables, lam)
     return out
+
+
+# A channel with a handful of nonzero latents costs far more than their own bits: every one of
+# its positions is coded, each a few thousandths of a bit, and a channel left all zero costs
+# one flag bit (coder version 2).  Zeroing it is the same decision as rounding one value down,
+# taken for the whole channel: when the distortion it adds is below λ times the bits it
+# saves.  Only sparse channels are costed (their positions' bits are a dense table lookup).
+# Measured on 10 validation photos against zeroing every channel of at most N nonzeros
+# (N = 4: −2.1 % bytes for −0.020 dB at q 15, −1.2 % for −0.023 dB at q 35).
+SPARSE_CHANNEL = 64  # most nonzero latents a channel may have and still be considered for zeroing
+
+
+def _drop_sparse_channels(batch: np.ndarray, c0: int, channel: np.ndarray, magnitude: np.ndarray,
+                          reconstructed: np.ndarray, which: np.ndarray, first_row: int, per_channel: int,
+                          tables: "entropy.RaggedTables", lam: float) -> None:
+    """Zero (in place) the channels of ``batch`` (n, H, W; channel ``c0`` first) whose bits cost
+    more than the distortion they remove.  ``channel``, ``magnitude`` and ``reconstructed``
+    (|reconstruction| in steps, negative for 0) describe the batch's candidate values, as
+    :func:`rd_round` decided them; ``which`` (n, H·W) their context tables."""
+    flat = batch.reshape(batch.shape[0], -1)
+    nonzero = np.count_nonzero(flat, axis=1)
+    for i in np.flatnonzero((nonzero > 0) & (nonzero <= SPARSE_CHANNEL)).tolist():
+        mine = channel == i
+        kept = np.maximum(reconstructed[mine], 0)
+        added = float((magnitude[mine] ** 2 - (magnitude[mine] - kept) ** 2).sum())  # step², from zeroing
+        rows = first_row + (c0 + i) * per_channel + which[i].astype(np.int64)
+        bits = float(entropy.symbol_bits(tables, rows, flat[i]).sum()) - 1.0  # less the zero flag
+        if added < lam * bits:
+            flat[i] = 0
