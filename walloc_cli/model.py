@@ -392,9 +392,12 @@ class CodecModel:
         weight = self._decoder_arrays["linear.weight"].reshape(self.config.coefficient_channels, -1)
         return weight.astype(np.float32), self._decoder_arrays["linear.bias"].astype(np.float32)
 
-    def _linear_decoder(self) -> Callable[[np.ndarray], np.ndarray]:
-        """float latents (L, …) -> coefficients: the 1×1 map alone, in numpy (no torch import)."""
+    def _linear_decoder(self, channels: np.ndarray | None = None) -> Callable[[np.ndarray], np.ndarray]:
+        """float latents (L, …) -> coefficients: the 1×1 map alone, in numpy (no torch import).
+        ``channels``: the latent channels the input holds (the others are all zero)."""
         weight, bias = self.linear_map()
+        if channels is not None:
+            weight = np.ascontiguousarray(weight[:, channels])
 
         def run(z: np.ndarray) -> np.ndarray:
             flat = z.reshape(z.shape[0], -1)
@@ -460,11 +463,32 @@ class CodecModel:
         the inverse WPT then gets `context_margin` positions of decoded
         coefficients on each side, wrapped around the ends as periodization needs.
         """
+        if self.config.decoder_kind == "linear":
+            if self.ladder is not None and isinstance(latents, np.ndarray) and latents.ndim > 1:
+                # Channels all zero in the whole file (most of a photo's 192 at q ≤ 75) add nothing:
+                # the product and the dequantization skip them, the same set for every window
+                used = np.flatnonzero(latents.reshape(latents.shape[0], -1).any(axis=1))
+                decode = self._linear_decoder(used)
+                return self._windows(latents[used], chunk, quality, decode, used)
+            decode = self._linear_decoder()
+        else:
+            decode = self._neural_decoder()
+        return self._windows(latents, chunk, quality, decode, None)
+
+    def _windows(self, latents: np.ndarray, chunk: int, quality: int | None, decode: Callable[[np.ndarray], np.ndarray],
+                 channels: np.ndarray | None) -> Iterator[np.ndarray]:
+        """:meth:`from_latents` once its decoder is chosen; ``channels``: the latent channels
+        ``latents``' rows are (None: all)."""
         positions = latents.shape[1]
         margin, radius, block = self.context_margin, self.decoder_radius, self.config.block
-        decode = self._linear_decoder() if self.config.decoder_kind == "linear" else self._neural_decoder()
+
+        def dequantize(z: np.ndarray) -> np.ndarray:
+            if channels is None:
+                return self.dequantize(z, quality)
+            return self.ladder.dequantize(z, quality, channels)
+
         if positions <= chunk:  # one window: the periodic inverse needs no margin
-            yield self.synthesise(decode(self.dequantize(latents, quality)))
+            yield self.synthesise(decode(dequantize(latents)))
             return
         for q0 in range(0, positions, chunk):
             q1 = min(positions, q0 + chunk)
@@ -474,7 +498,7 @@ class CodecModel:
             parts = []
             for a, b in contiguous_runs(distinct):
                 lo, hi = max(0, a - radius), min(positions, b + radius)
-                parts.append(decode(self.dequantize(latents[:, lo:hi], quality))[:, a - lo : b - lo])
+                parts.append(decode(dequantize(latents[:, lo:hi]))[:, a - lo : b - lo])
             coefficients = np.concatenate(parts, axis=1)[:, np.searchsorted(distinct, needed)]
             # The inverse WPT runs in numpy: torch's strided slicing is several times
             # slower for some shapes (measured 0.08 s vs 0.35–3 s on a 481×321 photo).
@@ -594,12 +618,15 @@ class QualityLadder:
     def quantize(self, z: np.ndarray, quality: int) -> np.ndarray:
         return self.round_scaled(self.scale(z, quality))
 
-    def dequantize(self, latents: np.ndarray, quality: int) -> np.ndarray:
-        """Reconstruct each value at its bin's expected position (slightly toward zero)."""
+    def dequantize(self, latents: np.ndarray, quality: int, channels: np.ndarray | None = None) -> np.ndarray:
+        """Reconstruct each value at its bin's expected position (slightly toward zero).
+        ``channels``: which latent channels ``latents``' rows are (default: all, in order)."""
         q = self.check(quality)
         shape = (-1, *([1] * (latents.ndim - 1)))
-        steps = self.steps(q).reshape(shape)
-        offset = self.offset[self.anchor[q]].reshape(shape)
+        steps, offset = self.steps(q), self.offset[self.anchor[q]]
+        if channels is not None:
+            steps, offset = steps[channels], offset[channels]
+        steps, offset = steps.reshape(shape), offset.reshape(shape)
         low, high = (int(latents.min()), int(latents.max())) if latents.size else (0, 0)
         span = high - low + 1
         if (latents.ndim > 1 and span <= _DEQUANTIZE_TABLE and latents.shape[0] * span < latents.size
