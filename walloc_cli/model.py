@@ -400,7 +400,7 @@ class CodecModel:
             weight = np.ascontiguousarray(weight[:, channels])
 
         def run(z: np.ndarray) -> np.ndarray:
-            flat = z.reshape(z.shape[0], -1)
+            flat = z.reshape(z.shape[0], int(np.prod(z.shape[1:])))  # no channels at all: a flat image
             return (weight @ flat + bias[:, None]).reshape(weight.shape[0], *z.shape[1:])
 
         return run
