@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import sys
 from pathlib import Path
 
@@ -132,6 +133,21 @@ def test_pillow_codecs_round_trip():
         data = codec.encode(rgb, 50)
         assert data[:4] in (b"\xff\xd8\xff\xe0", b"RIFF") and codec.decode(data).shape == rgb.shape
         assert len(codec.encode(rgb, 90)) > len(codec.encode(rgb, 10))
+
+
+@pytest.mark.skipif(not (shutil.which("cjxl") and shutil.which("djxl")), reason="cjxl / djxl not installed")
+def test_jxl_codec_round_trips_through_its_command_line_tools():
+    rgb = smooth_image(40, 56)
+    codec, _ = benchmark.make_codec("jxl")
+    data = codec.encode(rgb, 50)
+    assert data[:2] == b"\xff\x0a" and codec.decode(data).shape == rgb.shape  # a bare JPEG XL codestream
+    assert len(codec.encode(rgb, 90)) > len(codec.encode(rgb, 10))
+
+
+def test_jxl_without_its_tools_is_skipped_with_a_note(monkeypatch):
+    monkeypatch.setattr(benchmark.shutil, "which", lambda name: None)
+    codec, note = benchmark.make_codec("jxl")
+    assert codec is None and "cjxl" in note and "libjxl-tools" in note
 
 
 @pytest.fixture

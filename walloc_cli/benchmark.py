@@ -231,7 +231,7 @@ def bd_rate(anchor_rates: Sequence[float], anchor_qualities: Sequence[float],
 # -- codecs ------------------------------------------------------------------------------
 
 STANDARD_QUALITIES = (5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95)
-CODEC_NAMES = ("walloc", "jpeg", "webp", "avif")
+CODEC_NAMES = ("walloc", "jpeg", "webp", "avif", "jxl")
 
 
 class BenchError(WallocError):
@@ -313,6 +313,56 @@ class WallocCodec(Codec):
         return self.api.decode_image(data).rgb
 
 
+class CommandCodec(Codec):
+    """A codec reached through its command-line tools (JPEG XL: ``cjxl`` / ``djxl``, which Pillow
+    does not write): PNG in, PNG out, through a private temporary folder.  Its times include
+    starting the two processes and the PNG on each side, as a user's script pays them."""
+
+    def __init__(self, name: str, suffix: str, encode: Sequence[str], decode: Sequence[str],
+                 qualities: Iterable[int], library: str) -> None:
+        self.name, self.suffix, self.qualities, self.library = name, suffix, tuple(qualities), library
+        self.encode_command, self.decode_command = list(encode), list(decode)
+
+    def _run(self, command: list[str]) -> None:
+        import subprocess
+
+        done = subprocess.run(command, capture_output=True)
+        if done.returncode:
+            reason = done.stderr.decode(errors="replace").strip().splitlines()
+            raise BenchError(f"{command[0]} failed: {reason[-1] if reason else f'exit status {done.returncode}'}")
+
+    def encode(self, rgb: np.ndarray, quality: int | None) -> bytes:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="walloc-bench-") as work:
+            source, coded = Path(work) / "in.png", Path(work) / f"out{self.suffix}"
+            Image.fromarray(rgb, "RGB").save(source, format="PNG", compress_level=0)
+            self._run([*self.encode_command, str(source), str(coded), "-q", str(quality)])
+            return coded.read_bytes()
+
+    def decode(self, data: bytes) -> np.ndarray:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="walloc-bench-") as work:
+            coded, out = Path(work) / f"in{self.suffix}", Path(work) / "out.png"
+            coded.write_bytes(data)
+            self._run([*self.decode_command, str(coded), str(out)])
+            with Image.open(out) as im:
+                return np.asarray(im.convert("RGB"))
+
+
+def _tool_version(command: str) -> str:
+    """First line of ``command --version`` (cjxl prints 'cjxl v0.7.0 [...]'), or ''."""
+    import subprocess
+
+    try:
+        done = subprocess.run([command, "--version"], capture_output=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    lines = (done.stdout or done.stderr).decode(errors="replace").strip().splitlines()
+    return lines[0].split("[")[0].strip() if lines else ""
+
+
 def make_codec(name: str) -> tuple[Codec | None, str]:
     """The adapter for ``name`` and a note for the output (why it is skipped, or what it uses)."""
     if name == "jpeg":
@@ -331,6 +381,12 @@ def make_codec(name: str) -> tuple[Codec | None, str]:
             return None, "avif skipped: this Pillow has no AVIF support (Pillow >= 11.3 with libavif)"
         return PillowCodec("avif", "AVIF", STANDARD_QUALITIES, {},
                            f"libavif {features.version('avif')} via Pillow, default speed"), ""
+    if name == "jxl":
+        if not (shutil.which("cjxl") and shutil.which("djxl")):
+            return None, "jxl skipped: cjxl / djxl are not on PATH (Debian: apt install libjxl-tools)"
+        return CommandCodec("jxl", ".jxl", ["cjxl", "-e", "7", "--quiet"], ["djxl", "--quiet"], STANDARD_QUALITIES,
+                            f"{_tool_version('cjxl') or 'cjxl'} (command line, effort 7, -q sweep; "
+                            f"times include process start)"), ""
     if name == "walloc":
         return WallocCodec(), ""
     raise BenchError(f"unknown codec {name!r} (choose from {', '.join(CODEC_NAMES)})")

@@ -856,8 +856,8 @@ def models(as_json: bool) -> None:
 
 @main.command()
 @click.argument("directory", metavar="DIR")
-@click.option("--codecs", default="walloc,jpeg,webp,avif", show_default=True,
-              help="Comma-separated codecs to sweep: walloc, jpeg, webp, avif.")
+@click.option("--codecs", default="walloc,jpeg,webp,avif,jxl", show_default=True,
+              help="Comma-separated codecs to sweep: walloc, jpeg, webp, avif, jxl (JPEG XL: cjxl / djxl on PATH).")
 @click.option("--plot", "plot_path", default=None, metavar="FILE.png",
               help="Draw PSNR and MS-SSIM vs bpp curves (needs matplotlib: pip install 'walloc[bench]').")
 @click.option("--json", "json_path", default=None, metavar="FILE",
