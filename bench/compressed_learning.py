@@ -302,6 +302,20 @@ def shift_flip(photos: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     return torch.stack([p.index_select(1, r).index_select(2, c) for p, r, c in zip(photos, rows, cols)])
 
 
+TTA_VIEWS = tuple((flip, sx, sy) for flip in (False, True) for sx, sy in ((0, 0), (4, 0), (0, 4), (4, 4)))
+"""The views of a val photo that ``--tta`` averages: with and without a flip, shifted by 0 or 4 px
+each way (4 px: half the latents' 8-px block grid, the phase that changes the latents most).
+View 0 is the photo itself."""
+
+
+def view_theta(count: int, flip: bool, shift_x: int, shift_y: int, side: int = 224) -> torch.Tensor:
+    """``augment_grid``'s matrices (crop=False form) for one fixed whole-pixel shift (+ flip) of ``count`` photos."""
+    theta = torch.zeros(count, 2, 3)
+    theta[:, 0, 0], theta[:, 1, 1] = (-1.0 if flip else 1.0), 1.0
+    theta[:, 0, 2], theta[:, 1, 2] = 2 * shift_x / side, 2 * shift_y / side
+    return theta
+
+
 class PhotoBatches:
     """Batches of one input form made in this process from the cached 224×224 uint8 photos:
     (train) the pixel augmentation of :func:`augment_grid` (``crop=False``: shifts instead of
@@ -328,10 +342,11 @@ class PhotoBatches:
 
     def __init__(self, photos: np.ndarray, labels: list[int], form: str, codec: CodecModel, *, batch: int,
                  train: bool = False, seed: int = 0, crop: bool = True,
-                 stats: tuple[torch.Tensor, torch.Tensor] | None = None, cache: Path | None = None) -> None:
+                 stats: tuple[torch.Tensor, torch.Tensor] | None = None, cache: Path | None = None,
+                 view: tuple[bool, int, int] | None = None) -> None:
         self.photos, self.labels, self.form, self.codec = photos, torch.as_tensor(labels), form, codec
         self.batch, self.train, self.seed, self.crop, self.epoch = batch, train, seed, crop, 0
-        self.cache = cache
+        self.cache, self.view = cache, view   # view (not train): one fixed (flip, shift x, shift y) of every photo
         self.mean, self.std = stats if stats is not None else self.stats()
 
     def set_epoch(self, epoch: int) -> None:
@@ -381,6 +396,8 @@ class PhotoBatches:
                 x = self._photos(indices)
                 if self.train:
                     x = augment(x, augment_grid(self.seed, self.epoch, indices, self.crop), self.crop)
+                elif self.view is not None:
+                    x = shift_flip(x, view_theta(len(indices), *self.view))
                 x = self.form_of(x)
                 if keep:
                     made = self._keep(made, x, indices, n)
@@ -488,6 +505,39 @@ def evaluate(net: nn.Module, dl: DataLoader) -> tuple[float, float]:
             correct += int((net(x).argmax(1) == y).sum())
             total += len(y)
     return correct / total, total / (time.perf_counter() - start)
+
+
+def tta(data: Data, args: argparse.Namespace) -> dict:
+    """Val top-1 of the final networks of finished ``--tta`` runs (-paug arms of latents or 56×56
+    pixels) with their softmax outputs averaged over TTA_VIEWS, each view of the val photo made
+    into the arm's input as in training; and of view 0 alone, which must equal the run's val_acc
+    (a check that the checkpoint and the input path are the run's).  Kept in OUT/tta.json."""
+    path = args.out / "tta.json"
+    done = json.loads(path.read_text()) if path.exists() else {}
+    runs = load_runs(args.out)
+    todo = [(arm, r["seed"], r["val_acc"]) for arm in args.tta for r in sorted(runs.get(arm, []), key=lambda r: r["seed"])
+            if f"{arm}-seed{r['seed']}" not in done]
+    for arm in args.tta:
+        if arm not in ARMS or not pixel_augmented(arm) or base_arm(arm) == "pixels224":
+            raise SystemExit(f"--tta: {arm} is not a -paug arm of latents or pixels56")
+    for form in sorted({base_arm(arm) for arm, _, _ in todo}):
+        _, val = data.batches(f"{form}-paug-nocrop", 0)          # the form's standardisation (training photos)
+        views = [list(PhotoBatches(val.photos, data.labels("val"), form, val.codec, batch=250,
+                                   stats=(val.mean, val.std), view=v)) for v in TTA_VIEWS]
+        for arm, seed, val_acc in ((a, s, v) for a, s, v in todo if base_arm(a) == form):
+            net = make_net(arm, width_of(arm, args.width))
+            net.load_state_dict(torch.load(args.out / "ckpt" / f"{arm}-seed{seed}.pt", weights_only=False)["net"])
+            net.eval()
+            with torch.inference_mode():
+                probs = [torch.cat([net(x).softmax(1) for x, _ in batches]) for batches in views]
+            labels = torch.cat([y for _, y in views[0]])
+            single, averaged = ((p.argmax(1) == labels).float().mean().item() for p in (probs[0], sum(probs)))
+            done[f"{arm}-seed{seed}"] = {"arm": arm, "seed": seed, "val_acc": val_acc, "val_acc_view0": single,
+                                         "val_acc_tta": averaged, "views": [list(v) for v in TTA_VIEWS]}
+            print(f"  {arm} seed {seed}: val top-1 {100 * single:.2f} % (run: {100 * val_acc:.2f}), "
+                  f"{len(TTA_VIEWS)} views averaged {100 * averaged:.2f} %", flush=True)
+            path.write_text(json.dumps(done, indent=1))
+    return done
 
 
 def train_run(arm: str, seed: int, data: Data, args: argparse.Namespace) -> dict:
@@ -672,6 +722,19 @@ def report(args: argparse.Namespace) -> str:
         lines.append(f"| {ARMS[arm]} | {rs[0]['epochs']} | {acc.mean():.1f}{sd} % | {len(rs)}: {', '.join(f'{a:.1f}' for a in acc)} "
                      f"| {fit:.1f} % | {ips:.0f} | {rs[0]['macs'] / 1e6:.1f} | {rs[0]['params']:,} |")
     text = "\n".join(lines)
+    tta_path = args.out / "tta.json"
+    if tta_path.exists():
+        by_arm: dict[str, list[dict]] = {}
+        for r in json.loads(tta_path.read_text()).values():
+            by_arm.setdefault(r["arm"], []).append(r)
+        text += (f"\n\nval top-1 with test-time augmentation ({len(TTA_VIEWS)} views: flip x shifts of 0/4 px, softmax "
+                 "averaged):\n| input | plain (mean) | TTA (mean ± sd) | seeds: per seed |\n|---|---|---|---|")
+        for arm in (a for a in ARMS if a in by_arm):
+            rs = sorted(by_arm[arm], key=lambda r: r["seed"])
+            acc = np.array([r["val_acc_tta"] for r in rs]) * 100
+            sd = f" ± {acc.std(ddof=1):.1f}" if len(acc) > 1 else ""
+            text += (f"\n| {ARMS[arm]} | {100 * np.mean([r['val_acc'] for r in rs]):.1f} % | {acc.mean():.1f}{sd} % "
+                     f"| {len(rs)}: {', '.join(f'{a:.1f}' for a in acc)} |")
     for name, file in (("loading, ms per item", "loading.json"), ("bytes per image", "bytes.json"),
                        ("what each 9,408-value input keeps of the 224×224 val photos", "information.json"),
                        ("training images/s, interleaved microbenchmark (batch, median of rounds)", "speed.json")):
@@ -711,6 +774,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--budget-min", type=float, default=None,
                    help="start no run that the time used so far says would end after this many minutes")
     p.add_argument("--report", action="store_true", help="print the table of finished runs and exit")
+    p.add_argument("--tta", nargs="+", default=None, metavar="ARM",
+                   help="evaluate the finished runs of these -paug arms with test-time augmentation, then exit")
     p.add_argument("--speed", action="store_true", help="also measure training images/s of each network, interleaved")
     return p.parse_args(argv)
 
@@ -722,6 +787,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     wall = time.perf_counter()
     torch.set_num_threads(args.threads)
+    if args.tta:
+        tta(Data(args), args)
+        print(report(args))
+        return
     ensure_inputs(args)
     data = Data(args)
     (args.out / "runs").mkdir(parents=True, exist_ok=True)
