@@ -17,6 +17,7 @@ import soundfile
 from PIL import Image
 
 from walloc_cli import api, blocks, container, entropy, multiband, strips
+from walloc_cli.model import load_model
 
 DATA = Path(__file__).parent / "data"
 GOLDEN = DATA / "golden"
@@ -49,8 +50,13 @@ def main() -> None:
     Image.open(DATA / "photo.jpg").convert("RGB").crop((100, 60, 228, 156)).save(crop, format="PNG")
     # the quality-ladder model: context-coded latents, linear decoder; named by the context
     # coder's version from its second on (version 2: zero-channel flags)
+    # and, from the weights with the decoder's filter on, by the weights' hash (a refit keeps
+    # the old weights in weights/previous/ so that the older golden files still decode)
+    weights = load_model("rgb-1x")
     ladder = f"v{container.VERSION}-rgb-1x" + ("" if entropy.CONTEXT_CODER == entropy.CONTEXT_CODER_V1
                                                else f"-ctx{entropy.CONTEXT_CODER[-1]}")
+    if weights.ladder.filter is not None:
+        ladder += f"-{weights.config.short_hash[:8]}"
     for quality in (20, 75):
         wlc = api.encode_image(crop.getvalue(), "rgb-1x", quality).data
         _save(f"{ladder}-q{quality}", wlc, api.decode_image(wlc).rgb)

@@ -292,6 +292,6 @@ def test_windowed_linear_decoding_matches_whole_image_decoding(photo_path, chunk
     model = load_model("rgb-1x")
     rgb = np.asarray(Image.open(photo_path).convert("RGB"))[:160, :120]
     latents = _whole_image_latents(model, rgb, 60)
-    whole = model.synthesise(model._linear_decoder()(model.dequantize(latents, 60)))
+    whole = model.synthesise(model._linear_decoder(None, 60)(model.dequantize(latents, 60)))  # the filter too
     strips = np.concatenate(list(model.from_latents(latents, chunk, 60)), axis=1)
     np.testing.assert_allclose(strips, whole, atol=2e-5)

@@ -26,6 +26,7 @@ on two CPU cores, and the same command reproduces the shipped weights.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -189,6 +190,64 @@ def fit(data: Path, out: Path, name: str, max_images: int, seed: int) -> Path:
     return path
 
 
+FILTER_CHANNELS = 32  # K: the leading channels the decoder's 3×3 filter refines (postfilter.py)
+FILTER_IMAGES = 150   # training photos its least squares are summed over, per anchor
+
+
+def fit_filter(weights: Path, name: str, data: Path, max_images: int = FILTER_IMAGES, seed: int = 1,
+               channels: int = FILTER_CHANNELS) -> Path:
+    """Add the decoder's filter (``quality.filter``, :mod:`walloc_cli.postfilter`) to the fitted
+    ladder model ``weights/<name>``, and write it back (a new weights hash).
+
+    For each anchor, the photos are encoded exactly as ``walloc encode`` does at the
+    quality nearest the anchor's step (RD rounding included), decoded to dequantized
+    latents, and the least-squares estimate of the true latents' error from each decoded
+    3×3 neighbourhood of the first ``channels`` channels is solved, in units of the step.
+    Minutes on two cores; the ladder's other arrays are copied unchanged."""
+    from . import api, postfilter
+    from .model import _load_config
+
+    started = time.time()
+    config_path = weights / f"{name}.json"
+    model = _load_config(config_path, name)
+    ladder = model.ladder
+    if ladder is None:
+        raise SystemExit(f"{name} is not a quality-ladder model")
+    files = sorted(p for p in (data / "train").iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"})
+    rng = np.random.default_rng(seed)
+    chosen = [files[i] for i in sorted(rng.choice(len(files), min(max_images, len(files)), replace=False))]
+    photos = [read_image(path.read_bytes()).rgb for path in chosen]
+    _log(f"filter: {len(photos)} training photos (seed {seed}), K = {channels}")
+    steps, _, anchors = quality_steps()
+    kernels = []
+    for a, anchor_step in enumerate(anchors):
+        quality = int(np.abs(np.log(steps[1:]) - np.log(anchor_step)).argmin()) + 1  # nearest the anchor
+        scale = ladder.steps(quality)[:channels].reshape(-1, 1, 1)
+        pairs = []
+        for rgb in photos:
+            h, w = rgb.shape[:2]
+            pad = ((-h) % BLOCK, (-w) % BLOCK)
+            true = model.to_latents(api._image_reader(rgb, w + pad[1]), h + pad[0], 1 << 30, quality, scaled=True)
+            coded, _ = api.image_to_latents(model, rgb, quality)
+            decoded = ladder.dequantize(coded[:channels], quality, np.arange(channels)) / scale
+            pairs.append((decoded.astype(np.float32), true[:channels]))  # both in units of their steps
+        kernels.append(postfilter.fit_weight(pairs))
+        _log(f"filter: anchor {a + 1}/{len(anchors)} (q {quality}) fitted")
+    with np.load(weights / f"{name}.npz", allow_pickle=False) as stored:
+        arrays = {k: stored[k] for k in stored.files}
+    arrays["quality.filter"] = np.stack(kernels).astype(np.float32)
+    config = json.loads(config_path.read_text())
+    config.pop("sha256", None)
+    config.setdefault("info", {})["filter"] = {
+        "fitted_on": f"{len(photos)} photos of {data / 'train'} (seed {seed})", "channels": channels,
+        "fit_wall_minutes": round((time.time() - started) / 60, 1),
+        "command": f"python -m walloc_cli.ladder --data {data} --out {weights} --name {name} --filter-only",
+    }
+    path = save_model(weights, config, arrays)
+    _log(f"filter: wrote {path} in {(time.time() - started) / 60:.1f} min")
+    return path
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m walloc_cli.ladder", description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, required=True, help="folder with train/ (photos)")
@@ -196,8 +255,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", default="rgb-1x")
     parser.add_argument("--images", type=int, default=400, help="training photos to fit on")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--filter-only", action="store_true",
+                        help="add the decoder's filter to the ladder model already in --out (then it is refitted "
+                             "there); without it, the ladder is fitted and then its filter")
     args = parser.parse_args(argv)
-    fit(args.data, args.out, args.name, args.images, args.seed)
+    if not args.filter_only:
+        fit(args.data, args.out, args.name, args.images, args.seed)
+    fit_filter(args.out, args.name, args.data)
 
 
 if __name__ == "__main__":

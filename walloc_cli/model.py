@@ -383,8 +383,8 @@ class CodecModel:
     @property
     def decoder_radius(self) -> int:
         """Receptive radius of the decoder net in latent positions (one per 3-tap conv)."""
-        if self.config.decoder_kind == "linear":
-            return 0
+        if self.config.decoder_kind == "linear":  # the ladder's 3×3 filter reaches one position
+            return 1 if self.ladder is not None and self.ladder.filter is not None else 0
         return 2 * self.config.decoder_blocks + 2
 
     def linear_map(self) -> tuple[np.ndarray, np.ndarray]:
@@ -392,14 +392,29 @@ class CodecModel:
         weight = self._decoder_arrays["linear.weight"].reshape(self.config.coefficient_channels, -1)
         return weight.astype(np.float32), self._decoder_arrays["linear.bias"].astype(np.float32)
 
-    def _linear_decoder(self, channels: np.ndarray | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    def _linear_decoder(self, channels: np.ndarray | None = None,
+                        quality: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
         """float latents (L, …) -> coefficients: the 1×1 map alone, in numpy (no torch import).
-        ``channels``: the latent channels the input holds (the others are all zero)."""
+        ``channels``: the latent channels the input holds (the others are all zero; they
+        include the filter's first K when the ladder has one).  ``quality``: the file's, for
+        the ladder's filter (:mod:`walloc_cli.postfilter`), applied first."""
         weight, bias = self.linear_map()
         if channels is not None:
             weight = np.ascontiguousarray(weight[:, channels])
+        refine = None
+        if self.ladder is not None and self.ladder.filter is not None and quality is not None:
+            from .postfilter import correction
+
+            k = self.ladder.filter_channels
+            step = self.ladder.steps(quality)[:k].astype(np.float32).reshape(k, 1, 1)  # it works in steps
+            kernel = self.ladder.filter[self.ladder.anchor[quality]]
+
+            def refine(z: np.ndarray) -> None:
+                z[:k] += correction(z[:k] / step, kernel) * step
 
         def run(z: np.ndarray) -> np.ndarray:
+            if refine is not None:
+                refine(z)
             flat = z.reshape(z.shape[0], int(np.prod(z.shape[1:])))  # no channels at all: a flat image
             return (weight @ flat + bias[:, None]).reshape(weight.shape[0], *z.shape[1:])
 
@@ -467,10 +482,13 @@ class CodecModel:
             if self.ladder is not None and isinstance(latents, np.ndarray) and latents.ndim > 1:
                 # Channels all zero in the whole file (most of a photo's 192 at q ≤ 75) add nothing:
                 # the product and the dequantization skip them, the same set for every window
-                used = np.flatnonzero(latents.reshape(latents.shape[0], -1).any(axis=1))
-                decode = self._linear_decoder(used)
+                # (but the filter's first K, which it may fill)
+                used = latents.reshape(latents.shape[0], -1).any(axis=1)
+                used[: self.ladder.filter_channels] = True
+                used = np.flatnonzero(used)
+                decode = self._linear_decoder(used, quality)
                 return self._windows(latents[used], chunk, quality, decode, used)
-            decode = self._linear_decoder()
+            decode = self._linear_decoder(None, quality)
         else:
             decode = self._neural_decoder()
         return self._windows(latents, chunk, quality, decode, None)
@@ -554,16 +572,24 @@ class QualityLadder:
     ``step[q]`` (float) and per-anchor channel ``gain`` set the quantization
     steps; only the *encoder* and the dequantizer use those floats.  The entropy
     decoder needs just the integer ``anchor[q]`` (which table set), the integer
-    context thresholds and the integer tables, so decoding is bit-exact.
+    context thresholds and the integer tables, so decoding is bit-exact.  ``filter``
+    (anchors, K, 9·K), optional: the decoder's 3×3 filter over the first K channels
+    (:mod:`walloc_cli.postfilter`).
     """
 
     def __init__(self, step: np.ndarray, anchor: np.ndarray, gain: np.ndarray, deadzone: float,
                  offset: np.ndarray, thresholds: np.ndarray, tables: "RaggedTables", depth: int,
-                 lifted: int, neighbour_cuts: tuple[int, ...]) -> None:
+                 lifted: int, neighbour_cuts: tuple[int, ...], filter: np.ndarray | None = None) -> None:
         self.step, self.anchor, self.gain = step, anchor, gain
         self.deadzone, self.offset = deadzone, offset
         self.thresholds, self.tables, self.depth, self.lifted = thresholds, tables, depth, lifted
         self.neighbour_cuts = neighbour_cuts
+        self.filter = filter
+
+    @property
+    def filter_channels(self) -> int:
+        """K, the leading channels the decoder's filter refines (0: no filter)."""
+        return 0 if self.filter is None else self.filter.shape[1]
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], config: ModelConfig) -> "QualityLadder":
@@ -597,8 +623,17 @@ class QualityLadder:
         rows = anchors * channels * tables_per_channel(bins, config.neighbour_cuts)
         if tables.lo.shape[0] != rows:
             raise ModelError(f"context tables have {tables.lo.shape[0]} rows, the config asks for {rows}")
+        filter = None
+        if "quality.filter" in arrays:
+            from .postfilter import TAPS
+
+            filter = array_of(arrays, "quality.filter").astype(np.float32)
+            if (filter.ndim != 3 or filter.shape[0] != anchors or not 1 <= filter.shape[1] <= channels
+                    or filter.shape[2] != TAPS * TAPS * filter.shape[1]):
+                raise ModelError(f"array 'quality.filter' has shape {filter.shape}, expected "
+                                 f"({anchors}, K, {TAPS * TAPS}·K) with K ≤ {channels}")
         return cls(step, anchor, gain, float(deadzone), offset, thresholds, tables, config.context_depth,
-                   config.lifted_channels, config.neighbour_cuts)
+                   config.lifted_channels, config.neighbour_cuts, filter)
 
     def check(self, quality: int | None) -> int:
         return check_quality(quality)

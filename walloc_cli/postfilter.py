@@ -1,0 +1,61 @@
+"""The quality ladder's decoder-side filter: a linear 3×3 filter across the leading latent channels.
+
+Why: the linear decoder reconstructs every latent from its own integer alone (its bin's
+centroid).  But quantization errors are not independent of the neighbourhood: where the
+low channels show an edge, the values rounded to zero in the next channels were not
+random, and a latent's 3×3 neighbours across the first K channels say much about the error
+of each.  The least-squares estimate of that error from those neighbours (a Wiener filter,
+fitted in closed form per quality anchor on training photos) is the cheapest "asymmetric
+decoder" there is: the encoder is unchanged, the decoder adds one small convolution on the
+latent grid (9·K² multiply-adds per latent position, K = 32: about 3 ms for a 768×512 photo).
+
+Measured before shipping (60 training photos fitted, 12 validation photos, error in the
+latent domain, which the orthonormal transform carries to the pixels): +0.34 dB at q 15,
++0.17 dB at q 35, +0.08 dB at q 55; K = 64 gave +0.34 / +0.14 / +0.10 dB (more weights
+than 60 photos fit well).
+
+The filter works in units of the quality's step, zero beyond the latent grid's edges (as it
+was fitted), so its result at a position depends only on that position's neighbourhood:
+the same in every decoding window.  It is floating-point arithmetic on the decoder's side,
+like the inverse transform; the entropy decoding it follows stays integer and exact.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+TAPS = 3  # the filter's width and height on the latent grid
+
+
+def patches(z: np.ndarray) -> np.ndarray:
+    """(K, H, W) -> (9·K, H·W): each position's 3×3 neighbourhood in every channel, zeros
+    beyond the edges; row ``t·K + k`` is channel k at tap t (row-major over the 3×3)."""
+    channels, height, width = z.shape
+    padded = np.zeros((channels, height + 2, width + 2), z.dtype)
+    padded[:, 1:-1, 1:-1] = z
+    out = np.empty((TAPS * TAPS, channels, height, width), z.dtype)
+    for t in range(TAPS * TAPS):
+        i, j = divmod(t, TAPS)
+        out[t] = padded[:, i : i + height, j : j + width]
+    return out.reshape(TAPS * TAPS * channels, height * width)
+
+
+def correction(z: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """The estimated quantization error of the first K channels of ``z`` (K, H, W), in the
+    same units, from ``weight`` (K, 9·K): what the decoder adds to them."""
+    channels, height, width = z.shape
+    return (weight @ patches(z)).reshape(channels, height, width)
+
+
+def fit_weight(pairs: list[tuple[np.ndarray, np.ndarray]], ridge: float = 1e-3) -> np.ndarray:
+    """Least-squares ``weight`` (K, 9·K) from (decoded, true) latent pairs (K, H, W) in step
+    units: the linear estimate of ``true − decoded`` from the decoded neighbourhood.  The
+    normal equations are summed photo by photo in float64 (memory: (9K)² numbers)."""
+    size = TAPS * TAPS * pairs[0][0].shape[0]
+    gram = np.zeros((size, size))
+    cross = np.zeros((size, pairs[0][0].shape[0]))
+    for decoded, true in pairs:
+        x = patches(decoded.astype(np.float64))
+        gram += x @ x.T
+        cross += x @ (true - decoded).reshape(decoded.shape[0], -1).T.astype(np.float64)
+    gram += ridge * np.trace(gram) / size * np.eye(size)
+    return np.linalg.solve(gram, cross).T.astype(np.float32)
