@@ -392,15 +392,24 @@ class CodecModel:
         weight = self._decoder_arrays["linear.weight"].reshape(self.config.coefficient_channels, -1)
         return weight.astype(np.float32), self._decoder_arrays["linear.bias"].astype(np.float32)
 
-    def _linear_decoder(self, channels: np.ndarray | None = None,
-                        quality: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    def _linear_decoder(self, channels: np.ndarray | None = None, quality: int | None = None,
+                        positions_major: bool = False) -> Callable[[np.ndarray], np.ndarray]:
         """float latents (L, …) -> coefficients: the 1×1 map alone, in numpy (no torch import).
         ``channels``: the latent channels the input holds (the others are all zero; they
         include the filter's first K when the ladder has one).  ``quality``: the file's, for
-        the ladder's filter (:mod:`walloc_cli.postfilter`), applied first."""
+        the ladder's filter (:mod:`walloc_cli.postfilter`), applied first.
+        ``positions_major`` (images): (H', W', coefficients) in the order of
+        :func:`wavelets.wpt2d_positions`, what the inverse transform reads — the product writes
+        that layout directly instead of a channel-major array to be transposed and reordered
+        (two copies of a photo's coefficients, about 5 % of its decode)."""
         weight, bias = self.linear_map()
         if channels is not None:
-            weight = np.ascontiguousarray(weight[:, channels])
+            weight = weight[:, channels]
+        if positions_major:
+            order = self._positions_order()
+            weight, bias = np.ascontiguousarray(weight[order].T), bias[order]
+        else:
+            weight = np.ascontiguousarray(weight)
         refine = None
         if self.ladder is not None and self.ladder.filter is not None and quality is not None:
             from .postfilter import correction
@@ -416,9 +425,29 @@ class CodecModel:
             if refine is not None:
                 refine(z)
             flat = z.reshape(z.shape[0], int(np.prod(z.shape[1:])))  # no channels at all: a flat image
+            if positions_major:
+                out = flat.T @ weight
+                out += bias
+                return out.reshape(*z.shape[1:], weight.shape[1])
             return (weight @ flat + bias[:, None]).reshape(weight.shape[0], *z.shape[1:])
 
         return run
+
+    def _positions_order(self) -> np.ndarray:
+        """Coefficient channel (packet order, as the decoder's weights list them) of each column
+        of :func:`wavelets.wpt2d_positions`' (C, B_rows, B_cols) layout."""
+        per_colour = wavelets.packet_order_2d(self.config.levels)      # packet channel j -> position r·B + k
+        inverse = np.argsort(per_colour)                               # position -> packet channel
+        size = per_colour.size
+        return (np.arange(self.config.channels)[:, None] * size + inverse[None, :]).reshape(-1)
+
+    def _synthesise_positions(self, coefficients: np.ndarray) -> np.ndarray:
+        """(H', W', C·4^J) in :func:`wavelets.wpt2d_positions`' layout -> signal (C, H, W)."""
+        hb, wb, _ = coefficients.shape
+        block, colours = self.config.block, self.config.channels
+        image = wavelets.iwpt2d_positions(coefficients.reshape(hb, wb, colours, block, block), self.config.levels,
+                                          self.config.wavelet)
+        return image.transpose(2, 0, 1)
 
     def _neural_decoder(self) -> Callable[[np.ndarray], np.ndarray]:
         import torch
@@ -486,19 +515,22 @@ class CodecModel:
                 used = latents.reshape(latents.shape[0], -1).any(axis=1)
                 used[: self.ladder.filter_channels] = True
                 used = np.flatnonzero(used)
-                decode = self._linear_decoder(used, quality)
-                return self._windows(latents[used], chunk, quality, decode, used)
+                decode = self._linear_decoder(used, quality, positions_major=self.config.dims == 2)
+                return self._windows(latents[used], chunk, quality, decode, used, self.config.dims == 2)
             decode = self._linear_decoder(None, quality)
         else:
             decode = self._neural_decoder()
         return self._windows(latents, chunk, quality, decode, None)
 
     def _windows(self, latents: np.ndarray, chunk: int, quality: int | None, decode: Callable[[np.ndarray], np.ndarray],
-                 channels: np.ndarray | None) -> Iterator[np.ndarray]:
+                 channels: np.ndarray | None, positions_major: bool = False) -> Iterator[np.ndarray]:
         """:meth:`from_latents` once its decoder is chosen; ``channels``: the latent channels
-        ``latents``' rows are (None: all)."""
+        ``latents``' rows are (None: all); ``positions_major``: ``decode`` returns
+        (H', W', coefficients) (:meth:`_linear_decoder`), else (coefficients, H', …)."""
         positions = latents.shape[1]
         margin, radius, block = self.context_margin, self.decoder_radius, self.config.block
+        axis = 0 if positions_major else 1  # the latent-row axis of decode's result
+        synthesise = self._synthesise_positions if positions_major else self.synthesise
 
         def dequantize(z: np.ndarray) -> np.ndarray:
             if channels is None:
@@ -506,7 +538,7 @@ class CodecModel:
             return self.ladder.dequantize(z, quality, channels)
 
         if positions <= chunk:  # one window: the periodic inverse needs no margin
-            yield self.synthesise(decode(dequantize(latents)))
+            yield synthesise(decode(dequantize(latents)))
             return
         for q0 in range(0, positions, chunk):
             q1 = min(positions, q0 + chunk)
@@ -516,11 +548,11 @@ class CodecModel:
             parts = []
             for a, b in contiguous_runs(distinct):
                 lo, hi = max(0, a - radius), min(positions, b + radius)
-                parts.append(decode(dequantize(latents[:, lo:hi]))[:, a - lo : b - lo])
-            coefficients = np.concatenate(parts, axis=1)[:, np.searchsorted(distinct, needed)]
+                parts.append(np.take(decode(dequantize(latents[:, lo:hi])), np.arange(a - lo, b - lo), axis=axis))
+            coefficients = np.take(np.concatenate(parts, axis=axis), np.searchsorted(distinct, needed), axis=axis)
             # The inverse WPT runs in numpy: torch's strided slicing is several times
             # slower for some shapes (measured 0.08 s vs 0.35–3 s on a 481×321 photo).
-            signal = self.synthesise(coefficients)
+            signal = synthesise(coefficients)
             yield signal[:, margin * block : (margin + q1 - q0) * block]
 
 
