@@ -256,8 +256,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--images", type=int, default=400, help="training photos to fit on")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--filter-only", action="store_true",
-                        help="add the decoder's filter to the ladder model already in --out (then it is refitted "
-                             "there); without it, the ladder is fitted and then its filter")
+                        help="only fit the decoder's filter, for the ladder model already in --out (written back "
+                             "with a new weights hash); without it the ladder is fitted first, then its filter")
     args = parser.parse_args(argv)
     if not args.filter_only:
         fit(args.data, args.out, args.name, args.images, args.seed)

@@ -508,6 +508,7 @@ class CodecModel:
         coefficients on each side, wrapped around the ends as periodization needs.
         """
         if self.config.decoder_kind == "linear":
+            images = self.config.dims == 2  # images: the product writes the inverse transform's layout
             if self.ladder is not None and isinstance(latents, np.ndarray) and latents.ndim > 1:
                 # Channels all zero in the whole file (most of a photo's 192 at q ≤ 75) add nothing:
                 # the product and the dequantization skip them, the same set for every window
@@ -515,12 +516,10 @@ class CodecModel:
                 used = latents.reshape(latents.shape[0], -1).any(axis=1)
                 used[: self.ladder.filter_channels] = True
                 used = np.flatnonzero(used)
-                decode = self._linear_decoder(used, quality, positions_major=self.config.dims == 2)
-                return self._windows(latents[used], chunk, quality, decode, used, self.config.dims == 2)
-            decode = self._linear_decoder(None, quality)
-        else:
-            decode = self._neural_decoder()
-        return self._windows(latents, chunk, quality, decode, None)
+                decode = self._linear_decoder(used, quality, positions_major=images)
+                return self._windows(latents[used], chunk, quality, decode, used, images)
+            return self._windows(latents, chunk, quality, self._linear_decoder(None, quality, images), None, images)
+        return self._windows(latents, chunk, quality, self._neural_decoder(), None)
 
     def _windows(self, latents: np.ndarray, chunk: int, quality: int | None, decode: Callable[[np.ndarray], np.ndarray],
                  channels: np.ndarray | None, positions_major: bool = False) -> Iterator[np.ndarray]:
