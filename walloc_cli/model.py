@@ -257,15 +257,28 @@ class CodecModel:
 
     @property
     def _positions_weight(self) -> np.ndarray:
-        """Encoder weight with columns in :func:`wavelets.wpt2d_positions`' (c, r, k) order."""
+        """Encoder weight with columns in :func:`wavelets.wpt2d_positions`' (c, r, k) order, transposed."""
         if not hasattr(self, "_positions_weight_cache"):
-            cfg = self.config
-            order = wavelets.packet_order_2d(cfg.levels)
-            columns = (np.arange(cfg.channels)[:, None] * order.size + order[None, :]).reshape(-1)
-            weight = np.empty_like(self.encoder_weight)
-            weight[:, columns] = self.encoder_weight
-            self._positions_weight_cache = np.ascontiguousarray(weight.T)
+            self._positions_weight_cache = np.ascontiguousarray(self.encoder_weight[:, self._positions_order()].T)
         return self._positions_weight_cache
+
+    def _positions_order(self) -> np.ndarray:
+        """Coefficient channel (packet order, as the weights list them) of each column of
+        :func:`wavelets.wpt2d_positions`' (C, B_rows, B_cols) layout: the encoder's and the
+        linear decoder's weights are reordered by it once, so neither reorders coefficients."""
+        per_colour = wavelets.packet_order_2d(self.config.levels)      # packet channel j -> position r·B + k
+        inverse = np.argsort(per_colour)                               # position -> packet channel
+        size = per_colour.size
+        return (np.arange(self.config.channels)[:, None] * size + inverse[None, :]).reshape(-1)
+
+    def _image_coefficients(self, signal: np.ndarray) -> tuple[np.ndarray, int, int]:
+        """An image window (C, H, W) -> its packet coefficients (H'·W', C·4^J) in
+        :func:`wavelets.wpt2d_positions`' layout, and H', W': the input of both projections."""
+        cfg = self.config
+        image = np.asarray(signal, dtype=np.float32).transpose(1, 2, 0)   # a view for (H, W, C) data
+        coefficients = wavelets.wpt2d_positions(image, cfg.levels, cfg.wavelet)
+        hb, wb = coefficients.shape[:2]
+        return coefficients.reshape(hb * wb, -1), hb, wb
 
     def float_latents(self, signal: np.ndarray) -> np.ndarray:
         """Signal window (C, *spatial) in model units -> latents (L, *latent_shape) before rounding.
@@ -275,11 +288,8 @@ class CodecModel:
         product with no transposing of the coefficient array.
         """
         if self.config.dims == 2:
-            cfg = self.config
-            image = np.asarray(signal, dtype=np.float32).transpose(1, 2, 0)   # a view for (H, W, C) data
-            coefficients = wavelets.wpt2d_positions(image, cfg.levels, cfg.wavelet)
-            hb, wb = coefficients.shape[:2]
-            z = coefficients.reshape(hb * wb, -1).astype(np.float64) @ self._positions_weight + self.encoder_bias
+            coefficients, hb, wb = self._image_coefficients(signal)
+            z = coefficients.astype(np.float64) @ self._positions_weight + self.encoder_bias
             return z.reshape(hb, wb, -1).transpose(2, 0, 1)
         return self.project(self.analyse(np.asarray(signal, dtype=np.float32)))
 
@@ -304,12 +314,9 @@ class CodecModel:
         the rounding that follows decides between integers, and the decoder never sees these
         floats; each latent is still one fixed-length dot product, so a strip's latents are
         those of the whole image."""
-        cfg = self.config
         weight, bias = self._scaled_projection(quality)
-        image = np.asarray(signal, dtype=np.float32).transpose(1, 2, 0)   # a view for (H, W, C) data
-        coefficients = wavelets.wpt2d_positions(image, cfg.levels, cfg.wavelet)
-        hb, wb = coefficients.shape[:2]
-        z = weight @ coefficients.reshape(hb * wb, -1).T
+        coefficients, hb, wb = self._image_coefficients(signal)
+        z = weight @ coefficients.T
         z += bias
         return z.reshape(-1, hb, wb)
 
@@ -432,14 +439,6 @@ class CodecModel:
             return (weight @ flat + bias[:, None]).reshape(weight.shape[0], *z.shape[1:])
 
         return run
-
-    def _positions_order(self) -> np.ndarray:
-        """Coefficient channel (packet order, as the decoder's weights list them) of each column
-        of :func:`wavelets.wpt2d_positions`' (C, B_rows, B_cols) layout."""
-        per_colour = wavelets.packet_order_2d(self.config.levels)      # packet channel j -> position r·B + k
-        inverse = np.argsort(per_colour)                               # position -> packet channel
-        size = per_colour.size
-        return (np.arange(self.config.channels)[:, None] * size + inverse[None, :]).reshape(-1)
 
     def _synthesise_positions(self, coefficients: np.ndarray) -> np.ndarray:
         """(H', W', C·4^J) in :func:`wavelets.wpt2d_positions`' layout -> signal (C, H, W)."""
