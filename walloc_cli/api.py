@@ -207,19 +207,24 @@ def _encode_latents(model: CodecModel, latents: np.ndarray, quality: int | None,
         own = None if effort >= 2 else model.ladder.CHOICES.index(0)
         return entropy.encode_with_context(latents, model.ladder.tables, model.ladder.table_sets(quality),
                                            model.ladder.depth, model.ladder.lifted, own, model.ladder.neighbour_cuts,
-                                           skip)
+                                           skip, pyramid=model.ladder.dc_pyramid(quality))
     return entropy.encode(latents, model.tables_for(0))
 
 
 def _decode_latents(model: CodecModel, payload: bytes, quality: int | None, shape: tuple[int, ...],
                     skip: np.ndarray | None = None, coder: str = entropy.CONTEXT_CODER) -> np.ndarray:
-    """Inverse of :func:`_encode_latents`; ``coder``: the file's (ladder models read both
-    context coder versions)."""
+    """Inverse of :func:`_encode_latents`; ``coder``: the file's (ladder models read every
+    context coder version their tables allow: :func:`_coders`)."""
     if model.has_quality:
         return entropy.decode_with_context(payload, model.ladder.tables, model.ladder.table_sets(quality),
                                            model.ladder.depth, shape, model.ladder.lifted, model.ladder.neighbour_cuts,
-                                           skip, entropy.zero_flags_of(coder))
+                                           skip, entropy.zero_flags_of(coder), _dc_pyramid(model, quality, coder))
     return entropy.decode(payload, model.tables_for(0), shape)
+
+
+def _dc_pyramid(model: CodecModel, quality: int | None, coder: str) -> entropy.DcPyramid | None:
+    """The DC pyramid tables a payload of ``coder`` is decoded with (None: Haar levels)."""
+    return model.ladder.dc_pyramid(quality) if entropy.pyramid_of(coder) else None
 
 
 def encode_image_data(image: media.ImageData, model_name: str = DEFAULT_IMAGE_MODEL,
@@ -376,7 +381,10 @@ def _coders(model: CodecModel) -> tuple[str, ...]:
         return (audio_ladder.CODER,)
     if isinstance(model, multiband.MultibandModel):
         return (multiband.CODER,)
-    return entropy.CONTEXT_CODERS if model.has_quality else (entropy.CODER,)
+    if not model.has_quality:
+        return (entropy.CODER,)
+    # version 3 needs the pyramid's tables: weights fitted before them write and read up to version 2
+    return entropy.CONTEXT_CODERS if model.ladder.pyramid is not None else entropy.CONTEXT_CODERS[:2]
 
 
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> media.ImageData:
@@ -427,7 +435,7 @@ def _image_latents(box: container.Container, model: CodecModel, shape: tuple[int
     sets = model.ladder.table_sets(quality)
     for payload, strip_shape in zip(payloads, shapes):  # a decompression bomb stops here
         entropy.check_context_payload(len(payload), model.ladder.tables, sets, strip_shape, model.ladder.neighbour_cuts,
-                                      skip, flags, model.ladder.lifted)
+                                      skip, flags, model.ladder.lifted, _dc_pyramid(model, quality, coder))
 
     def decode(payload: bytes, strip_shape: tuple[int, int, int]) -> np.ndarray:
         return _decode_latents(model, payload, quality, strip_shape, skip, coder)

@@ -28,6 +28,8 @@ from functools import lru_cache
 import constriction
 import numpy as np
 
+from . import pyramid as dc_pyramid
+
 PRECISION = 24
 TOTAL = 1 << PRECISION
 CODER = "constriction.queue.RangeEncoder/u32/p24"  # recorded in every file's header
@@ -237,13 +239,21 @@ def decode(data: bytes, tables: EntropyTables, shape: tuple[int, ...]) -> np.nda
 # is per table, not per symbol.
 CONTEXT_CODER_V1 = "constriction.queue.RangeEncoder/u32/p24/context-v1"
 # Version 2 adds zero-channel flags in front of each payload (see :func:`_encode_zero_flags`).
-CONTEXT_CODER = "constriction.queue.RangeEncoder/u32/p24/context-v2"
-CONTEXT_CODERS = (CONTEXT_CODER_V1, CONTEXT_CODER)  # what decoders read; encoders write the last
+CONTEXT_CODER_V2 = "constriction.queue.RangeEncoder/u32/p24/context-v2"
+# Version 3 codes the DC (lifted) channels through an interpolation pyramid instead of the
+# integer Haar transform (:mod:`walloc_cli.pyramid`, tables of their own: :class:`DcPyramid`).
+CONTEXT_CODER = "constriction.queue.RangeEncoder/u32/p24/context-v3"
+CONTEXT_CODERS = (CONTEXT_CODER_V1, CONTEXT_CODER_V2, CONTEXT_CODER)  # what decoders read; encoders write the last
 
 
 def zero_flags_of(coder: str) -> bool:
     """Whether a payload of ``coder`` (one of :data:`CONTEXT_CODERS`) starts with zero-channel flags."""
     return coder != CONTEXT_CODER_V1
+
+
+def pyramid_of(coder: str) -> bool:
+    """Whether a payload of ``coder`` codes its DC channels through the interpolation pyramid."""
+    return coder == CONTEXT_CODER
 
 
 @dataclass(frozen=True)
@@ -306,6 +316,16 @@ class RaggedTables:
         offset = np.concatenate([[0], np.cumsum(sizes.astype(np.int64) + 1)])
         freqs = np.concatenate([np.asarray(f, np.int32) for _, f in rows]) if rows else np.zeros(0, np.int32)
         return cls(np.array([lo for lo, _ in rows], np.int32), sizes, offset, freqs)
+
+
+@dataclass(frozen=True)
+class DcPyramid:
+    """The DC channels' pyramid tables (coder version 3) as one file uses them: rows
+    ``first_rows[set] + channel · pyramid.TABLES_PER_CHANNEL + table``, one first row per
+    candidate table set (the same quality anchors as the other channels' sets)."""
+
+    tables: RaggedTables
+    first_rows: tuple[int, ...]
 
 
 def fit_row(values: np.ndarray, coverage: float = 0.9999, prior_count: float = 0.5,
@@ -690,7 +710,7 @@ def _decode_zero_flags(decoder, channels: int, skip: np.ndarray, lifted: int) ->
 def encode_with_context(latents: np.ndarray, tables: RaggedTables, candidates: list[Candidate],
                         depth: int, lifted: int = 0, default: int | None = None,
                         neighbour_cuts: tuple[int, ...] = (), skip: np.ndarray | None = None,
-                        zero_flags: bool = True) -> bytes:
+                        zero_flags: bool = True, pyramid: DcPyramid | None = None) -> bytes:
     """Code int latents (L, H, W) channel by channel with context-selected tables.
 
     For each channel the encoder picks the cheapest of the ``candidates`` table sets
@@ -704,7 +724,9 @@ def encode_with_context(latents: np.ndarray, tables: RaggedTables, candidates: l
     channel takes that candidate.  ``skip`` (L,) bool: channels both sides know are zero
     (a grey image's colour channels), not coded at all — not even their set choice — but
     still zeros in the contexts of the channels after them.  ``zero_flags`` (coder version
-    2, :data:`CONTEXT_CODER`): all-zero channels are flagged up front and skipped alike.
+    2 and later): all-zero channels are flagged up front and skipped alike.  ``pyramid``
+    (version 3, :data:`CONTEXT_CODER`): the ``lifted`` channels are coded through the
+    interpolation pyramid with those tables (:func:`_encode_pyramid`), not the Haar levels.
     """
     channels = latents.shape[0]
     skip = _skip_mask(skip, channels)
@@ -714,9 +736,13 @@ def encode_with_context(latents: np.ndarray, tables: RaggedTables, candidates: l
     if zero_flags:
         skip = _encode_zero_flags(encoder, latents, skip, lifted)
     choice_model = constriction.stream.model.Uniform(len(candidates)) if len(candidates) > 1 else None
+    start = 0
+    if pyramid is not None:
+        _encode_pyramid(encoder, latents[:lifted], pyramid, default, choice_model, skip[:lifted])
+        start = lifted
     # A few channels at a time: the per-latent arrays below are int64, and a 12 MP photo
     # has 36 M latents; each batch reads the `depth` channels before it for its contexts.
-    for c0 in range(0, channels, _ENCODE_CHANNELS_PER_BATCH):
+    for c0 in range(start, channels, _ENCODE_CHANNELS_PER_BATCH):
         c1 = min(channels, c0 + _ENCODE_CHANNELS_PER_BATCH)
         if skip[c0:c1].all():  # contexts come from the latents themselves: nothing to carry over
             continue
@@ -726,6 +752,43 @@ def encode_with_context(latents: np.ndarray, tables: RaggedTables, candidates: l
 
 
 _ENCODE_CHANNELS_PER_BATCH = 24
+
+
+def _encode_pyramid(encoder, latents: np.ndarray, pyramid: DcPyramid, default: int | None, choice_model,
+                    skip: np.ndarray) -> None:
+    """The DC channels ``latents`` (lifted, H, W) through the interpolation pyramid, each after
+    its table-set choice (the cheapest set, or ``default``), as the other channels are."""
+    for c in range(latents.shape[0]):
+        if skip[c]:
+            continue
+        steps = dc_pyramid.analyse(latents[c])
+        rows = [first + c * dc_pyramid.TABLES_PER_CHANNEL for first in pyramid.first_rows]
+        pick = default
+        if pick is None:  # argmin: ties keep the earlier set, as the other channels' search does
+            which, residuals = (np.concatenate(part) for part in zip(*steps))
+            pick = int(np.argmin([symbol_bits(pyramid.tables, r + which, residuals).sum() for r in rows]))
+        if choice_model is not None:
+            encoder.encode(np.array([pick], np.int32), choice_model)
+        for which, residuals in steps:  # step by step: each step's tables depend on the steps before
+            encode_grouped(encoder, pyramid.tables, rows[pick], which, residuals)
+
+
+def _decode_pyramid(decoder, pyramid: DcPyramid, choice: int, channel: int, height: int, width: int,
+                    limit: int) -> np.ndarray:
+    """Inverse of one channel of :func:`_encode_pyramid` (after its choice): flat int64 (H·W,)."""
+    base = pyramid.first_rows[choice] + channel * dc_pyramid.TABLES_PER_CHANNEL
+
+    def step(first: int, bins: np.ndarray) -> np.ndarray:
+        # residuals of values within ±limit lie within ±2·limit: 1 more bit of headroom
+        order, grouped = _decode_groups(decoder, pyramid.tables, base + first, bins, dc_pyramid.SPREAD_BINS, 2 * limit)
+        residuals = np.empty(bins.size, np.int64)
+        residuals[order] = grouped
+        return residuals
+
+    try:
+        return dc_pyramid.synthesise(height, width, step, limit).reshape(-1)
+    except ValueError as exc:
+        raise EntropyError(str(exc)) from None
 
 
 def _skip_mask(skip: np.ndarray | None, channels: int) -> np.ndarray:
@@ -902,7 +965,8 @@ def minimum_bits_with_context(tables: RaggedTables, candidates: list[Candidate],
 
 def check_context_payload(size: int, tables: RaggedTables, candidates: list[Candidate],
                           shape: tuple[int, int, int], neighbour_cuts: tuple[int, ...] = (),
-                          skip: np.ndarray | None = None, zero_flags: bool = True, lifted: int = 0) -> None:
+                          skip: np.ndarray | None = None, zero_flags: bool = True, lifted: int = 0,
+                          pyramid: DcPyramid | None = None) -> None:
     """Refuse a payload of ``size`` bytes that cannot hold context-coded latents of ``shape``.
 
     As in :func:`decode`: a header announcing far more latents than the payload can hold
@@ -918,16 +982,29 @@ def check_context_payload(size: int, tables: RaggedTables, candidates: list[Cand
             raise EntropyError("latent shape does not match the model's tables")
     if zero_flags:
         skip = _skip_mask(skip, channels) | (np.arange(channels) >= lifted)
-    if 8 * size + 64 < minimum_bits_with_context(tables, candidates, per_channel, shape, skip):
+    if pyramid is None:
+        floor = minimum_bits_with_context(tables, candidates, per_channel, shape, skip)
+    else:  # the DC channels' values are coded with the pyramid's tables instead
+        if len(pyramid.first_rows) != len(candidates) or max(pyramid.first_rows) + lifted * \
+                dc_pyramid.TABLES_PER_CHANNEL > pyramid.tables.lo.shape[0]:
+            raise EntropyError("latent shape does not match the model's tables")
+        dc = np.arange(channels) < lifted
+        floor = minimum_bits_with_context(tables, candidates, per_channel, shape, _skip_mask(skip, channels) | dc)
+        fewest = pyramid.tables.fewest_bits()
+        per_dc = dc_pyramid.TABLES_PER_CHANNEL
+        for c in np.flatnonzero(dc & ~_skip_mask(skip, channels)):
+            cheapest = min(fewest[r + c * per_dc : r + (c + 1) * per_dc].min() for r in pyramid.first_rows)
+            floor += shape[1] * shape[2] * float(cheapest)
+    if 8 * size + 64 < floor:
         raise EntropyError("payload too short for the announced number of latents")
 
 
 def decode_with_context(data: bytes, tables: RaggedTables, candidates: list[Candidate],
                         depth: int, shape: tuple[int, int, int], lifted: int = 0,
                         neighbour_cuts: tuple[int, ...] = (), skip: np.ndarray | None = None,
-                        zero_flags: bool = True) -> np.ndarray:
+                        zero_flags: bool = True, pyramid: DcPyramid | None = None) -> np.ndarray:
     """Inverse of :func:`encode_with_context`: int32 latents of ``shape`` (L, H, W)."""
-    check_context_payload(len(data), tables, candidates, shape, neighbour_cuts, skip, zero_flags, lifted)
+    check_context_payload(len(data), tables, candidates, shape, neighbour_cuts, skip, zero_flags, lifted, pyramid)
     channels, height, width = shape
     skip = _skip_mask(skip, channels)
     bins = candidates[0][1].shape[1] + 1
@@ -957,7 +1034,9 @@ def decode_with_context(data: bytes, tables: RaggedTables, candidates: list[Cand
             first_row, thresholds = candidates[choice]
             base = first_row + c * per_channel
             values = np.zeros(positions + 1, np.int64)  # the last entry: a zero for neighbours outside
-            if c < lifted:
+            if c < lifted and pyramid is not None:
+                values = _decode_pyramid(decoder, pyramid, choice, c, height, width, limit)
+            elif c < lifted:
                 # lifted channels hold sums and differences of int32 latents: 2 more bits of headroom
                 order, grouped = _decode_groups(decoder, tables, base, level_map, per_channel, 4 * limit)
                 values[order] = grouped

@@ -190,6 +190,77 @@ def fit(data: Path, out: Path, name: str, max_images: int, seed: int) -> Path:
     return path
 
 
+PYRAMID_IMAGES = 300      # training photos the DC pyramid's tables are counted over, per anchor
+PYRAMID_BACKOFF = 400     # a (stage, spread) table seen fewer times borrows its stage's values
+
+
+def fit_pyramid(weights: Path, name: str, data: Path, max_images: int = PYRAMID_IMAGES, seed: int = 2) -> Path:
+    """Add the DC channels' pyramid tables (``pyramid.*``, context coder version 3,
+    :mod:`walloc_cli.pyramid`) to the ladder model ``weights/<name>``, and write it back
+    (a new weights hash).
+
+    For each anchor the photos' DC channels are rounded as the encoder rounds them, at
+    the quality nearest the anchor's step, and each (channel, stage, spread) table is
+    fitted on the residuals it would code (pooled with its stage's when it saw fewer
+    than :data:`PYRAMID_BACKOFF`).  About a minute on two cores; the ladder's other
+    arrays are copied unchanged."""
+    from . import api, pyramid
+    from .model import _load_config
+
+    started = time.time()
+    config_path = weights / f"{name}.json"
+    model = _load_config(config_path, name)
+    ladder = model.ladder
+    if ladder is None or ladder.lifted == 0:
+        raise SystemExit(f"{name} is not a quality-ladder model with DC channels")
+    files = sorted(p for p in (data / "train").iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"})
+    rng = np.random.default_rng(seed)
+    chosen = [files[i] for i in sorted(rng.choice(len(files), min(max_images, len(files)), replace=False))]
+    lifted = ladder.lifted
+    dc = []  # float DC latents (lifted, H', W') per photo, in model units
+    for path in chosen:
+        rgb = read_image(path.read_bytes()).rgb
+        h, w = rgb.shape[:2]
+        pad = ((-h) % BLOCK, (-w) % BLOCK)
+        scaled = model.to_latents(api._image_reader(rgb, w + pad[1]), h + pad[0], 1 << 30, 50, scaled=True)
+        dc.append(scaled[:lifted] * ladder.steps(50)[:lifted, None, None])
+    _log(f"pyramid: {len(dc)} training photos (seed {seed})")
+    steps, _, anchors = quality_steps()
+    per = pyramid.TABLES_PER_CHANNEL
+    rows = []
+    for a, anchor_step in enumerate(anchors):
+        quality = int(np.abs(np.log(steps[1:]) - np.log(anchor_step)).argmin()) + 1  # nearest the anchor
+        step = ladder.steps(quality)[:lifted, None, None]
+        for c in range(lifted):
+            coded = [part for z in dc for part in pyramid.analyse(ladder.round_scaled(z[c] / step[c]))]
+            which = np.concatenate([w for w, _ in coded])
+            residuals = np.concatenate([r for _, r in coded])
+            order = np.argsort(which, kind="stable")
+            groups = np.split(residuals[order], np.cumsum(np.bincount(which, minlength=per))[:-1])
+            for t, values in enumerate(groups):
+                if values.size < PYRAMID_BACKOFF:
+                    stage = t // pyramid.SPREAD_BINS
+                    values = np.concatenate([values] + groups[stage * pyramid.SPREAD_BINS : (stage + 1) * pyramid.SPREAD_BINS])
+                rows.append(entropy.fit_row(values))
+        _log(f"pyramid: anchor {a + 1}/{len(anchors)} (q {quality}) fitted")
+    tables = entropy.RaggedTables.from_rows(rows)
+    tables.validate()
+    with np.load(weights / f"{name}.npz", allow_pickle=False) as stored:
+        arrays = {k: stored[k] for k in stored.files}
+    arrays.update({"pyramid.lo": tables.lo, "pyramid.size": tables.size, "pyramid.offset": tables.offset,
+                   "pyramid.freqs": tables.freqs})
+    config = json.loads(config_path.read_text())
+    config.pop("sha256", None)
+    config.setdefault("info", {})["pyramid"] = {
+        "fitted_on": f"{len(dc)} photos of {data / 'train'} (seed {seed})",
+        "fit_wall_minutes": round((time.time() - started) / 60, 1),
+        "command": f"python -m walloc_cli.ladder --data {data} --out {weights} --name {name} --pyramid-only",
+    }
+    path = save_model(weights, config, arrays)
+    _log(f"pyramid: wrote {path} in {(time.time() - started) / 60:.1f} min")
+    return path
+
+
 FILTER_CHANNELS = 32  # K: the leading channels the decoder's 3×3 filter refines (postfilter.py)
 FILTER_IMAGES = 150   # training photos its least squares are summed over, per anchor
 
@@ -258,9 +329,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--filter-only", action="store_true",
                         help="only fit the decoder's filter, for the ladder model already in --out (written back "
                              "with a new weights hash); without it the ladder is fitted first, then its filter")
+    parser.add_argument("--pyramid-only", action="store_true",
+                        help="only fit the DC pyramid's tables (context coder version 3), for the ladder model "
+                             "already in --out (written back with a new weights hash)")
     args = parser.parse_args(argv)
+    if args.pyramid_only:
+        fit_pyramid(args.out, args.name, args.data)
+        return
     if not args.filter_only:
         fit(args.data, args.out, args.name, args.images, args.seed)
+        fit_pyramid(args.out, args.name, args.data)
     fit_filter(args.out, args.name, args.data)
 
 

@@ -604,17 +604,20 @@ class QualityLadder:
     decoder needs just the integer ``anchor[q]`` (which table set), the integer
     context thresholds and the integer tables, so decoding is bit-exact.  ``filter``
     (anchors, K, 9·K), optional: the decoder's 3×3 filter over the first K channels
-    (:mod:`walloc_cli.postfilter`).
+    (:mod:`walloc_cli.postfilter`).  ``pyramid``, optional: the DC channels' tables for
+    context coder version 3 (:mod:`walloc_cli.pyramid`), rows (anchor, DC channel, table).
     """
 
     def __init__(self, step: np.ndarray, anchor: np.ndarray, gain: np.ndarray, deadzone: float,
                  offset: np.ndarray, thresholds: np.ndarray, tables: "RaggedTables", depth: int,
-                 lifted: int, neighbour_cuts: tuple[int, ...], filter: np.ndarray | None = None) -> None:
+                 lifted: int, neighbour_cuts: tuple[int, ...], filter: np.ndarray | None = None,
+                 pyramid: "RaggedTables | None" = None) -> None:
         self.step, self.anchor, self.gain = step, anchor, gain
         self.deadzone, self.offset = deadzone, offset
         self.thresholds, self.tables, self.depth, self.lifted = thresholds, tables, depth, lifted
         self.neighbour_cuts = neighbour_cuts
         self.filter = filter
+        self.pyramid = pyramid
 
     @property
     def filter_channels(self) -> int:
@@ -662,8 +665,19 @@ class QualityLadder:
                     or filter.shape[2] != TAPS * TAPS * filter.shape[1]):
                 raise ModelError(f"array 'quality.filter' has shape {filter.shape}, expected "
                                  f"({anchors}, K, {TAPS * TAPS}·K) with K ≤ {channels}")
+        pyramid = None
+        if "pyramid.lo" in arrays:
+            from .pyramid import TABLES_PER_CHANNEL
+
+            pyramid = RaggedTables(int_array(arrays, "pyramid.lo", np.int32), int_array(arrays, "pyramid.size", np.int32),
+                                   int_array(arrays, "pyramid.offset", np.int64),
+                                   int_array(arrays, "pyramid.freqs", np.int32))
+            pyramid.validate()
+            rows = anchors * config.lifted_channels * TABLES_PER_CHANNEL
+            if pyramid.lo.shape[0] != rows or rows == 0:
+                raise ModelError(f"pyramid tables have {pyramid.lo.shape[0]} rows, the config asks for {rows}")
         return cls(step, anchor, gain, float(deadzone), offset, thresholds, tables, config.context_depth,
-                   config.lifted_channels, config.neighbour_cuts, filter)
+                   config.lifted_channels, config.neighbour_cuts, filter, pyramid)
 
     def check(self, quality: int | None) -> int:
         return check_quality(quality)
@@ -717,11 +731,25 @@ class QualityLadder:
         """
         from .entropy import tables_per_channel
 
-        a = int(self.anchor[self.check(quality)])
         anchors, channels, cuts = self.thresholds.shape
         per_channel = tables_per_channel(cuts + 1, self.neighbour_cuts)
-        picks = [min(max(a + d, 0), anchors - 1) for d in self.CHOICES]
-        return [(p * channels * per_channel, self.thresholds[p]) for p in picks]
+        return [(p * channels * per_channel, self.thresholds[p]) for p in self._picks(quality)]
+
+    def _picks(self, quality: int) -> list[int]:
+        """The anchors of :meth:`table_sets`, in the order of :attr:`CHOICES`."""
+        a, anchors = int(self.anchor[self.check(quality)]), self.thresholds.shape[0]
+        return [min(max(a + d, 0), anchors - 1) for d in self.CHOICES]
+
+    def dc_pyramid(self, quality: int) -> "DcPyramid | None":
+        """The DC channels' pyramid tables for the candidate sets of :meth:`table_sets` (None:
+        this ladder has none, and its files code the DC through the Haar levels)."""
+        from .entropy import DcPyramid
+        from .pyramid import TABLES_PER_CHANNEL
+
+        if self.pyramid is None:
+            return None
+        per_anchor = self.lifted * TABLES_PER_CHANNEL
+        return DcPyramid(self.pyramid, tuple(p * per_anchor for p in self._picks(quality)))
 
 
 def contiguous_runs(index: np.ndarray) -> list[tuple[int, int]]:

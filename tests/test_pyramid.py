@@ -1,0 +1,153 @@
+"""The DC channels' interpolation pyramid (context coder version 3)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from walloc_cli import api, entropy, pyramid
+from walloc_cli.model import load_model
+
+LADDER = "rgb-1x"
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="module")
+def photo() -> tuple[None, np.ndarray]:
+    return None, np.asarray(Image.open(DATA / "photo.jpg").convert("RGB"))
+
+
+SHAPES = [(1, 1), (1, 7), (5, 1), (2, 2), (3, 5), (41, 61), (64, 96), (130, 257)]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_plan_fills_every_position_once_from_known_neighbours(shape):
+    """Each step's neighbours were all filled by earlier steps, and every position is filled once:
+    the decoder can always compute a prediction before it needs it."""
+    height, width = shape
+    known = np.zeros(height * width, bool)
+    for positions, neighbours, stage in pyramid.plan(height, width):
+        assert 0 <= stage < pyramid.STAGES
+        assert not known[positions].any()
+        if neighbours is not None:
+            assert neighbours.shape == (4, positions.size)
+            assert known[neighbours].all()
+        known[positions] = True
+    assert known.all()
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_synthesise_inverts_analyse(shape):
+    rng = np.random.default_rng(sum(shape))
+    channel = rng.integers(-300, 300, size=shape)
+    steps = pyramid.analyse(channel)
+    assert all(((w >= 0) & (w < pyramid.TABLES_PER_CHANNEL)).all() for w, _ in steps)
+    fed = iter(steps)
+
+    def decode_step(first: int, bins: np.ndarray) -> np.ndarray:
+        which, residuals = next(fed)
+        np.testing.assert_array_equal(first + bins, which)  # the decoder picks the encoder's tables
+        return residuals
+
+    np.testing.assert_array_equal(pyramid.synthesise(height=shape[0], width=shape[1], decode_step=decode_step,
+                                                     limit=1 << 31), channel)
+
+
+def test_smooth_channels_leave_small_residuals():
+    """A plane is predicted exactly away from the borders: what the Haar differences could not do."""
+    i, j = np.mgrid[0:64, 0:96]
+    plane = 3 * i + 2 * j
+    residuals = np.concatenate([r for _, r in pyramid.analyse(plane)[1:]])
+    assert np.mean(residuals == 0) > 0.9
+
+
+def test_out_of_range_values_are_refused():
+    steps = pyramid.analyse(np.array([[5, 1 << 20]]))
+    fed = iter(steps)
+    with pytest.raises(ValueError, match="out of range"):
+        pyramid.synthesise(1, 2, lambda first, bins: next(fed)[1], limit=1000)
+
+
+def test_version_3_round_trips_and_beats_the_haar_levels_on_a_photo(photo):
+    """The shipped model writes context coder version 3; its DC channels cost less than
+    through the Haar levels (version 2), and both decode to the same latents."""
+    model = load_model(LADDER)
+    assert api._coder(model) == entropy.CONTEXT_CODER
+    ladder = model.ladder
+    latents, _ = api.image_to_latents(model, photo[1], 20)
+    sets, dc = ladder.table_sets(20), ladder.dc_pyramid(20)
+    sizes = {}
+    for name, tables in (("haar", None), ("pyramid", dc)):
+        for default in (None, 2):
+            data = entropy.encode_with_context(latents, ladder.tables, sets, ladder.depth, ladder.lifted, default,
+                                               ladder.neighbour_cuts, pyramid=tables)
+            back = entropy.decode_with_context(data, ladder.tables, sets, ladder.depth, latents.shape, ladder.lifted,
+                                               ladder.neighbour_cuts, pyramid=tables)
+            np.testing.assert_array_equal(back, latents)
+            sizes[name, default] = len(data)
+    assert sizes["pyramid", 2] < sizes["haar", 2]
+    assert sizes["pyramid", None] <= sizes["pyramid", 2]
+
+
+def test_version_3_codes_extreme_values_and_skips_grey_channels():
+    model = load_model(LADDER)
+    ladder = model.ladder
+    rng = np.random.default_rng(9)
+    latents = rng.integers(-3, 4, size=(model.config.latent_channels, 6, 9)).astype(np.int32)
+    latents[0, 0, 0], latents[0, 5, 8], latents[1, 3, 4] = 2**31 - 1, -(2**31) + 1, 99999
+    sets, dc = ladder.table_sets(60), ladder.dc_pyramid(60)
+    data = entropy.encode_with_context(latents, ladder.tables, sets, ladder.depth, ladder.lifted, None,
+                                       ladder.neighbour_cuts, pyramid=dc)
+    back = entropy.decode_with_context(data, ladder.tables, sets, ladder.depth, latents.shape, ladder.lifted,
+                                       ladder.neighbour_cuts, pyramid=dc)
+    np.testing.assert_array_equal(back, latents)
+    skip = model.colour_only_channels
+    grey = latents.copy()
+    grey[skip] = 0
+    data = entropy.encode_with_context(grey, ladder.tables, sets, ladder.depth, ladder.lifted, 2,
+                                       ladder.neighbour_cuts, skip, pyramid=dc)
+    back = entropy.decode_with_context(data, ladder.tables, sets, ladder.depth, grey.shape, ladder.lifted,
+                                       ladder.neighbour_cuts, skip, pyramid=dc)
+    np.testing.assert_array_equal(back, grey)
+
+
+def test_version_3_payload_floor_still_stops_decompression_bombs():
+    model = load_model(LADDER)
+    ladder = model.ladder
+    shape = (model.config.latent_channels, 2048, 2048)
+    with pytest.raises(entropy.EntropyError, match="payload too short"):
+        entropy.check_context_payload(8, ladder.tables, ladder.table_sets(50), shape, ladder.neighbour_cuts, None,
+                                      True, ladder.lifted, ladder.dc_pyramid(50))
+
+
+def test_garbled_version_3_payload_is_a_clean_error(photo):
+    model = load_model(LADDER)
+    ladder = model.ladder
+    latents, _ = api.image_to_latents(model, photo[1], 30)
+    sets, dc = ladder.table_sets(30), ladder.dc_pyramid(30)
+    data = bytearray(entropy.encode_with_context(latents, ladder.tables, sets, ladder.depth, ladder.lifted, 2,
+                                                 ladder.neighbour_cuts, pyramid=dc))
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        garbled = bytearray(data)
+        garbled[int(rng.integers(0, 16))] ^= 1 << int(rng.integers(0, 8))
+        try:
+            back = entropy.decode_with_context(bytes(garbled), ladder.tables, sets, ladder.depth, latents.shape,
+                                               ladder.lifted, ladder.neighbour_cuts, pyramid=dc)
+        except entropy.EntropyError:
+            continue
+        assert back.shape == latents.shape
+
+
+def test_weights_without_pyramid_tables_keep_writing_version_2():
+    """Earlier weights (kept for their files) have no pyramid tables: they read and write up to
+    version 2, and are never asked to read version 3."""
+    from walloc_cli.model import _load_previous, previous_weights
+
+    old = previous_weights(LADDER, "147523c243ddb786")
+    assert old is not None
+    model = _load_previous(old, LADDER)
+    assert model.ladder.pyramid is None and model.ladder.dc_pyramid(50) is None
+    assert api._coders(model) == entropy.CONTEXT_CODERS[:2]
