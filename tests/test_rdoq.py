@@ -51,8 +51,35 @@ def test_each_value_is_the_nearest_integer_or_one_step_toward_zero(ladder_model,
     assert np.all((free == nearest[lifted:]) | (free == nearest[lifted:] - 1) | dropped)
     assert np.all((out[lifted:] == 0) | (np.sign(out[lifted:]) == np.sign(y[lifted:])))
     assert (free < nearest[lifted:]).mean() > 0.01  # it does choose
-    # integer-Haar-coded channels keep the dead-zone rounding
-    np.testing.assert_array_equal(out[:lifted], ladder_model.ladder.round_scaled(y[:lifted]))
+    # the DC channels (coded along the pyramid) take the floor or the ceiling, and do choose
+    below = np.floor(y[:lifted])
+    assert np.all((out[:lifted] == below) | (out[:lifted] == below + 1))
+    assert (out[:lifted] != np.floor(y[:lifted] + 0.5)).mean() > 0.01
+
+
+def test_dc_rounding_trades_error_for_bits_along_the_pyramid(ladder_model, rgb):
+    """Without a rate cost the DC rounding is plain rounding; with it, the DC's coded bits fall
+    by more than λ's worth of the error it adds."""
+    from walloc_cli import entropy, pyramid
+
+    ladder, q = ladder_model.ladder, 20
+    y = scaled_latents(ladder_model, rgb, q)[: ladder.lifted]
+    np.testing.assert_array_equal(rdoq._rd_round_dc(y, ladder, q, lam=0.0), np.floor(y + 0.5))
+    dc = ladder.dc_pyramid(q)
+    first = dc.first_rows[ladder.CHOICES.index(0)]
+
+    def bits(values: np.ndarray) -> float:
+        total = 0.0
+        for c in range(values.shape[0]):
+            which, residuals = (np.concatenate(part) for part in zip(*pyramid.analyse(values[c])))
+            total += entropy.symbol_bits(dc.tables, first + c * pyramid.TABLES_PER_CHANNEL + which, residuals).sum()
+        return total
+
+    plain, chosen = np.floor(y + 0.5), rdoq._rd_round_dc(y, ladder, q)
+    added_error = np.sum((y - chosen) ** 2) - np.sum((y - plain) ** 2)
+    saved = bits(plain) - bits(chosen)
+    assert saved > 0.05 * bits(plain)
+    assert added_error < rdoq.DC_LAMBDA * saved
 
 
 def test_a_sparse_channel_is_zeroed_only_when_its_bits_cost_more_than_it_gives(ladder_model, rgb):
@@ -119,6 +146,8 @@ def test_a_second_pass_prices_choices_with_the_first_passs_contexts(ladder_model
     first = rdoq.rd_round(y, ladder, q)
     second = rdoq.rd_round(y, ladder, q, prior=first)
     assert (second != first).any()
-    nearest = np.floor(np.abs(y) + 0.5)
-    free = np.abs(second).astype(np.float64)
+    lifted = ladder.lifted  # the DC channels: floor or ceiling along the pyramid, whatever the prior
+    np.testing.assert_array_equal(second[:lifted], first[:lifted])
+    nearest = np.floor(np.abs(y[lifted:]) + 0.5)
+    free = np.abs(second[lifted:]).astype(np.float64)
     assert np.all((free == nearest) | (free == nearest - 1) | (free == 0))

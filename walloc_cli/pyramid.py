@@ -84,8 +84,9 @@ def plan(height: int, width: int) -> tuple[Step, ...]:
     return tuple(steps)
 
 
-def _predict(known: np.ndarray, neighbours: np.ndarray, stage: int) -> tuple[np.ndarray, np.ndarray]:
-    """(predictions, table indices within the channel) of one step, from the values ``known``."""
+def predict(known: np.ndarray, neighbours: np.ndarray, stage: int) -> tuple[np.ndarray, np.ndarray]:
+    """(predictions, table indices within the channel) of one step, from the values ``known``
+    (flat, the steps before this one filled in)."""
     v = known[neighbours]
     prediction = (v.sum(axis=0) + 2) >> 2  # floor: the same integer on every machine
     spread = v.max(axis=0) - v.min(axis=0)
@@ -105,7 +106,7 @@ def analyse(channel: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
             which.append(np.zeros(positions.size, np.int64))
             residuals.append(values)
             continue
-        prediction, tables = _predict(known, neighbours, stage)
+        prediction, tables = predict(known, neighbours, stage)
         which.append(tables)
         residuals.append(values - prediction)
     return list(zip(which, residuals))
@@ -121,7 +122,7 @@ def synthesise(height: int, width: int, decode_step: Callable[[int, np.ndarray],
         if neighbours is None:
             values = decode_step(0, np.zeros(positions.size, np.int64))
         else:
-            prediction, tables = _predict(known, neighbours, stage)
+            prediction, tables = predict(known, neighbours, stage)
             values = prediction + decode_step(stage * SPREAD_BINS, tables - stage * SPREAD_BINS)
         if np.abs(values).max(initial=0) > limit:
             raise ValueError("decoded latent value out of range")

@@ -52,8 +52,10 @@ def rd_round(scaled: np.ndarray, ladder: "QualityLadder", quality: int, lam: flo
 
     ``scaled`` is ``z / step`` per channel (what :meth:`QualityLadder.quantize`
     rounds), costed with the tables of the quality's own anchor.  The first
-    ``ladder.lifted`` channels are coded after an integer Haar transform whose
-    tables do not cost single values, so they keep the dead-zone rounding.
+    ``ladder.lifted`` (DC) channels are rounded along their interpolation pyramid
+    (:func:`_rd_round_dc`) when the ladder has its tables; otherwise they are coded after
+    an integer Haar transform whose tables do not cost single values, and keep the
+    dead-zone rounding.
 
     The contexts that price each choice come from the dead-zone rounding, or from
     ``prior`` (int latents of the same shape): a first RD rounding's result, closer to the
@@ -69,6 +71,8 @@ def rd_round(scaled: np.ndarray, ladder: "QualityLadder", quality: int, lam: flo
     channels = scaled.shape[0]
     out = np.zeros(scaled.shape, np.int32)
     out[:lifted] = ladder.round_scaled(scaled[:lifted])
+    if ladder.pyramid is not None and lifted:
+        out[:lifted] = _rd_round_dc(scaled[:lifted], ladder, q)
     # the contexts' source: the dead-zone rounding, each channel rounded once and its last
     # `depth` channels carried to the next batch (the activity of c0 needs them)
     before = out[max(0, lifted - depth) : lifted].astype(np.int64)
@@ -95,6 +99,44 @@ def rd_round(scaled: np.ndarray, ladder: "QualityLadder", quality: int, lam: flo
         chosen = np.where(cost_smaller < cost_nearest, n - 1, n)
         out[c0:c1].reshape(-1)[where] = sign * chosen
         _drop_sparse_channels(out[c0:c1], c0, channel, a, chosen - centre, which, first_row, per_channel, tables, lam)
+    return out
+
+
+# The DC channels are coded as residuals from predictions made of values already coded
+# (:mod:`walloc_cli.pyramid`), so their rounding is decided in the pyramid's own order: at each
+# step, with the values before it final, each scaled value takes floor or ceiling, whichever
+# minimises (y − v)² + λ · bits(v − prediction | its table).  Greedy (a choice's effect on later
+# predictions is not costed), and it still pays where the DC is most of a file: on 24
+# validation photos −6.0 % BD-rate at q 5–35, −1.6 % over q 5–95 with λ = 0.11; λ = 0.08 /
+# 0.15 / 0.30 gave −1.48 / −1.40 / +0.07 % overall.
+DC_LAMBDA = 0.11
+
+
+def _rd_round_dc(scaled: np.ndarray, ladder: "QualityLadder", quality: int, lam: float = DC_LAMBDA) -> np.ndarray:
+    """Scaled DC latents (lifted, H, W) -> int32, rounded along the pyramid (the coarse grid,
+    coded raw, to the nearest integer)."""
+    from . import pyramid
+
+    dc = ladder.dc_pyramid(quality)
+    first = dc.first_rows[ladder.CHOICES.index(0)]
+    height, width = scaled.shape[1:]
+    out = np.zeros(scaled.shape, np.int32)
+    for c in range(scaled.shape[0]):
+        y = scaled[c].reshape(-1).astype(np.float64)
+        known = np.zeros(height * width, np.int64)
+        row = first + c * pyramid.TABLES_PER_CHANNEL
+        for positions, neighbours, stage in pyramid.plan(height, width):
+            target = y[positions]
+            if neighbours is None:
+                known[positions] = np.floor(target + 0.5)
+                continue
+            prediction, tables = pyramid.predict(known, neighbours, stage)
+            below = np.floor(target).astype(np.int64)
+            cost_below = (target - below) ** 2 + lam * entropy.symbol_bits(dc.tables, row + tables, below - prediction)
+            cost_above = (below + 1 - target) ** 2 + lam * entropy.symbol_bits(dc.tables, row + tables,
+                                                                                below + 1 - prediction)
+            known[positions] = np.where(cost_above < cost_below, below + 1, below)
+        out[c] = known.reshape(height, width)
     return out
 
 
