@@ -15,7 +15,8 @@ passed ``--rss-mb``.  Findings are written to ``--out`` so ``--replay`` can reru
 Seeds: small files of every model and modality written fresh (rgb-1x whole and cut in
 strips, with alpha; rgb-16x; stereo-1x stereo and mono; stereo-ms; nband-1x whole and in strips) plus the
 golden files of every format version in tests/data/golden.  Mutators know the format:
-the CRC is repaired so cases get past the checksum, header fields are set to extremes,
+files are rebuilt in their own format version's layout (versions 3 and 4: the header
+deflated against that version's dictionary) and the CRC is repaired so cases get past the checksum, header fields are set to extremes,
 JSON is nested deeply or grown huge, size fields are changed consistently (a bigger
 image with matching padding and latent shape), sections are dropped, duplicated,
 swapped, truncated or renamed, strip layouts are bent, files are truncated and bits
@@ -143,8 +144,20 @@ def build(p: Parsed, crc: bool = True) -> bytes:
         text = text.replace(json.dumps(placeholder), raw)
     head = text.encode()
     payload = p.payload if p.payload is not None else b"".join(b for _, b in p.sections)
-    body = struct.pack("<4sBI", container.MAGIC, p.version & 0xFF, len(head)) + head
-    body += struct.pack("<Q", len(payload)) + payload
+    version = p.version & 0xFF
+    if version in (3, 4):  # the layouts of format versions 3 and 4 (deflated header, modality byte)
+        dictionary = container.HEADER_DICTIONARY if version == 3 else container.HEADER_DICTIONARY_V4
+        packer = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, dictionary)
+        head = packer.compress(head) + packer.flush()
+        code = container.modality_code(p.header.get("modality") if isinstance(p.header, dict) else None)
+        if version == 3:
+            body = struct.pack("<4sBcI", container.MAGIC, 3, code, len(head)) + head + struct.pack("<Q", len(payload))
+        else:  # a header deflating beyond 65535 bytes cannot be written: its length wraps (refused)
+            body = struct.pack("<4sBcH", container.MAGIC, 4, code, len(head) & 0xFFFF) + head
+        body += payload
+    else:
+        body = struct.pack("<4sBI", container.MAGIC, version, len(head)) + head
+        body += struct.pack("<Q", len(payload)) + payload
     checksum = zlib.crc32(body) if crc else zlib.crc32(body) ^ 1
     return body + struct.pack("<I", checksum)
 
@@ -298,7 +311,7 @@ def m_strip_layout(p: Parsed, rng: np.random.Generator, seeds: list[Parsed]) -> 
 
 
 def m_version(p: Parsed, rng: np.random.Generator, seeds: list[Parsed]) -> None:
-    p.version = int(rng.choice([0, 1, 2, 3, 255]))
+    p.version = int(rng.choice([0, 1, 2, 3, 4, 5, 255]))
 
 
 def m_splice(p: Parsed, rng: np.random.Generator, seeds: list[Parsed]) -> None:

@@ -56,7 +56,9 @@ def test_grey_files_leave_the_colour_latents_out(grey_rgb: np.ndarray, mode: str
     np.testing.assert_array_equal(latents, api.image_to_latents(model, grey_rgb, 30)[0])
     monkeypatch.setattr(api, "is_grey", lambda rgb: False)  # coded as a colour photo, as before
     as_colour = api.encode_image(data, quality=30).data
-    assert len(wlc) < 0.97 * len(as_colour)
+    # smaller, if only just: since coder version 3 a grey photo's near-constant colour DC costs
+    # next to nothing even when coded (0.7 % here; 3 % and more through the Haar levels)
+    assert len(wlc) < len(as_colour)
 
 
 def test_colour_only_channels_are_the_colour_half_of_the_klt() -> None:

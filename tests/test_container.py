@@ -91,12 +91,12 @@ def _deflate(text: bytes, dictionary: bytes = container.HEADER_DICTIONARY) -> by
 
 
 def test_version_3_header_is_deflated_small_and_names_the_modality():
-    data = container.pack(HEADER, SECTIONS)
+    data = container.pack(HEADER, SECTIONS, version=3)
     plain = container.pack(HEADER, SECTIONS, version=2)
     assert data[4] == 3 and data[5:6] == b"i"
     assert len(data) < len(plain) - 40  # the dictionary knows the keys and common values
     assert container.unpack(plain).header == container.unpack(data).header == HEADER
-    assert container.pack({**HEADER, "modality": "thing"}, SECTIONS)[5:6] == b"-"
+    assert container.pack({**HEADER, "modality": "thing"}, SECTIONS, version=3)[5:6] == b"-"
 
 
 def test_version_3_bad_headers_are_clean_errors():
@@ -116,6 +116,61 @@ def test_version_3_bad_headers_are_clean_errors():
         container.unpack(_v3(_deflate(text), b"a"))
     with pytest.raises(container.FormatError, match="truncated"):
         container.unpack(_v3(_deflate(text))[:7])
+
+
+# -- version 4: no payload length, a 2-byte header length, the dictionary of the current models ---
+def _v4(stored_header: bytes, modality: bytes = b"i", payload: bytes = b"") -> bytes:
+    body = struct.pack("<4sBcH", container.MAGIC, 4, modality, len(stored_header)) + stored_header + payload
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def test_version_4_is_smaller_than_version_3_and_reads_the_same():
+    data, old = container.pack(HEADER, SECTIONS), container.pack(HEADER, SECTIONS, version=3)
+    assert container.VERSION == 4 and data[4] == 4 and data[5:6] == b"i"
+    assert len(data) <= len(old) - 10  # 8 bytes of payload length and 2 of header length
+    new_box, old_box = container.unpack(data), container.unpack(old)
+    assert new_box.header == old_box.header == HEADER and new_box.sections == old_box.sections == SECTIONS
+    assert (new_box.version, old_box.version) == (4, 3)
+
+
+def test_version_4_dictionary_knows_the_current_photo_header():
+    """A typical rgb-1x header of the shipped weights deflates to a few dozen bytes."""
+    import json
+
+    from walloc_cli.model import load_model
+
+    weights = load_model("rgb-1x").config.short_hash
+    header = {"coder": "constriction.queue.RangeEncoder/u32/p24/context-v3", "height": 481,
+              "latent_shape": [192, 61, 41], "mean": [1405, 1641, 1295], "modality": "image", "mode": "RGB",
+              "model": "rgb-1x", "pad": [7, 7], "quality": 5, "weights": weights, "width": 321,
+              "sections": [["latents", 416]]}
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    assert len(_deflate(text, container.HEADER_DICTIONARY_V4)) <= 45
+    assert len(_deflate(text, container.HEADER_DICTIONARY)) >= 55
+
+
+def test_version_4_bad_headers_and_lengths_are_clean_errors():
+    text = b'{"modality":"image","sections":[["latents",3]]}'
+    good = _v4(_deflate(text, container.HEADER_DICTIONARY_V4), payload=b"abc")
+    assert container.unpack(good).sections == {"latents": b"abc"}
+    with pytest.raises(container.FormatError, match="truncated"):
+        container.unpack(_v4(_deflate(text, container.HEADER_DICTIONARY_V4), payload=b"ab"))
+    with pytest.raises(container.FormatError, match="unexpected bytes"):
+        container.unpack(_v4(_deflate(text, container.HEADER_DICTIONARY_V4), payload=b"abcd"))
+    with pytest.raises(container.FormatError, match="checksum"):
+        container.unpack(good[:-5] + b"x" + good[-4:])
+    with pytest.raises(container.FormatError, match="modality byte"):
+        container.unpack(_v4(_deflate(text, container.HEADER_DICTIONARY_V4), b"a", b"abc"))
+    cases = {
+        b"not deflate at all": "deflate",
+        _deflate(text, container.HEADER_DICTIONARY): "corrupt header",  # version 3's dictionary
+        _deflate(b'{"modality":"image","sections":7}', container.HEADER_DICTIONARY_V4): "section list",
+        _deflate(b'{"modality":"image","sections":[["a",-1]]}', container.HEADER_DICTIONARY_V4): "section entry",
+        _deflate(b" " * 70000, container.HEADER_DICTIONARY_V4): "inflates beyond",
+    }
+    for stored, message in cases.items():
+        with pytest.raises(container.FormatError, match=message):
+            container.unpack(_v4(stored, payload=b"abc"))
 
 
 def test_older_versions_are_still_written_on_request_and_read():

@@ -4,15 +4,15 @@ Layout (all integers little-endian)::
 
     offset   size  field
     0        4     magic b"WLOC"
-    4        1     format version (3; versions 1 and 2 are still read)
-    5        1     modality: b"i" image, b"a" audio, b"r" raster, b"-" other (version 3)
-    6        4     header length H (at most 65536)
-    10       H     header: UTF-8 JSON object, raw-DEFLATEd against HEADER_DICTIONARY (version 3)
-    10+H     8     payload length P
-    18+H     P     payload: the sections listed in header["sections"], in order
-    18+H+P   4     CRC-32 of every byte before it
+    4        1     format version (4; versions 1, 2 and 3 are still read)
+    5        1     modality: b"i" image, b"a" audio, b"r" raster, b"-" other
+    6        2     header length H (at most 65535)
+    8        H     header: UTF-8 JSON object, raw-DEFLATEd against HEADER_DICTIONARY_V4
+    8+H      P     payload: the sections listed in header["sections"], in order (P is their sum)
+    8+H+P    4     CRC-32 of every byte before it
 
-(Versions 1 and 2: no modality byte, so everything after it starts one byte earlier, and
+(Version 3: a 4-byte header length, the header deflated against HEADER_DICTIONARY, and an
+8-byte payload length P before the payload.  Versions 1 and 2: no modality byte either, and
 the header is the plain JSON text.)
 
 Like EnCodec's ``.ecdc`` the metadata is JSON — easy to extend and to print
@@ -40,8 +40,13 @@ MAGIC = b"WLOC"
 # walloc writes (a 220-510 byte JSON header becomes 38-58 bytes: a 481×321 photo at 0.2 bpp
 # is 3.9 KB, so the plain header was 7 % of it), and a modality byte lets file(1) name the
 # content without inflating anything.
-VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+# Version 4 (session 9): the payload length, which the header's section list already gives,
+# is no longer repeated (8 bytes), the header length takes 2 bytes instead of 4, and the
+# dictionary ends with the headers the current models write (HEADER_DICTIONARY_V4): a
+# 481×321 photo's file at q 5 — about 370 bytes of latents — carried 85 bytes of container,
+# now 51.
+VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
 MODALITY_CODES = {"image": b"i", "audio": b"a", "raster": b"r"}
 # Fixed forever for version 3: a decoder inflates against exactly these bytes.  Samples of the
 # headers walloc writes, rarest first (DEFLATE reaches back 32 KB, nearer matches cost less).
@@ -75,6 +80,24 @@ HEADER_DICTIONARY = b"".join((
     b'"mean":[1894,1986,1789],"modality":"image","mode":"RGB","model":"rgb-1x","pad":[7,7],"quality":50,'
     b'"sections":[["latents",12345],["strips",12]],"strip_rows":16,"weights":"68b8bcdf04e9e1f5","width":481}',
 ))
+# Fixed forever for version 4: version 3's dictionary, then the headers of the models of
+# session 9 (their coders and weights hashes), the most common last (nearest, cheapest).
+HEADER_DICTIONARY_V4 = HEADER_DICTIONARY + b"".join((
+    b'{"coder":"constriction.queue.RangeEncoder/u32/p24","height":224,"latent_shape":[12,28,28],'
+    b'"modality":"image","mode":"RGB","model":"rgb-16x","pad":[0,0],"sections":[["latents",3456]],'
+    b'"weights":"6cdd9a34d5a3a6e2","width":224}',
+    b'{"channels":2,"coder":"constriction.queue.RangeEncoder/u32/p24/audio-ladder-v1","coding":"mid-side",'
+    b'"frames":441000,"latent_shape":[2,256,1723],"lead":4096,"modality":"audio","model":"stereo-1x",'
+    b'"pad":4574,"quality":50,"sample_rate":44100,"sections":[["latents",23456],["index",4]],'
+    b'"source_subtype":"PCM_16","tune":"perceptual","weights":"59852dbaabd9d7ff"}',
+    b'{"coder":"constriction.queue.RangeEncoder/u32/p24/context-v3","grey":true,"height":512,'
+    b'"latent_shape":[192,64,96],"mean":[1894,1986,1789],"modality":"image","mode":"L","model":"rgb-1x",'
+    b'"pad":[0,0],"quality":25,"sections":[["latents",12345]],"weights":"66c179fa41ead972","width":768}',
+    b'{"coder":"constriction.queue.RangeEncoder/u32/p24/context-v3","height":321,"latent_shape":[192,41,61],'
+    b'"mean":[1894,1986,1789],"modality":"image","mode":"RGB","model":"rgb-1x","pad":[7,7],"quality":50,'
+    b'"sections":[["latents",12345]],"weights":"66c179fa41ead972","width":481}',
+))
+_PREFIX_V4 = struct.Struct("<4sBcH")
 _PREFIX_V3 = struct.Struct("<4sBcI")
 MAX_HEADER = 1 << 16
 MAX_HEADER_DEPTH = 32  # JSON nesting; walloc writes 3 levels ("sections": [[name, length], ...])
@@ -109,13 +132,22 @@ def pack(header: dict[str, Any], sections: dict[str, bytes], version: int = VERS
         raise ValueError("header too large")
     payload = b"".join(sections.values())
     if version >= 3:
-        packer = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, HEADER_DICTIONARY)
+        packer = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, _dictionary(version))
         header_bytes = packer.compress(header_bytes) + packer.flush()
-        prefix = _PREFIX_V3.pack(MAGIC, version, modality_code(header.get("modality")), len(header_bytes))
+    if version >= 4:
+        if len(header_bytes) > 0xFFFF:
+            raise ValueError("header too large")
+        body = _PREFIX_V4.pack(MAGIC, version, modality_code(header.get("modality")), len(header_bytes)) + header_bytes
     else:
-        prefix = _PREFIX.pack(MAGIC, version, len(header_bytes))
-    body = prefix + header_bytes + _PAYLOAD_LEN.pack(len(payload)) + payload
+        prefix = (_PREFIX_V3.pack(MAGIC, version, modality_code(header.get("modality")), len(header_bytes))
+                  if version == 3 else _PREFIX.pack(MAGIC, version, len(header_bytes)))
+        body = prefix + header_bytes + _PAYLOAD_LEN.pack(len(payload))
+    body += payload
     return body + _CRC.pack(zlib.crc32(body))
+
+
+def _dictionary(version: int) -> bytes:
+    return HEADER_DICTIONARY_V4 if version >= 4 else HEADER_DICTIONARY
 
 
 def unpack(data: bytes) -> Container:
@@ -130,6 +162,8 @@ def unpack(data: bytes) -> Container:
     if version not in READABLE_VERSIONS:
         raise FormatError(f"unsupported format version {version} (this walloc reads versions "
                           f"{', '.join(map(str, READABLE_VERSIONS))})")
+    if version >= 4:
+        return _unpack_v4(data, version)
     pos = _PREFIX.size
     code = b""
     if version >= 3:
@@ -153,20 +187,50 @@ def unpack(data: bytes) -> Container:
     (crc,) = _CRC.unpack_from(data, pos + payload_len)
     if zlib.crc32(memoryview(data)[: pos + payload_len]) != crc:
         raise FormatError("checksum mismatch (file is corrupted)")
-    if version >= 3:
-        header_bytes = _inflate(header_bytes)
-    if _nesting(header_bytes) > MAX_HEADER_DEPTH:  # before json.loads: it recurses once per level
-        raise FormatError(f"corrupt header (JSON nested deeper than {MAX_HEADER_DEPTH} levels)")
-    try:
-        header = json.loads(header_bytes.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise FormatError("corrupt header (not JSON)") from None
-    if not isinstance(header, dict):
-        raise FormatError("corrupt header (not an object)")
+    header = _parse_header(_inflate(header_bytes, version) if version >= 3 else header_bytes)
     if version >= 3 and code != modality_code(header.get("modality")):
         raise FormatError("corrupt header (modality byte does not match the header)")
     sections = _split_sections(header.pop("sections", None), data[pos : pos + payload_len])
     return Container(header, sections, version)
+
+
+def _parse_header(text: bytes) -> dict[str, Any]:
+    if _nesting(text) > MAX_HEADER_DEPTH:  # before json.loads: it recurses once per level
+        raise FormatError(f"corrupt header (JSON nested deeper than {MAX_HEADER_DEPTH} levels)")
+    try:
+        header = json.loads(text.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise FormatError("corrupt header (not JSON)") from None
+    if not isinstance(header, dict):
+        raise FormatError("corrupt header (not an object)")
+    return header
+
+
+def _unpack_v4(data: bytes, version: int) -> Container:
+    """Version 4: the payload's length is the sum of the header's sections, so the header is
+    read (bounded: at most 65535 bytes deflated, MAX_HEADER inflated) before the checksum
+    can be located; a short or long file is named as such before the checksum is tested."""
+    if len(data) < _PREFIX_V4.size + _CRC.size:
+        raise FormatError("truncated file (shorter than the fixed header)")
+    _, _, code, header_len = _PREFIX_V4.unpack_from(data, 0)
+    pos = _PREFIX_V4.size
+    if len(data) < pos + header_len + _CRC.size:
+        raise FormatError("truncated file (header incomplete)")
+    header = _parse_header(_inflate(bytes(data[pos : pos + header_len]), version))
+    if code != modality_code(header.get("modality")):
+        raise FormatError("corrupt header (modality byte does not match the header)")
+    listing = header.pop("sections", None)
+    pos += header_len
+    expected_total = pos + sum(length for _, length in _section_lengths(listing)) + _CRC.size
+    if len(data) < expected_total:
+        raise FormatError(f"truncated file ({len(data)} bytes, header announces {expected_total})")
+    if len(data) > expected_total:
+        raise FormatError(f"{len(data) - expected_total} unexpected bytes after the end of the file")
+    end = len(data) - _CRC.size
+    (crc,) = _CRC.unpack_from(data, end)
+    if zlib.crc32(memoryview(data)[:end]) != crc:
+        raise FormatError("checksum mismatch (file is corrupted)")
+    return Container(header, _split_sections(listing, data[pos:end]), version)
 
 
 def modality_code(modality: Any) -> bytes:
@@ -174,10 +238,10 @@ def modality_code(modality: Any) -> bytes:
     return MODALITY_CODES.get(modality, b"-") if isinstance(modality, str) else b"-"
 
 
-def _inflate(stored: bytes) -> bytes:
-    """A version-3 header: one complete raw DEFLATE stream, nothing after it, at most MAX_HEADER
+def _inflate(stored: bytes, version: int) -> bytes:
+    """A version-3 or 4 header: one complete raw DEFLATE stream, nothing after it, at most MAX_HEADER
     bytes once inflated (a stream that would inflate further is refused before it does)."""
-    unpacker = zlib.decompressobj(-15, zdict=HEADER_DICTIONARY)
+    unpacker = zlib.decompressobj(-15, zdict=_dictionary(version))
     try:
         text = unpacker.decompress(stored, MAX_HEADER + 1)
     except zlib.error:
@@ -204,17 +268,26 @@ def _nesting(text: bytes) -> int:
     return deepest
 
 
-def _split_sections(listing: Any, payload: bytes) -> dict[str, bytes]:
+def _section_lengths(listing: Any) -> list[tuple[str, int]]:
+    """The header's (name, length) list, checked."""
     if not isinstance(listing, list):
         raise FormatError("corrupt header (no section list)")
-    sections: dict[str, bytes] = {}
-    pos = 0
+    out = []
     for entry in listing:
         if (not isinstance(entry, list) or len(entry) != 2 or not isinstance(entry[0], str)
                 or not isinstance(entry[1], int) or isinstance(entry[1], bool) or entry[1] < 0):
             raise FormatError("corrupt header (bad section entry)")
-        name, length = entry
-        if name in sections or pos + length > len(payload):
+        out.append((entry[0], entry[1]))
+    if len({name for name, _ in out}) != len(out):
+        raise FormatError("corrupt header (sections do not match the payload)")
+    return out
+
+
+def _split_sections(listing: Any, payload: bytes) -> dict[str, bytes]:
+    sections: dict[str, bytes] = {}
+    pos = 0
+    for name, length in _section_lengths(listing):
+        if pos + length > len(payload):
             raise FormatError("corrupt header (sections do not match the payload)")
         sections[name] = bytes(payload[pos : pos + length])
         pos += length
