@@ -44,7 +44,8 @@ CONTEXT_DEPTH = 8         # previous channels whose 3×3 activity selects the ta
 CONTEXT_BINS = 8          # tables per (anchor, channel)
 NEIGHBOUR_CUTS = (1, 2, 4, 8)  # checkerboard: white squares' 4-neighbour |latent| sum, 5 bins
 LIFTED = 3                # leading channels (the DC of each colour: lag-1 correlation 0.8–0.9) coded
-                          # after an integer Haar transform, one table per level
+                          # through the interpolation pyramid (coder v3, fit_pyramid's tables) or,
+                          # in files of coder v1/v2, after an integer Haar transform, one table per level
 DEADZONE = 0.15           # rounding threshold 0.5 + DEADZONE (in steps) for leaving zero
 # q = 1 … 100 maps log-linearly onto these steps (model units: pixels/255 − 0.5)
 STEP_AT_Q1 = 3.0
@@ -92,7 +93,8 @@ def fit_anchor(latents: list[np.ndarray], steps: np.ndarray) -> tuple[list, np.n
 
     ``latents`` are float latents (H', W', L) per image; ``steps`` the per-channel steps.
     The first LIFTED channels are tabled per integer-Haar level instead of per activity bin,
-    exactly as :func:`entropy.encode_with_context` codes them.
+    as coder versions 1 and 2 code them (version 3 codes them with :func:`fit_pyramid`'s
+    tables; these rows stay, unused by its files, so the table layout is the same).
     """
     # (L, H', W') per image, rounded and tabled exactly as the encoder and the coder do
     quantized = [dead_zone_round(z.transpose(2, 0, 1) / steps[:, None, None], DEADZONE) for z in latents]

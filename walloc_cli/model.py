@@ -70,7 +70,7 @@ class ModelConfig:
     decoder_kind: str = "neural"  # "neural": torch conv decoder; "linear": numpy 1×1 map, no torch
     context_depth: int = 0   # context models: previous channels whose activity picks the table
     context_bins: int = 1    # context models: tables per (quality anchor, channel)
-    lifted_channels: int = 0  # context models: leading (DC) channels coded after an integer Haar transform
+    lifted_channels: int = 0  # context models: leading (DC) channels, coded apart (Haar levels / pyramid)
     neighbour_cuts: tuple = ()  # context models: checkerboard refinement of white squares' tables
     family: str = "autoencoder"  # which module codes it: "autoencoder" (this file) or "audio-ladder"
     info: dict = field(default_factory=dict, compare=False)  # training facts, measured quality

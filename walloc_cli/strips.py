@@ -5,7 +5,7 @@ the image (192 per 8×8 block, int32 and float32: 24 bytes per pixel, plus int64
 temporaries), so a 96 MP photo took 5.3 GB (issue #11).  Since format version 2
 the latent grid is cut into strips of ``strip_rows`` latent rows (the last one
 shorter), and each strip is context-coded on its own — activity contexts,
-checkerboard neighbours, the integer Haar of the DC channels and the table-set
+checkerboard neighbours, the DC channels' Haar levels or pyramid, and the table-set
 choice all restart at a strip's top and bottom edge, as at the image's edges.
 The encoder then holds one strip's latents at a time, and the decoder decodes a
 strip when the inverse transform first needs its rows.
