@@ -65,18 +65,36 @@ def _neighbours(i: np.ndarray, j: np.ndarray, offsets: tuple[tuple[int, int], ..
     return out
 
 
-@lru_cache(maxsize=32)
+_CACHED_POSITIONS = 1 << 20  # plans up to this size are kept (a batch of photos reuses a few shapes)
+
+
 def plan(height: int, width: int) -> tuple[Step, ...]:
-    """The steps of a (height, width) channel in coding order; every position filled once."""
-    i, j = np.divmod(np.arange(height * width), width)
+    """The steps of a (height, width) channel in coding order; every position filled once.
+
+    Indices are int32 (4 of them per position for the neighbours: 20 bytes a position);
+    only small plans are cached, so a batch of huge, differently sized images never holds
+    more than a few megabytes of them."""
+    if height * width <= _CACHED_POSITIONS:
+        return _cached_plan(height, width)
+    return _make_plan(height, width)
+
+
+@lru_cache(maxsize=16)
+def _cached_plan(height: int, width: int) -> tuple[Step, ...]:
+    return _make_plan(height, width)
+
+
+def _make_plan(height: int, width: int) -> tuple[Step, ...]:
+    index = np.int32 if height * width < 1 << 31 else np.int64
+    i, j = np.divmod(np.arange(height * width, dtype=index), index(width))
     coarse = 1 << LEVELS
-    steps: list[Step] = [(np.flatnonzero((i % coarse == 0) & (j % coarse == 0)), None, 0)]
+    steps: list[Step] = [(np.flatnonzero((i % coarse == 0) & (j % coarse == 0)).astype(index), None, 0)]
     for k in range(LEVELS, 0, -1):
         s = 1 << (k - 1)
         cell = 2 * s
         stage = 1 + 2 * (min(k, SHARED_FROM) - 1)
-        centres = np.flatnonzero((i % cell == s) & (j % cell == s))
-        edges = np.flatnonzero(((i % cell == 0) & (j % cell == s)) | ((i % cell == s) & (j % cell == 0)))
+        centres = np.flatnonzero((i % cell == s) & (j % cell == s)).astype(index)
+        edges = np.flatnonzero(((i % cell == 0) & (j % cell == s)) | ((i % cell == s) & (j % cell == 0))).astype(index)
         for where, offsets, st in ((centres, ((-s, -s), (s, s), (-s, s), (s, -s)), stage),
                                    (edges, ((-s, 0), (s, 0), (0, -s), (0, s)), stage + 1)):
             if where.size:
