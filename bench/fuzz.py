@@ -29,6 +29,7 @@ replaced.  The summary prints counts per outcome and the peak worker RSS.
 from __future__ import annotations
 
 import argparse
+import copy
 import io
 import json
 import multiprocessing
@@ -169,7 +170,10 @@ EXTREMES: list[Any] = [0, 1, -1, 2, 7, 8, 9, 255, 256, 65535, 65536, 2**31 - 1, 
 
 
 def _value(rng: np.random.Generator) -> Any:
-    return EXTREMES[int(rng.integers(len(EXTREMES)))]
+    """A fresh copy of one of the EXTREMES: mutators change headers in place, and a shared list
+    or dict would carry one case's changes into later cases (a case would then depend on the
+    cases run before it, not on its index alone) and could end up containing itself."""
+    return copy.deepcopy(EXTREMES[int(rng.integers(len(EXTREMES)))])
 
 
 def _keys(p: Parsed) -> list[str]:
