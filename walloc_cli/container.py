@@ -44,7 +44,7 @@ MAGIC = b"WLOC"
 # is no longer repeated (8 bytes), the header length takes 2 bytes instead of 4, and the
 # dictionary ends with the headers the current models write (HEADER_DICTIONARY_V4): a
 # 481×321 photo's file at q 5 — about 370 bytes of latents — carried 85 bytes of container,
-# now 51.
+# now 53.
 VERSION = 4
 READABLE_VERSIONS = (1, 2, 3, 4)
 MODALITY_CODES = {"image": b"i", "audio": b"a", "raster": b"r"}
