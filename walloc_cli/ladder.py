@@ -88,6 +88,28 @@ def quality_steps() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return steps, anchor_of_q, anchors
 
 
+def training_photos(data: Path, max_images: int, seed: int) -> list[Path]:
+    """``max_images`` photos of ``data/train``, drawn without replacement by ``seed``, in file order."""
+    files = sorted(p for p in (data / "train").iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"})
+    rng = np.random.default_rng(seed)
+    return [files[i] for i in sorted(rng.choice(len(files), min(max_images, len(files)), replace=False))]
+
+
+def quality_nearest(step: float) -> int:
+    """The quality 1–100 whose step is nearest ``step`` (log scale): where an anchor is fitted."""
+    steps, _, _ = quality_steps()
+    return int(np.abs(np.log(steps[1:]) - np.log(step)).argmin()) + 1
+
+
+def scaled_latents(model, rgb: np.ndarray, quality: int) -> np.ndarray:
+    """The float latents of a photo in units of ``quality``'s steps, padded as ``walloc encode`` pads."""
+    from . import api
+
+    h, w = rgb.shape[:2]
+    pad = ((-h) % BLOCK, (-w) % BLOCK)
+    return model.to_latents(api._image_reader(rgb, w + pad[1]), h + pad[0], 1 << 30, quality, scaled=True)
+
+
 def fit_anchor(latents: list[np.ndarray], steps: np.ndarray) -> tuple[list, np.ndarray, np.ndarray]:
     """Tables, thresholds (L, bins−1) and reconstruction offsets (L,) for one anchor.
 
@@ -135,11 +157,9 @@ def fit_anchor(latents: list[np.ndarray], steps: np.ndarray) -> tuple[list, np.n
 
 def fit(data: Path, out: Path, name: str, max_images: int, seed: int) -> Path:
     started = time.time()
-    files = sorted(p for p in (data / "train").iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"})
-    rng = np.random.default_rng(seed)
-    chosen = sorted(rng.choice(len(files), min(max_images, len(files)), replace=False))
-    _log(f"{len(chosen)} of {len(files)} training photos")
-    coefficients = [image_coefficients(files[i]) for i in chosen]
+    chosen = training_photos(data, max_images, seed)
+    _log(f"{len(chosen)} training photos")
+    coefficients = [image_coefficients(path) for path in chosen]
     mean, basis = fit_pca(coefficients)
     weight = basis.T                        # latents = weight @ (coefficients − mean)
     bias = -weight @ mean
@@ -206,7 +226,7 @@ def fit_pyramid(weights: Path, name: str, data: Path, max_images: int = PYRAMID_
     fitted on the residuals it would code (pooled with its stage's when it saw fewer
     than :data:`PYRAMID_BACKOFF`).  About a minute on two cores; the ladder's other
     arrays are copied unchanged."""
-    from . import api, pyramid
+    from . import pyramid
     from .model import _load_config
 
     started = time.time()
@@ -215,23 +235,17 @@ def fit_pyramid(weights: Path, name: str, data: Path, max_images: int = PYRAMID_
     ladder = model.ladder
     if ladder is None or ladder.lifted == 0:
         raise SystemExit(f"{name} is not a quality-ladder model with DC channels")
-    files = sorted(p for p in (data / "train").iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"})
-    rng = np.random.default_rng(seed)
-    chosen = [files[i] for i in sorted(rng.choice(len(files), min(max_images, len(files)), replace=False))]
     lifted = ladder.lifted
     dc = []  # float DC latents (lifted, H', W') per photo, in model units
-    for path in chosen:
-        rgb = read_image(path.read_bytes()).rgb
-        h, w = rgb.shape[:2]
-        pad = ((-h) % BLOCK, (-w) % BLOCK)
-        scaled = model.to_latents(api._image_reader(rgb, w + pad[1]), h + pad[0], 1 << 30, 50, scaled=True)
+    for path in training_photos(data, max_images, seed):
+        scaled = scaled_latents(model, read_image(path.read_bytes()).rgb, 50)
         dc.append(scaled[:lifted] * ladder.steps(50)[:lifted, None, None])
     _log(f"pyramid: {len(dc)} training photos (seed {seed})")
-    steps, _, anchors = quality_steps()
+    _, _, anchors = quality_steps()
     per = pyramid.TABLES_PER_CHANNEL
     rows = []
     for a, anchor_step in enumerate(anchors):
-        quality = int(np.abs(np.log(steps[1:]) - np.log(anchor_step)).argmin()) + 1  # nearest the anchor
+        quality = quality_nearest(anchor_step)
         step = ladder.steps(quality)[:lifted, None, None]
         for c in range(lifted):
             coded = [part for z in dc for part in pyramid.analyse(ladder.round_scaled(z[c] / step[c]))]
@@ -286,21 +300,16 @@ def fit_filter(weights: Path, name: str, data: Path, max_images: int = FILTER_IM
     ladder = model.ladder
     if ladder is None:
         raise SystemExit(f"{name} is not a quality-ladder model")
-    files = sorted(p for p in (data / "train").iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"})
-    rng = np.random.default_rng(seed)
-    chosen = [files[i] for i in sorted(rng.choice(len(files), min(max_images, len(files)), replace=False))]
-    photos = [read_image(path.read_bytes()).rgb for path in chosen]
+    photos = [read_image(path.read_bytes()).rgb for path in training_photos(data, max_images, seed)]
     _log(f"filter: {len(photos)} training photos (seed {seed}), K = {channels}")
-    steps, _, anchors = quality_steps()
+    _, _, anchors = quality_steps()
     kernels = []
     for a, anchor_step in enumerate(anchors):
-        quality = int(np.abs(np.log(steps[1:]) - np.log(anchor_step)).argmin()) + 1  # nearest the anchor
+        quality = quality_nearest(anchor_step)
         scale = ladder.steps(quality)[:channels].reshape(-1, 1, 1)
         pairs = []
         for rgb in photos:
-            h, w = rgb.shape[:2]
-            pad = ((-h) % BLOCK, (-w) % BLOCK)
-            true = model.to_latents(api._image_reader(rgb, w + pad[1]), h + pad[0], 1 << 30, quality, scaled=True)
+            true = scaled_latents(model, rgb, quality)
             coded, _ = api.image_to_latents(model, rgb, quality)
             decoded = ladder.dequantize(coded[:channels], quality, np.arange(channels)) / scale
             pairs.append((decoded.astype(np.float32), true[:channels]))  # both in units of their steps
