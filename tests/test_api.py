@@ -79,7 +79,9 @@ def test_latents_decode_bit_exactly(small_path):
     model = load_model("rgb-16x")
     wlc = api.encode_image(small_path.read_bytes(), "rgb-16x").data
     box = container.unpack(wlc)
-    z = entropy.decode(box.sections["latents"], model.tables_for(0), tuple(box.header["latent_shape"]))
+    assert "latent_shape" not in box.header and "pad" not in box.header  # format 4 derives them
+    _, _, shape = api._image_layout(box.header, model, api.DEFAULT_MAX_PIXELS, box.version)
+    z = entropy.decode(box.sections["latents"], model.tables_for(0), shape)
     rgb = np.asarray(Image.open(small_path).convert("RGB"))
     np.testing.assert_array_equal(z, api.image_to_latents(model, rgb)[0])
 
@@ -213,6 +215,23 @@ def test_wrong_weights_are_refused(small_path):
         api.decode_image(_reseal_with_header(wlc, weights="0000000000000000"))
     with pytest.raises(WallocError, match="unknown model"):
         api.decode_image(_reseal_with_header(wlc, model="no-such-model"))
+
+
+def test_format_4_derives_the_padding_and_latent_shape_and_older_formats_need_them(small_path):
+    """Format 4 headers leave out "pad" and "latent_shape" (the size and the model give them);
+    a header that carries them must agree; a file of format 3 without them is corrupt."""
+    wlc = api.encode_image(small_path.read_bytes()).data
+    box = container.unpack(wlc)
+    model = load_model(DEFAULT_IMAGE_MODEL)
+    layout = api._image_layout(box.header, model, api.DEFAULT_MAX_PIXELS, box.version)
+    assert layout == (96, 64, (model.config.latent_channels, 8, 12))
+    stated = {**box.header, "pad": [0, 0], "latent_shape": list(layout[2])}
+    assert api._image_layout(stated, model, api.DEFAULT_MAX_PIXELS, 4) == layout
+    assert api._image_layout(stated, model, api.DEFAULT_MAX_PIXELS, 3) == layout
+    with pytest.raises(container.FormatError, match="pad"):
+        api._image_layout(box.header, model, api.DEFAULT_MAX_PIXELS, 3)
+    np.testing.assert_array_equal(api.decode_image(container.pack(stated, box.sections)).rgb,
+                                  api.decode_image(wlc).rgb)
 
 
 @pytest.mark.parametrize("changes", [

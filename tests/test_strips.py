@@ -40,7 +40,7 @@ def reseal(header: dict, sections: dict[str, bytes], version: int = 2) -> bytes:
 def test_a_strip_coded_file_records_its_layout_and_decodes_like_the_whole(few_positions, photo):
     wlc = api.encode_image_data(_image(photo), "rgb-1x", 70)
     box = container.unpack(wlc)
-    rows = box.header["latent_shape"][1]
+    rows = -(-photo.shape[0] // 8)  # latent rows: the height in whole 8-pixel blocks
     assert box.version == container.VERSION >= 2 and box.header["strip_rows"] == strips.MIN_STRIP_ROWS == 16
     assert len(box.sections["strips"]) == 4 * -(-rows // 16) > 4
     model = load_model("rgb-1x")
@@ -120,7 +120,13 @@ def cut_file(photo_path) -> container.Container:
 
 def _variant(box: container.Container, header: dict | None = None, sections: dict | None = None,
              version: int = 2) -> bytes:
-    return reseal({**box.header, **(header or {})}, {**box.sections, **(sections or {})}, version)
+    """The file resealed in an older format, whose headers state the padding and latent shape
+    (format 4 derives them)."""
+    h, w = box.header["height"], box.header["width"]
+    pad = [(-h) % 8, (-w) % 8]
+    channels = load_model(box.header["model"]).config.latent_channels
+    stated = {"pad": pad, "latent_shape": [channels, (h + pad[0]) // 8, (w + pad[1]) // 8]}
+    return reseal({**box.header, **stated, **(header or {})}, {**box.sections, **(sections or {})}, version)
 
 
 @pytest.mark.parametrize("change, message", [

@@ -268,8 +268,8 @@ def encode_image_data(image: media.ImageData, model_name: str = DEFAULT_IMAGE_MO
         fields["mean"] = meancolour.image_mean(image.rgb)  # the decoder solves its shift (meancolour.py)
     if grey:
         fields["grey"] = True  # colour latents not coded; decoded exactly grey (see decode_image)
-    header = _header(model, "image", width=image.width, height=image.height, mode=image.mode,
-                     pad=list(pad), latent_shape=list(shape), **fields, **layout)
+    # format 4 leaves out "pad" and "latent_shape": the size and the model determine them (_image_layout)
+    header = _header(model, "image", width=image.width, height=image.height, mode=image.mode, **fields, **layout)
     return container.pack(header, sections)
 
 
@@ -317,13 +317,19 @@ def _int_field(header: dict[str, Any], key: str, minimum: int = 0) -> int:
     return value
 
 
-def _image_layout(header: dict[str, Any], model: CodecModel, max_pixels: int) -> tuple[int, int, tuple[int, int, int]]:
-    """Check every size field against the others *before* allocating anything."""
+def _image_layout(header: dict[str, Any], model: CodecModel, max_pixels: int,
+                  version: int = container.VERSION) -> tuple[int, int, tuple[int, int, int]]:
+    """Check every size field against the others *before* allocating anything.
+
+    The padding (to whole blocks) and the latent shape follow from the size and the model;
+    files before format 4 store them, format 4 leaves them out (a header that has them
+    anyway must agree)."""
     width, height = _int_field(header, "width", 1), _int_field(header, "height", 1)
     if width * height > max_pixels:
         raise WallocError(f"image of {width}×{height} pixels exceeds the limit of {max_pixels} pixels")
-    pad = header.get("pad")
     block = model.config.block
+    derived = version >= 4
+    pad = header.get("pad", [(-height) % block, (-width) % block] if derived else None)
     if (not isinstance(pad, list) or len(pad) != 2
             or any(not isinstance(p, int) or isinstance(p, bool) or not 0 <= p < block for p in pad)):
         raise container.FormatError("corrupt header (field 'pad')")
@@ -331,7 +337,7 @@ def _image_layout(header: dict[str, Any], model: CodecModel, max_pixels: int) ->
     if (height + pad[0]) % block or (width + pad[1]) % block:
         raise container.FormatError("corrupt header (padding does not match the size)")
     shape = (model.config.latent_channels, (height + pad[0]) // block, (width + pad[1]) // block)
-    if header.get("latent_shape") != list(shape):
+    if header.get("latent_shape", list(shape) if derived else None) != list(shape):
         raise container.FormatError("corrupt header (latent shape does not match the size)")
     if header.get("mode") not in ("RGB", "L", "RGBA", "LA"):
         raise container.FormatError(f"corrupt header (unknown image mode {header.get('mode')!r})")
@@ -391,7 +397,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> media.Ima
     """``.wlc`` bytes -> :class:`~walloc_cli.media.ImageData` (mode, alpha, ICC restored)."""
     box, model = _open(data, "image")
     header = box.header
-    width, height, shape = _image_layout(header, model, max_pixels)
+    width, height, shape = _image_layout(header, model, max_pixels, box.version)
     quality = header.get("quality")
     mean_shift = _mean_shift_field(header)
     mean = _mean_field(header)
@@ -900,7 +906,7 @@ def file_latents(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, max_frames: 
         latents, step = raster_codec.latents(box, model, max_pixels)
         return FileLatents(latents, step, model.config.name, modality, box.header)
     if modality == "image":
-        _, _, shape = _image_layout(box.header, model, max_pixels)
+        _, _, shape = _image_layout(box.header, model, max_pixels, box.version)
         quality = box.header.get("quality")
         latents, _ = _image_latents(box, model, shape, quality)
         if isinstance(latents, strips.StripLatents):

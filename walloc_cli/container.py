@@ -42,9 +42,9 @@ MAGIC = b"WLOC"
 # content without inflating anything.
 # Version 4 (session 9): the payload length, which the header's section list already gives,
 # is no longer repeated (8 bytes), the header length takes 2 bytes instead of 4, and the
-# dictionary ends with the headers the current models write (HEADER_DICTIONARY_V4): a
-# 481×321 photo's file at q 5 — about 370 bytes of latents — carried 85 bytes of container,
-# now 53.
+# dictionary ends with the headers the current models write (HEADER_DICTIONARY_V4), and
+# image headers leave out "pad" and "latent_shape" (derived: api._image_layout): a 481×321
+# photo's file at q 5 — about 330 bytes of latents — carried 85 bytes of container, now 47.
 VERSION = 4
 READABLE_VERSIONS = (1, 2, 3, 4)
 MODALITY_CODES = {"image": b"i", "audio": b"a", "raster": b"r"}
@@ -81,20 +81,21 @@ HEADER_DICTIONARY = b"".join((
     b'"sections":[["latents",12345],["strips",12]],"strip_rows":16,"weights":"68b8bcdf04e9e1f5","width":481}',
 ))
 # Fixed forever for version 4: version 3's dictionary, then the headers of the models of
-# session 9 (their coders and weights hashes), the most common last (nearest, cheapest).
+# session 9 (their coders and weights hashes; images without "pad" and "latent_shape", which
+# format 4 derives), the most common last (nearest, cheapest).
 HEADER_DICTIONARY_V4 = HEADER_DICTIONARY + b"".join((
-    b'{"coder":"constriction.queue.RangeEncoder/u32/p24","height":224,"latent_shape":[12,28,28],'
-    b'"modality":"image","mode":"RGB","model":"rgb-16x","pad":[0,0],"sections":[["latents",3456]],'
+    b'{"coder":"constriction.queue.RangeEncoder/u32/p24","height":224,'
+    b'"modality":"image","mode":"RGB","model":"rgb-16x","sections":[["latents",3456]],'
     b'"weights":"6cdd9a34d5a3a6e2","width":224}',
     b'{"channels":2,"coder":"constriction.queue.RangeEncoder/u32/p24/audio-ladder-v1","coding":"mid-side",'
     b'"frames":441000,"latent_shape":[2,256,1723],"lead":4096,"modality":"audio","model":"stereo-1x",'
     b'"pad":4574,"quality":50,"sample_rate":44100,"sections":[["latents",23456],["index",4]],'
     b'"source_subtype":"PCM_16","tune":"perceptual","weights":"59852dbaabd9d7ff"}',
     b'{"coder":"constriction.queue.RangeEncoder/u32/p24/context-v3","grey":true,"height":512,'
-    b'"latent_shape":[192,64,96],"mean":[1894,1986,1789],"modality":"image","mode":"L","model":"rgb-1x",'
-    b'"pad":[0,0],"quality":25,"sections":[["latents",12345]],"weights":"66c179fa41ead972","width":768}',
-    b'{"coder":"constriction.queue.RangeEncoder/u32/p24/context-v3","height":321,"latent_shape":[192,41,61],'
-    b'"mean":[1894,1986,1789],"modality":"image","mode":"RGB","model":"rgb-1x","pad":[7,7],"quality":50,'
+    b'"mean":[1894,1986,1789],"modality":"image","mode":"L","model":"rgb-1x",'
+    b'"quality":25,"sections":[["latents",12345]],"weights":"66c179fa41ead972","width":768}',
+    b'{"coder":"constriction.queue.RangeEncoder/u32/p24/context-v3","height":321,'
+    b'"mean":[1894,1986,1789],"modality":"image","mode":"RGB","model":"rgb-1x","quality":50,'
     b'"sections":[["latents",12345]],"weights":"66c179fa41ead972","width":481}',
 ))
 _PREFIX_V4 = struct.Struct("<4sBcH")
