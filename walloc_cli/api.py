@@ -242,18 +242,18 @@ def encode_image_data(image: media.ImageData, model_name: str = DEFAULT_IMAGE_MO
     _check_grid(image.width, image.height, image.width + (-image.width) % block,
                 image.height + (-image.height) % block, DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels)
     grey = is_grey(image.rgb)  # also every L / LA image (read as three equal channels)
-    parts, pad = image_strips(model, image.rgb, quality, grey, effort)
+    parts, _ = image_strips(model, image.rgb, quality, grey, effort)
     payloads: list[bytes] = []
     layout: dict[str, int] = {}
     correct_mean = model.has_quality and model.config.decoder_kind == "linear"
     skip = skipped_channels(model, grey)
-    for (r0, r1), latents in parts:  # one strip in memory at a time
+    for _, latents in parts:  # one strip in memory at a time
         payloads.append(_encode_latents(model, latents, quality, effort, skip))
-        shape = (latents.shape[0], r1, latents.shape[2])  # the last strip's stop: the grid's height
+        columns = latents.shape[2]
         del latents
     sections = {"latents": b"".join(payloads)}
     if len(payloads) > 1:  # strip-coded (format version 2): the layout a decoder needs
-        layout = {"strip_rows": strips.rows_per_strip(shape[2])}
+        layout = {"strip_rows": strips.rows_per_strip(columns)}
         sections["strips"] = strips.pack_sizes(payloads)
     if image.alpha is not None:
         sections["alpha"] = zlib.compress(np.ascontiguousarray(image.alpha).tobytes(), 9)
