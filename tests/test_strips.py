@@ -122,10 +122,10 @@ def _variant(box: container.Container, header: dict | None = None, sections: dic
              version: int = 2) -> bytes:
     """The file resealed in an older format, whose headers state the padding and latent shape
     (format 4 derives them)."""
-    h, w = box.header["height"], box.header["width"]
-    pad = [(-h) % 8, (-w) % 8]
-    channels = load_model(box.header["model"]).config.latent_channels
-    stated = {"pad": pad, "latent_shape": [channels, (h + pad[0]) // 8, (w + pad[1]) // 8]}
+    model = load_model(box.header["model"])
+    _, _, shape = api._image_layout(box.header, model, api.DEFAULT_MAX_PIXELS, box.version)
+    pad = api.image_padding(box.header["height"], box.header["width"], model.config.block)
+    stated = {"pad": list(pad), "latent_shape": list(shape)}
     return reseal({**box.header, **stated, **(header or {})}, {**box.sections, **(sections or {})}, version)
 
 

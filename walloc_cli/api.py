@@ -66,6 +66,12 @@ def _image_reader(rgb: np.ndarray, padded_width: int):
     return read
 
 
+def image_padding(height: int, width: int, block: int) -> tuple[int, int]:
+    """Rows and columns the encoder adds (mirrored) to reach whole blocks: the one rule the
+    encoder pads by and a format-4 decoder derives ``pad`` by."""
+    return (-height) % block, (-width) % block
+
+
 def image_to_latents(model: CodecModel, rgb: np.ndarray, quality: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
     """uint8 (H, W, 3) -> integer latents (L, H'/2^J, W'/2^J) and the padding (rows, columns).
 
@@ -86,7 +92,7 @@ def image_strips(model: CodecModel, rgb: np.ndarray, quality: int | None = None,
     second time with the contexts of the first rounding (:func:`rdoq.rd_round`'s ``prior``)."""
     block = model.config.block
     h, w = rgb.shape[:2]
-    pad = ((-h) % block, (-w) % block)
+    pad = image_padding(h, w, block)
     padded_w = w + pad[1]
     rows = (h + pad[0]) // block
     chunk = max(8, ENCODE_WINDOW_SAMPLES // (3 * padded_w * block))
@@ -239,8 +245,9 @@ def encode_image_data(image: media.ImageData, model_name: str = DEFAULT_IMAGE_MO
     model = model_of_kind(model_name, "image")
     quality = quality_of(model, quality)
     block = model.config.block
-    _check_grid(image.width, image.height, image.width + (-image.width) % block,
-                image.height + (-image.height) % block, DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels)
+    pad = image_padding(image.height, image.width, block)
+    _check_grid(image.width, image.height, image.width + pad[1], image.height + pad[0],
+                DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels)
     grey = is_grey(image.rgb)  # also every L / LA image (read as three equal channels)
     parts, _ = image_strips(model, image.rgb, quality, grey, effort)
     payloads: list[bytes] = []
@@ -318,7 +325,7 @@ def _int_field(header: dict[str, Any], key: str, minimum: int = 0) -> int:
 
 
 def _image_layout(header: dict[str, Any], model: CodecModel, max_pixels: int,
-                  version: int = container.VERSION) -> tuple[int, int, tuple[int, int, int]]:
+                  version: int) -> tuple[int, int, tuple[int, int, int]]:
     """Check every size field against the others *before* allocating anything.
 
     The padding (to whole blocks) and the latent shape follow from the size and the model;
@@ -329,7 +336,7 @@ def _image_layout(header: dict[str, Any], model: CodecModel, max_pixels: int,
         raise WallocError(f"image of {width}×{height} pixels exceeds the limit of {max_pixels} pixels")
     block = model.config.block
     derived = version >= 4
-    pad = header.get("pad", [(-height) % block, (-width) % block] if derived else None)
+    pad = header.get("pad", list(image_padding(height, width, block)) if derived else None)
     if (not isinstance(pad, list) or len(pad) != 2
             or any(not isinstance(p, int) or isinstance(p, bool) or not 0 <= p < block for p in pad)):
         raise container.FormatError("corrupt header (field 'pad')")

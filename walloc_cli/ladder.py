@@ -106,7 +106,7 @@ def scaled_latents(model, rgb: np.ndarray, quality: int) -> np.ndarray:
     from . import api
 
     h, w = rgb.shape[:2]
-    pad = ((-h) % BLOCK, (-w) % BLOCK)
+    pad = api.image_padding(h, w, BLOCK)
     return model.to_latents(api._image_reader(rgb, w + pad[1]), h + pad[0], 1 << 30, quality, scaled=True)
 
 
