@@ -99,6 +99,9 @@ ARMS = {
     "pixels56-paug-nocrop-e30": "(B'-e30) pixels 56×56×3 as (B'), 30 epochs",
     "latents-paug-nocrop-w48": "(A'-w48) latents as (A'), width 48",
     "pixels56-paug-nocrop-w48": "(B'-w48) pixels 56×56×3 as (B'), width 48",
+    "latentsfine-paug-nocrop": "(A'-fine) as (A'), rgb-16x latents rounded at half its step (still int8)",
+    "latentspca-paug-nocrop": "(A'-pca) as (A'), the 12 principal components of the same packet coefficients "
+                              "instead of rgb-16x's projection (rounded at a step giving channel 0 the same spread)",
 }
 
 
@@ -133,6 +136,39 @@ SHIFT_CELLS = 2               # random shifts of up to 2 latent cells = 16 px of
 CROP_SCALE = (0.35, 1.0)      # -paug: the area fraction of the photo a resized crop keeps
 CROP_RATIO = (3 / 4, 4 / 3)   # -paug: its aspect ratio (width / height), log-uniform
 SHIFT_PX = 16                 # -paug-nocrop: shifts of up to 16 px (any whole pixel, not whole cells)
+
+
+FINE_STEP = 2                 # -fine arms: latents in units of half the model's step
+
+
+def fine_latents(codec: CodecModel, rgb: np.ndarray) -> np.ndarray:
+    """rgb-16x latents of a uint8 photo whose sides are multiples of 8, before rounding (float64)."""
+    h, w = rgb.shape[:2]
+    return codec.float_latents(api._image_reader(rgb, w)(np.arange(h)))
+
+
+_PCA: dict[str, np.ndarray] = {}
+
+
+def pca_projection(codec: CodecModel, photos: np.ndarray, every: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """(mean (192,), weight (192, 12)) of the -pca arms: the top principal components of the
+    rgb-16x packet coefficients of every ``every``-th training photo (fitted once, on train only),
+    scaled so that the first component's spread matches rgb-16x's first latent (std 19.3)."""
+    if not _PCA:
+        coefficients = np.concatenate([codec._image_coefficients(api._image_reader(np.asarray(photos[i]), 224)(
+            np.arange(224)))[0] for i in range(0, len(photos), every)]).astype(np.float64)
+        mean = coefficients.mean(axis=0)
+        values, vectors = np.linalg.eigh(np.cov(coefficients - mean, rowvar=False))
+        top = vectors[:, ::-1][:, :12] * (19.3 / np.sqrt(values[::-1][0]))
+        _PCA.update(mean=mean, weight=top)
+    return _PCA["mean"], _PCA["weight"]
+
+
+def pca_latents(codec: CodecModel, rgb: np.ndarray) -> np.ndarray:
+    """A uint8 photo's -pca latents (12, H/8, W/8), rounded: the projection of :func:`pca_projection`."""
+    coefficients, hb, wb = codec._image_coefficients(api._image_reader(rgb, rgb.shape[1])(np.arange(rgb.shape[0])))
+    z = (coefficients - _PCA["mean"]) @ _PCA["weight"]
+    return np.rint(z).reshape(hb, wb, -1).transpose(2, 0, 1)
 
 
 # -- the network ---------------------------------------------------------------------------------
@@ -360,6 +396,15 @@ class PhotoBatches:
         if self.form == "latents":
             rgb = photos.permute(0, 2, 3, 1).to(torch.uint8).numpy()
             return torch.from_numpy(np.stack([api.image_to_latents(self.codec, im)[0] for im in rgb]).astype(np.float32))
+        if self.form == "latentsfine":
+            rgb = photos.permute(0, 2, 3, 1).to(torch.uint8).numpy()
+            return torch.from_numpy(np.stack([np.rint(FINE_STEP * fine_latents(self.codec, im))
+                                              for im in rgb]).astype(np.float32))
+        if self.form == "latentspca":
+            if self.train:  # fitted on the training photos (the first PhotoBatches made); val reuses it
+                pca_projection(self.codec, self.photos)
+            rgb = photos.permute(0, 2, 3, 1).to(torch.uint8).numpy()
+            return torch.from_numpy(np.stack([pca_latents(self.codec, im) for im in rgb]).astype(np.float32))
         if self.form == "pixels56":
             return F.interpolate(photos, size=(56, 56), mode="bicubic", antialias=True,
                                  align_corners=False).round_().clamp_(0, 255)

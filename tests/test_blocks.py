@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from walloc_cli import api, blocks, container, raster, raster_codec
+from walloc_cli import api, blocks, container
 from walloc_cli.errors import WallocError
 
 DATA = Path(__file__).parent / "data" / "beyond"

@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from . import wavelets
-from .entropy import EntropyTables, RaggedTables
+from .entropy import DcPyramid, EntropyTables, RaggedTables
 
 DEFAULT_IMAGE_MODEL = "rgb-1x"
 # The compressed-domain representation (12 latents per 8×8 block): what `walloc latents`,
@@ -417,7 +417,7 @@ class CodecModel:
             weight, bias = np.ascontiguousarray(weight[order].T), bias[order]
         else:
             weight = np.ascontiguousarray(weight)
-        refine = None
+        refine: Callable[[np.ndarray], None] | None = None
         if self.ladder is not None and self.ladder.filter is not None and quality is not None:
             from .postfilter import correction
 
@@ -740,10 +740,9 @@ class QualityLadder:
         a, anchors = int(self.anchor[self.check(quality)]), self.thresholds.shape[0]
         return [min(max(a + d, 0), anchors - 1) for d in self.CHOICES]
 
-    def dc_pyramid(self, quality: int) -> "DcPyramid | None":
+    def dc_pyramid(self, quality: int) -> DcPyramid | None:
         """The DC channels' pyramid tables for the candidate sets of :meth:`table_sets` (None:
         this ladder has none, and its files code the DC through the Haar levels)."""
-        from .entropy import DcPyramid
         from .pyramid import TABLES_PER_CHANNEL
 
         if self.pyramid is None:
