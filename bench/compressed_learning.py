@@ -65,6 +65,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -169,6 +170,14 @@ def pca_latents(codec: CodecModel, rgb: np.ndarray) -> np.ndarray:
     coefficients, hb, wb = codec._image_coefficients(api._image_reader(rgb, rgb.shape[1])(np.arange(rgb.shape[0])))
     z = (coefficients - _PCA["mean"]) @ _PCA["weight"]
     return np.rint(z).reshape(hb, wb, -1).transpose(2, 0, 1)
+
+
+PHOTO_ENCODERS: dict[str, Callable[[CodecModel, np.ndarray], np.ndarray]] = {
+    "latents": lambda codec, rgb: api.image_to_latents(codec, rgb)[0],   # what `walloc latents` stores
+    "latentsfine": lambda codec, rgb: np.rint(FINE_STEP * fine_latents(codec, rgb)),
+    "latentspca": pca_latents,
+}
+"""The latent input forms: a uint8 photo (H, W, 3) -> its (12, H/8, W/8) integer-valued array."""
 
 
 # -- the network ---------------------------------------------------------------------------------
@@ -393,18 +402,12 @@ class PhotoBatches:
 
     def form_of(self, photos: torch.Tensor) -> torch.Tensor:
         """Float (B, 3, 224, 224) 0..255 photos -> the arm's input, not standardised."""
-        if self.form == "latents":
-            rgb = photos.permute(0, 2, 3, 1).to(torch.uint8).numpy()
-            return torch.from_numpy(np.stack([api.image_to_latents(self.codec, im)[0] for im in rgb]).astype(np.float32))
-        if self.form == "latentsfine":
-            rgb = photos.permute(0, 2, 3, 1).to(torch.uint8).numpy()
-            return torch.from_numpy(np.stack([np.rint(FINE_STEP * fine_latents(self.codec, im))
-                                              for im in rgb]).astype(np.float32))
-        if self.form == "latentspca":
-            if self.train:  # fitted on the training photos (the first PhotoBatches made); val reuses it
+        if self.form in PHOTO_ENCODERS:
+            if self.form == "latentspca" and self.train:  # fitted on the training photos (made first); val reuses it
                 pca_projection(self.codec, self.photos)
             rgb = photos.permute(0, 2, 3, 1).to(torch.uint8).numpy()
-            return torch.from_numpy(np.stack([pca_latents(self.codec, im) for im in rgb]).astype(np.float32))
+            encode = PHOTO_ENCODERS[self.form]
+            return torch.from_numpy(np.stack([encode(self.codec, im) for im in rgb]).astype(np.float32))
         if self.form == "pixels56":
             return F.interpolate(photos, size=(56, 56), mode="bicubic", antialias=True,
                                  align_corners=False).round_().clamp_(0, 255)
