@@ -273,6 +273,22 @@ def test_info_reports_fields(small_path):
     assert meta["bpp"] == pytest.approx(8 * len(wlc) / (96 * 64), abs=1e-3)
 
 
+@pytest.mark.parametrize("model_name", ["rgb-1x", "rgb-16x"])
+def test_info_shows_the_layout_a_format_4_header_leaves_out(photo_path, model_name):
+    """Format 4 derives an image's padding and latent shape from its size and model; `info`
+    shows them as earlier versions' headers did: what the decoder derives, read from the file."""
+    rgb = np.asarray(Image.open(photo_path).convert("RGB"))[:61, :90]  # neither side a multiple of 8
+    wlc = api.encode_image(png_bytes(Image.fromarray(rgb)), model_name).data
+    assert "latent_shape" not in container.unpack(wlc).header
+    meta = api.info(wlc)
+    assert meta["pad"] == [3, 6]
+    assert meta["latent_shape"] == list(api.file_latents(wlc).latents.shape)
+    unknown = container.unpack(wlc)
+    # a file whose model is not installed still shows everything else
+    other = api.info(container.pack({**unknown.header, "model": "no-such-model"}, unknown.sections))
+    assert "latent_shape" not in other and other["width"] == 90
+
+
 def _whole_image_latents(model, rgb, quality=None):
     """Reference: pad the whole image, one WPT, one projection."""
     block = model.config.block

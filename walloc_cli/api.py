@@ -947,7 +947,8 @@ def _ladder_latents(box: container.Container, model: audio_ladder.LadderModel, c
 
 # -- inspection -------------------------------------------------------------------------
 def info(data: bytes) -> dict[str, Any]:
-    """Header fields plus derived figures (bytes, bpp); reads no model."""
+    """Header fields plus derived figures (bytes, bpp).  Reads no model, except for the fields a
+    format-4 image leaves out of its header (``pad``, ``latent_shape``: :func:`_derived_image_fields`)."""
     box = container.unpack(data)
     out: dict[str, Any] = {"format_version": box.version, **box.header}
     out["file_bytes"] = len(data)
@@ -975,4 +976,21 @@ def info(data: bytes) -> dict[str, Any]:
         if isinstance(w, int) and isinstance(h, int) and w > 0 and h > 0:
             out["bpp"] = round(8 * len(data) / (w * h), 4)
             out["latent_bpp"] = round(8 * len(box.sections.get("latents", b"")) / (w * h), 4)
+            out.update(_derived_image_fields(data, box))
     return out
+
+
+def _derived_image_fields(data: bytes, box: container.Container) -> dict[str, Any]:
+    """``pad`` and ``latent_shape`` of an image file whose header leaves them out (format 4
+    derives them from the size and the model), so that ``walloc info`` shows them for every
+    version; by the decoder's own rule (:func:`_image_layout`).  Nothing when the header has
+    them, or when the file's model is not installed or the file does not open: ``info`` still
+    shows the rest."""
+    if "latent_shape" in box.header:
+        return {}
+    try:
+        _, model = _open(data, "image")
+        width, height, shape = _image_layout(box.header, model, DEFAULT_MAX_PIXELS, box.version)
+    except WallocError:
+        return {}
+    return {"pad": list(image_padding(height, width, model.config.block)), "latent_shape": list(shape)}
