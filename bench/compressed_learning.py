@@ -142,32 +142,36 @@ SHIFT_PX = 16                 # -paug-nocrop: shifts of up to 16 px (any whole p
 FINE_STEP = 2                 # -fine arms: latents in units of half the model's step
 
 
+def photo_window(rgb: np.ndarray) -> np.ndarray:
+    """A uint8 photo whose sides are multiples of 8 as the encoder reads it: float32 (3, H, W)."""
+    return api._image_reader(rgb, rgb.shape[1])(np.arange(rgb.shape[0]))
+
+
 def fine_latents(codec: CodecModel, rgb: np.ndarray) -> np.ndarray:
-    """rgb-16x latents of a uint8 photo whose sides are multiples of 8, before rounding (float64)."""
-    h, w = rgb.shape[:2]
-    return codec.float_latents(api._image_reader(rgb, w)(np.arange(h)))
+    """rgb-16x latents of such a photo before rounding (float64)."""
+    return codec.float_latents(photo_window(rgb))
 
 
 _PCA: dict[str, np.ndarray] = {}
 
 
-def pca_projection(codec: CodecModel, photos: np.ndarray, every: int = 10) -> tuple[np.ndarray, np.ndarray]:
-    """(mean (192,), weight (192, 12)) of the -pca arms: the top principal components of the
-    rgb-16x packet coefficients of every ``every``-th training photo (fitted once, on train only),
-    scaled so that the first component's spread matches rgb-16x's first latent (std 19.3)."""
-    if not _PCA:
-        coefficients = np.concatenate([codec._image_coefficients(api._image_reader(np.asarray(photos[i]), 224)(
-            np.arange(224)))[0] for i in range(0, len(photos), every)]).astype(np.float64)
-        mean = coefficients.mean(axis=0)
-        values, vectors = np.linalg.eigh(np.cov(coefficients - mean, rowvar=False))
-        top = vectors[:, ::-1][:, :12] * (19.3 / np.sqrt(values[::-1][0]))
-        _PCA.update(mean=mean, weight=top)
-    return _PCA["mean"], _PCA["weight"]
+def fit_pca(codec: CodecModel, photos: np.ndarray, every: int = 10) -> None:
+    """Fit the -pca arms' projection (once per process; :class:`Data` calls it on the training
+    photos before any batch is made): the top 12 principal components of the rgb-16x packet
+    coefficients of every ``every``-th photo, scaled so that the first component's spread
+    matches rgb-16x's first latent (std 19.3)."""
+    if _PCA:
+        return
+    coefficients = np.concatenate([codec._image_coefficients(photo_window(np.asarray(photos[i])))[0]
+                                   for i in range(0, len(photos), every)]).astype(np.float64)
+    mean = coefficients.mean(axis=0)
+    values, vectors = np.linalg.eigh(np.cov(coefficients - mean, rowvar=False))
+    _PCA.update(mean=mean, weight=vectors[:, ::-1][:, :12] * (19.3 / np.sqrt(values[-1])))
 
 
 def pca_latents(codec: CodecModel, rgb: np.ndarray) -> np.ndarray:
-    """A uint8 photo's -pca latents (12, H/8, W/8), rounded: the projection of :func:`pca_projection`."""
-    coefficients, hb, wb = codec._image_coefficients(api._image_reader(rgb, rgb.shape[1])(np.arange(rgb.shape[0])))
+    """A uint8 photo's -pca latents (12, H/8, W/8), rounded: the projection :func:`fit_pca` fitted."""
+    coefficients, hb, wb = codec._image_coefficients(photo_window(rgb))
     z = (coefficients - _PCA["mean"]) @ _PCA["weight"]
     return np.rint(z).reshape(hb, wb, -1).transpose(2, 0, 1)
 
@@ -403,8 +407,6 @@ class PhotoBatches:
     def form_of(self, photos: torch.Tensor) -> torch.Tensor:
         """Float (B, 3, 224, 224) 0..255 photos -> the arm's input, not standardised."""
         if self.form in PHOTO_ENCODERS:
-            if self.form == "latentspca" and self.train:  # fitted on the training photos (made first); val reuses it
-                pca_projection(self.codec, self.photos)
             rgb = photos.permute(0, 2, 3, 1).to(torch.uint8).numpy()
             encode = PHOTO_ENCODERS[self.form]
             return torch.from_numpy(np.stack([encode(self.codec, im) for im in rgb]).astype(np.float32))
@@ -488,6 +490,8 @@ class Data:
         if pixel_augmented(arm):
             photos = {s: self.pixels(s, 224)[0] for s in ("train", "val")}
             form = base_arm(arm)
+            if form == "latentspca":
+                fit_pca(self.codec(), photos["train"])
             train = PhotoBatches(photos["train"], self.labels("train"), form, self.codec(), batch=args.batch,
                                  train=True, seed=seed, crop="nocrop" not in arm, cache=args.cache)
             val = PhotoBatches(photos["val"], self.labels("val"), form, self.codec(), batch=250,

@@ -38,8 +38,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from walloc_cli import api, postfilter  # noqa: E402
-from walloc_cli.ladder import FILTER_CHANNELS, scaled_latents, training_photos  # noqa: E402
+from walloc_cli import postfilter  # noqa: E402
+from walloc_cli.ladder import FILTER_CHANNELS, coded_pair, training_photos  # noqa: E402
 from walloc_cli.media import read_image  # noqa: E402
 from walloc_cli.model import load_model  # noqa: E402
 
@@ -48,16 +48,9 @@ PATCH = 24  # latent positions per side of a training crop
 
 
 def coded_pairs(model, paths: list[Path], quality: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """(decoded, true, step) per photo: latents (192, H, W) in units of their steps, as coded."""
-    ladder = model.ladder
-    step = ladder.steps(quality).reshape(-1, 1, 1).astype(np.float32)
-    out = []
-    for path in paths:
-        rgb = read_image(path.read_bytes()).rgb
-        coded, _ = api.image_to_latents(model, rgb, quality)
-        decoded = ladder.dequantize(coded, quality) / step
-        out.append((decoded.astype(np.float32), scaled_latents(model, rgb, quality).astype(np.float32), step))
-    return out
+    """(decoded, true, step) per photo: all latents (192, H, W) in units of their steps, as coded."""
+    step = model.ladder.steps(quality).reshape(-1, 1, 1).astype(np.float32)
+    return [(*coded_pair(model, read_image(path.read_bytes()).rgb, quality), step) for path in paths]
 
 
 class ErrorNet(torch.nn.Module):
@@ -101,7 +94,7 @@ def main() -> None:
     model = load_model("rgb-1x")
     train = coded_pairs(model, training_photos(args.data, args.photos, 1), args.quality)
     val = coded_pairs(model, sorted((args.data / "val").iterdir())[:24], args.quality)
-    linear = postfilter.fit_weight([(d[:K], t[:K]) for d, t, _ in train[:150]])  # as ladder.fit_filter does
+    linear = postfilter.fit_weight([(d[:K], t[:K]) for d, t, _ in train[:150]])  # as ladder.fit_filter fits it
 
     net = ErrorNet(width=args.width)
     optimiser = torch.optim.Adam(net.parameters(), 1e-3)

@@ -76,3 +76,22 @@ def test_decoding_in_windows_gives_the_same_pixels(photo):
     windows = api.latents_to_image(model, latents, h, w, 30, chunk=3)
     assert np.abs(whole.astype(int) - windows).max() <= 1
     assert (whole != windows).mean() < 1e-3
+
+
+def test_coded_pairs_are_what_the_filter_is_fitted_and_applied_on(photo):
+    """ladder.coded_pair (what fit_filter and bench/decoder_probe.py learn from): the decoder's
+    dequantized latents and the encoder's unrounded ones, both in steps; the shipped filter,
+    applied to the decoded side, moves it toward the true side."""
+    from walloc_cli.ladder import coded_pair
+
+    model, quality = load_model("rgb-1x"), 20
+    ladder, k = model.ladder, model.ladder.filter_channels
+    decoded, true = coded_pair(model, photo, quality, k)
+    coded, _ = api.image_to_latents(model, photo, quality)
+    steps = ladder.steps(quality)[:k].reshape(-1, 1, 1)
+    np.testing.assert_allclose(decoded * steps, ladder.dequantize(coded[:k], quality, np.arange(k)), rtol=1e-6)
+    assert np.abs(true - decoded).max() < 2.0  # RD rounding moves a value by at most one step past nearest
+    kernel = ladder.filter[ladder.anchor[quality]]
+    before = float(((true - decoded) ** 2).sum())
+    after = float(((true - decoded - postfilter.correction(decoded, kernel)) ** 2).sum())
+    assert after < before

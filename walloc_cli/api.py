@@ -362,6 +362,12 @@ def _check_grid(width: int, height: int, padded_width: int, padded_height: int, 
 def _open(data: bytes, modality: str) -> tuple[container.Container, CodecModel]:
     """Verify a file, that it holds ``modality``, and find the exact weights it was written with."""
     box = container.unpack(data)
+    return box, _model_of(box, modality)
+
+
+def _model_of(box: container.Container, modality: str) -> CodecModel:
+    """The exact weights an unpacked file was written with, once its header names ``modality``,
+    a coder those weights write and (ladder models) a valid quality."""
     header = box.header
     if header.get("modality") != modality:
         raise WallocError(f"file holds {header.get('modality')!r}, not {modality}")
@@ -380,7 +386,7 @@ def _open(data: bytes, modality: str) -> tuple[container.Container, CodecModel]:
             raise container.FormatError("corrupt header (field 'quality')")
     elif "quality" in header:
         raise container.FormatError("corrupt header (quality given for a single-point model)")
-    return box, model
+    return model
 
 
 def _coder(model: CodecModel) -> str:
@@ -976,11 +982,11 @@ def info(data: bytes) -> dict[str, Any]:
         if isinstance(w, int) and isinstance(h, int) and w > 0 and h > 0:
             out["bpp"] = round(8 * len(data) / (w * h), 4)
             out["latent_bpp"] = round(8 * len(box.sections.get("latents", b"")) / (w * h), 4)
-            out.update(_derived_image_fields(data, box))
+            out.update(_derived_image_fields(box))
     return out
 
 
-def _derived_image_fields(data: bytes, box: container.Container) -> dict[str, Any]:
+def _derived_image_fields(box: container.Container) -> dict[str, Any]:
     """``pad`` and ``latent_shape`` of an image file whose header leaves them out (format 4
     derives them from the size and the model), so that ``walloc info`` shows them for every
     version; by the decoder's own rule (:func:`_image_layout`).  Nothing when the header has
@@ -989,7 +995,7 @@ def _derived_image_fields(data: bytes, box: container.Container) -> dict[str, An
     if "latent_shape" in box.header:
         return {}
     try:
-        _, model = _open(data, "image")
+        model = _model_of(box, "image")
         width, height, shape = _image_layout(box.header, model, DEFAULT_MAX_PIXELS, box.version)
     except WallocError:
         return {}

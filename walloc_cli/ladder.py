@@ -277,6 +277,19 @@ def fit_pyramid(weights: Path, name: str, data: Path, max_images: int = PYRAMID_
     return path
 
 
+def coded_pair(model, rgb: np.ndarray, quality: int, channels: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(decoded, true) float32 latents (channels, H', W') of a photo coded as ``walloc encode -q``
+    codes it (RD rounding included), both in units of their steps: what a decoder-side filter
+    learns to map from one to the other.  ``channels``: the first that many (default all)."""
+    from . import api
+
+    ladder = model.ladder
+    channels = ladder.steps(quality).size if channels is None else channels
+    coded, _ = api.image_to_latents(model, rgb, quality)
+    decoded = ladder.dequantize(coded[:channels], quality, np.arange(channels)) / ladder.steps(quality)[:channels, None, None]
+    return decoded.astype(np.float32), scaled_latents(model, rgb, quality)[:channels]
+
+
 FILTER_CHANNELS = 32  # K: the leading channels the decoder's 3×3 filter refines (postfilter.py)
 FILTER_IMAGES = 150   # training photos its least squares are summed over, per anchor
 
@@ -291,7 +304,7 @@ def fit_filter(weights: Path, name: str, data: Path, max_images: int = FILTER_IM
     latents, and the least-squares estimate of the true latents' error from each decoded
     3×3 neighbourhood of the first ``channels`` channels is solved, in units of the step.
     Minutes on two cores; the ladder's other arrays are copied unchanged."""
-    from . import api, postfilter
+    from . import postfilter
     from .model import _load_config
 
     started = time.time()
@@ -306,14 +319,7 @@ def fit_filter(weights: Path, name: str, data: Path, max_images: int = FILTER_IM
     kernels = []
     for a, anchor_step in enumerate(anchors):
         quality = quality_nearest(anchor_step)
-        scale = ladder.steps(quality)[:channels].reshape(-1, 1, 1)
-        pairs = []
-        for rgb in photos:
-            true = scaled_latents(model, rgb, quality)
-            coded, _ = api.image_to_latents(model, rgb, quality)
-            decoded = ladder.dequantize(coded[:channels], quality, np.arange(channels)) / scale
-            pairs.append((decoded.astype(np.float32), true[:channels]))  # both in units of their steps
-        kernels.append(postfilter.fit_weight(pairs))
+        kernels.append(postfilter.fit_weight([coded_pair(model, rgb, quality, channels) for rgb in photos]))
         _log(f"filter: anchor {a + 1}/{len(anchors)} (q {quality}) fitted")
     with np.load(weights / f"{name}.npz", allow_pickle=False) as stored:
         arrays = {k: stored[k] for k in stored.files}
