@@ -165,6 +165,10 @@ def test_every_form_of_the_context_matches_its_definition(scale):
         np.testing.assert_array_equal(activity, plain[c0:c1])
         np.testing.assert_array_equal(magnitude[:, 1:-1, 1:-1], np.abs(latents[c0:c1]))
         assert not magnitude[:, [0, -1]].any() and not magnitude[:, :, [0, -1]].any()
+        wanted = np.arange(0, c1 - c0, 2)  # some channels only: the others still count as context
+        activity, magnitude = entropy.batch_contexts(latents[lo:c1], c0 - lo, depth, wanted)
+        np.testing.assert_array_equal(activity, plain[c0 + wanted])
+        np.testing.assert_array_equal(magnitude[:, 1:-1, 1:-1], np.abs(latents[c0 + wanted]))
 
 
 def test_batch_table_index_matches_the_per_channel_rule():

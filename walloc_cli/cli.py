@@ -24,7 +24,7 @@ from typing import Callable, Iterator  # noqa: E402
 
 import click  # noqa: E402
 
-from . import __version__, batch  # noqa: E402
+from . import __version__, allocator, batch  # noqa: E402
 from .errors import WallocError  # noqa: E402
 
 EXIT_FAILED = 1
@@ -533,6 +533,7 @@ def main() -> None:
 
     Shell completion (bash): eval "$(_WALLOC_COMPLETE=bash_source walloc)"; zsh and fish: see the README.
     """
+    allocator.keep_freed_memory()  # large arrays reused between files, not faulted in again
 
 
 @main.command()

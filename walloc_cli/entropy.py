@@ -569,25 +569,33 @@ def _context_dtype(latents: np.ndarray, depth: int) -> type:
     return np.int32 if largest * 9 * max(depth, 1) < np.iinfo(np.int32).max else np.int64
 
 
-def batch_contexts(latents: np.ndarray, first: int, depth: int) -> tuple[np.ndarray, np.ndarray]:
+def batch_contexts(latents: np.ndarray, first: int, depth: int,
+                   wanted: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(activity (n, H, W), |latents| inside a zero border (n, H + 2, W + 2)) of the n channels
-    ``first`` … of ``latents`` (K, H, W).
+    ``first`` … of ``latents`` (K, H, W), or only of the channels ``first + wanted`` (indices
+    in increasing order).
 
     The channels before ``first`` only give context: at least ``depth`` of them, or every
     channel before the image's first.  The activity is :func:`activity_of_all`'s; the
     border makes each 3×3 box, and each white square's four neighbours, plain additions
-    of shifted views."""
+    of shifted views.  ``wanted`` leaves out channels nobody asks about — at q 75 half of
+    a batch's channels are all zero, and neither the coder nor the RD rounding needs their
+    contexts — but every channel still counts in its successors' activity."""
     dtype = _context_dtype(latents, depth)
     channels, height, width = latents.shape
     count = channels - first
+    wanted = np.arange(count) if wanted is None else np.asarray(wanted, np.int64)
     padded = np.zeros((channels, height + 2, width + 2), dtype)
     magnitude = padded[:, 1:-1, 1:-1]
     np.abs(latents, out=magnitude, casting="same_kind")  # the values fit: _context_dtype
-    total = np.zeros((count, height + 2, width + 2), dtype)
+    total = np.zeros((wanted.size, height + 2, width + 2), dtype)
     running = magnitude[max(0, first - depth) : first].sum(axis=0, dtype=dtype)
-    for i in range(count):
+    slot = 0
+    for i in range(int(wanted[-1]) + 1 if wanted.size else 0):
         c = first + i
-        total[i, 1:-1, 1:-1] = running
+        if i == wanted[slot]:
+            total[slot, 1:-1, 1:-1] = running
+            slot += 1
         running += magnitude[c]
         if c >= depth:
             running -= magnitude[c - depth]
@@ -595,13 +603,15 @@ def batch_contexts(latents: np.ndarray, first: int, depth: int) -> tuple[np.ndar
     rows += total[:, 2:]
     activity = rows[:, :, :-2] + rows[:, :, 1:-1]
     activity += rows[:, :, 2:]
-    return activity, padded[first:]
+    return activity, (padded[first:] if wanted.size == count else padded[first + wanted])
 
 
 def batch_table_index(activity: np.ndarray, magnitude: np.ndarray, thresholds: np.ndarray, bins: int,
-                      neighbour_cuts: tuple[int, ...]) -> np.ndarray:
+                      neighbour_cuts: tuple[int, ...], rows: np.ndarray | None = None) -> np.ndarray:
     """:func:`table_index` of channels (n, H, W) from :func:`batch_contexts` (``magnitude`` with its
-    zero border), as int16 (n, H·W).
+    zero border), as int16 (n, H·W).  ``thresholds`` has a row per channel, or is the whole
+    batch's with ``rows`` naming each channel's (:func:`batch_contexts`' ``wanted``: the
+    lookup tables of the whole batch are kept and reused).
 
     Bins are read from count tables (:func:`_count_at_most`, one row per channel): three
     passes over the activities instead of two per threshold.  Thresholds too large to
@@ -610,15 +620,16 @@ def batch_table_index(activity: np.ndarray, magnitude: np.ndarray, thresholds: n
     comparison (every activity lies inside it)."""
     thresholds = np.asarray(thresholds)
     count = activity.shape[0]
+    rows = np.arange(count) if rows is None else np.asarray(rows)
     cap = max(int(thresholds.max(initial=0)), 0)
     if cap < _LOOKUP_LIMIT:
         table = _channel_lookup(thresholds.astype(np.int64).tobytes(), thresholds.shape)
         index = np.minimum(activity, cap)
-        index += (np.arange(count, dtype=index.dtype) * (cap + 1))[:, None, None]
+        index += (rows.astype(index.dtype) * (cap + 1))[:, None, None]
         which = table.take(index)
     else:
         info = np.iinfo(activity.dtype)
-        cuts = np.clip(thresholds, info.min, info.max).astype(activity.dtype)[:, :, None, None]
+        cuts = np.clip(thresholds[rows], info.min, info.max).astype(activity.dtype)[:, :, None, None]
         which = np.zeros(activity.shape, np.int16)
         for k in range(cuts.shape[1]):
             which += activity >= cuts[:, k]
@@ -805,27 +816,29 @@ def _encode_channels(encoder, latents: np.ndarray, c0: int, c1: int, tables: Rag
                      neighbour_cuts: tuple[int, ...], choice_model, skip: np.ndarray) -> None:
     """Channels ``c0 … c1 − 1`` of :func:`encode_with_context`, appended to ``encoder``
     (those ``skip`` marks are left out)."""
-    channels = c1 - c0
+    keep = np.flatnonzero(~skip)  # the coded channels: contexts of the others are never needed
+    if keep.size == 0:
+        return
     bins = candidates[0][1].shape[1] + 1
     per_channel = tables_per_channel(bins, neighbour_cuts)
     lo = max(0, c0 - depth)
-    activity, magnitude = batch_contexts(latents[lo:c1], c0 - lo, depth)
-    coded = latents[c0:c1].reshape(channels, -1).astype(np.int64)
+    activity, magnitude = batch_contexts(latents[lo:c1], c0 - lo, depth, keep)
+    coded = latents[c0 + keep].reshape(keep.size, -1).astype(np.int64)
     level_map = None
-    lifted_here = max(0, min(lifted, c1) - c0)
+    lifted_here = int(np.count_nonzero(c0 + keep < lifted))  # lifted channels come first
     if lifted_here:
         level_map = lift_level_map(*latents.shape[1:], bins - 1).reshape(-1)
         for c in range(lifted_here):
-            coded[c] = lift_forward(latents[c0 + c], bins - 1).reshape(-1)
-    channel_rows = np.arange(c0, c1)[:, None] * per_channel
+            coded[c] = lift_forward(latents[c0 + keep[c]], bins - 1).reshape(-1)
+    channel_rows = (c0 + keep)[:, None] * per_channel
     search = len(candidates) > 1 and default is None
-    best = np.zeros(channels, np.int64)
-    best_bits = np.full(channels, np.inf)
+    best = np.zeros(keep.size, np.int64)
+    best_bits = np.full(keep.size, np.inf)
     best_which = None
     for j, (first_row, thresholds) in enumerate(candidates):
         if default is not None and j != default:
             continue
-        which = batch_table_index(activity, magnitude, thresholds[c0:c1], bins, neighbour_cuts)
+        which = batch_table_index(activity, magnitude, thresholds[c0:c1], bins, neighbour_cuts, keep)
         if lifted_here:
             which[:lifted_here] = level_map
         if not search:
@@ -836,11 +849,6 @@ def _encode_channels(encoder, latents: np.ndarray, c0: int, c1: int, tables: Rag
         bits = symbol_bits(tables, first_row + channel_rows + which, coded).sum(axis=1)
         better = bits < best_bits  # strict: ties keep the earlier candidate
         best[better], best_bits[better], best_which[better] = j, bits[better], which[better]
-    keep = np.flatnonzero(~skip)
-    if keep.size == 0:
-        return
-    if keep.size < channels:
-        best, best_which, coded = best[keep], best_which[keep], coded[keep]
     # Every latent of the batch gets its group key (channel, table) at once; one stable sort puts
     # the groups in the order the decoder will ask for them (raster order within a group), and
     # the Python loop below only walks the groups (one constriction call each).

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import io
 import json
 import os
@@ -34,6 +35,7 @@ from typing import Any, BinaryIO, Iterator
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from . import png
 from .errors import WallocError
 
 OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP",
@@ -317,24 +319,40 @@ def write_image(image: ImageData, fmt: str = "PNG", output: ImageOutput = DEFAUL
     be written is added to ``image.notes``.
     """
     check_image_output(fmt, image.width, image.height)
-    im = to_pillow(image)
-    options = output.options(fmt)
     if fmt == "JPEG" and image.alpha is not None:
         raise MediaError("JPEG cannot store the alpha channel; write .png or .webp instead")
-    if fmt == "BMP" and image.alpha is not None and image.mode == "LA":
-        im = im.convert("RGBA")
+    options = output.options(fmt)
+    if fmt == "PNG":
+        encode = functools.partial(_png, image)
+    else:
+        im = to_pillow(image)
+        if fmt == "BMP" and image.alpha is not None and image.mode == "LA":
+            im = im.convert("RGBA")
+        encode = functools.partial(_save, im, fmt)
     try:
         metadata, notes = _metadata_options(image, fmt)
-        data = _save(im, fmt, {**options, **metadata})
+        data = encode({**options, **metadata})
         image.notes.extend(notes)
         return data
     except Exception:  # noqa: BLE001 - a block the format or Pillow refuses (JPEG holds 64 KB of EXIF at most)
         if not (image.exif or image.xmp):
             raise
     metadata, notes = _metadata_options(ImageData(image.rgb, image.mode, image.alpha, image.icc), fmt)
-    data = _save(im, fmt, {**options, **metadata})  # the pixels still count
+    data = encode({**options, **metadata})  # the pixels still count
     image.notes.extend(notes + [f"the EXIF/XMP could not be written to {fmt}; the image was written without them"])
     return data
+
+
+def _png(image: ImageData, options: dict) -> bytes:
+    """``image`` as PNG: the pixels deflated by :mod:`walloc_cli.png`, every other chunk (the
+    metadata in ``options``) from Pillow's PNG of a 1×1 image of the same mode."""
+    grey = image.mode in ("L", "LA")
+    mode = ("L" if grey else "RGB") + ("A" if image.alpha is not None else "")
+    planes = [image.rgb[:, :, :1] if grey else image.rgb]
+    if image.alpha is not None:
+        planes.append(image.alpha[:, :, None])
+    template = _save(Image.new(mode, (1, 1)), "PNG", {**options, "compress_level": 0})
+    return png.assemble(template, planes, options.get("compress_level", 6))
 
 
 def _save(im: Image.Image, fmt: str, options: dict) -> bytes:

@@ -76,20 +76,27 @@ def rd_round(scaled: np.ndarray, ladder: "QualityLadder", quality: int, lam: flo
     # the contexts' source: the dead-zone rounding, each channel rounded once and its last
     # `depth` channels carried to the next batch (the activity of c0 needs them)
     before = out[max(0, lifted - depth) : lifted].astype(np.int64)
+    positions = scaled.shape[1] * scaled.shape[2]
     for c0 in range(lifted, channels, _CHANNELS_PER_BATCH):
         c1 = min(channels, c0 + _CHANNELS_PER_BATCH)
-        dead = np.concatenate([before, ladder.round_scaled(scaled[c0:c1]) if prior is None else prior[c0:c1]])
-        before = dead[dead.shape[0] - min(depth, dead.shape[0]) :]
         magnitude = np.abs(scaled[c0:c1])
-        nearest = np.floor(magnitude + 0.5).astype(np.int64)
-        # only values whose nearest integer is not 0 have a choice (n or n − 1)
-        where = np.flatnonzero(nearest)
-        if where.size == 0:
+        nearest = np.floor(magnitude + 0.5).astype(np.int32)
+        # only values whose nearest integer is not 0 have a choice (n or n − 1), and only the
+        # channels holding one need contexts: past q 75's first ~100 channels, none does
+        live = np.flatnonzero(nearest.reshape(c1 - c0, -1).any(axis=1))
+        source = max(c0, c1 - depth) if live.size == 0 else c0  # what later batches' contexts read
+        rounded = ladder.round_scaled(scaled[source:c1]) if prior is None else prior[source:c1]
+        dead = np.concatenate([before, rounded])
+        before = dead[dead.shape[0] - min(depth, dead.shape[0]) :]
+        if live.size == 0:
             continue
-        activity, dead_magnitude = entropy.batch_contexts(dead, dead.shape[0] - (c1 - c0), depth)
-        which = entropy.batch_table_index(activity, dead_magnitude, thresholds[c0:c1], bins, cuts)
-        channel = where // (activity.shape[1] * activity.shape[2])
-        rows = first_row + (c0 + channel) * per_channel + which.reshape(-1)[where]
+        where = np.flatnonzero(nearest)
+        activity, dead_magnitude = entropy.batch_contexts(dead, dead.shape[0] - (c1 - c0), depth, live)
+        which = entropy.batch_table_index(activity, dead_magnitude, thresholds[c0:c1], bins, cuts, live)
+        slot = np.zeros(c1 - c0, np.int64)  # batch channel -> its row of `which`
+        slot[live] = np.arange(live.size)
+        channel = where // positions
+        rows = first_row + (c0 + channel) * per_channel + which.reshape(-1)[slot[channel] * positions + where % positions]
         a = magnitude.reshape(-1)[where].astype(np.float64)
         n = nearest.reshape(-1)[where]
         sign = np.where(scaled[c0:c1].reshape(-1)[where] < 0, -1, 1)
@@ -98,7 +105,8 @@ def rd_round(scaled: np.ndarray, ladder: "QualityLadder", quality: int, lam: flo
         cost_smaller = (a - np.maximum(n - 1 - centre, 0)) ** 2 + lam * entropy.symbol_bits(tables, rows, sign * (n - 1))
         chosen = np.where(cost_smaller < cost_nearest, n - 1, n)
         out[c0:c1].reshape(-1)[where] = sign * chosen
-        _drop_sparse_channels(out[c0:c1], c0, channel, a, chosen - centre, which, first_row, per_channel, tables, lam)
+        _drop_sparse_channels(out[c0:c1], c0, channel, a, chosen - centre, which, slot, first_row, per_channel,
+                              tables, lam)
     return out
 
 
@@ -152,19 +160,19 @@ SPARSE_CHANNEL = 64  # most nonzero latents a channel may have and still be cons
 
 
 def _drop_sparse_channels(batch: np.ndarray, c0: int, channel: np.ndarray, magnitude: np.ndarray,
-                          reconstructed: np.ndarray, which: np.ndarray, first_row: int, per_channel: int,
-                          tables: "entropy.RaggedTables", lam: float) -> None:
+                          reconstructed: np.ndarray, which: np.ndarray, slot: np.ndarray, first_row: int,
+                          per_channel: int, tables: "entropy.RaggedTables", lam: float) -> None:
     """Zero (in place) the channels of ``batch`` (n, H, W; channel ``c0`` first) whose bits cost
     more than the distortion they remove.  ``channel``, ``magnitude`` and ``reconstructed``
     (|reconstruction| in steps, negative for 0) describe the batch's candidate values, as
-    :func:`rd_round` decided them; ``which`` (n, H·W) their context tables."""
+    :func:`rd_round` decided them; ``which[slot[i]]`` (H·W) channel i's context tables."""
     flat = batch.reshape(batch.shape[0], -1)
     nonzero = np.count_nonzero(flat, axis=1)
     for i in np.flatnonzero((nonzero > 0) & (nonzero <= SPARSE_CHANNEL)).tolist():
         mine = channel == i
         kept = np.maximum(reconstructed[mine], 0)
         added = float((magnitude[mine] ** 2 - (magnitude[mine] - kept) ** 2).sum())  # step², from zeroing
-        rows = first_row + (c0 + i) * per_channel + which[i].astype(np.int64)
+        rows = first_row + (c0 + i) * per_channel + which[slot[i]].astype(np.int64)
         bits = float(entropy.symbol_bits(tables, rows, flat[i]).sum()) - 1.0  # less the zero flag
         if added < lam * bits:
             flat[i] = 0
