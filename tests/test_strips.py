@@ -52,6 +52,24 @@ def test_a_strip_coded_file_records_its_layout_and_decodes_like_the_whole(few_po
     np.testing.assert_array_equal(api.decode_image(wlc).rgb, whole)
 
 
+def test_a_strip_coded_file_decodes_in_the_windows_of_the_whole_grid(few_positions, photo, monkeypatch):
+    """Decoding windows follow the image's width, not its strips: windows of 24 latent rows
+    across strips of 16 give the pixels of the whole grid decoded in those windows (float
+    products may round differently for windows of other heights: api.latents_to_image)."""
+    wlc = api.encode_image_data(_image(photo), "rgb-1x", 40)
+    box = container.unpack(wlc)
+    monkeypatch.setattr(api, "DECODE_WINDOW_POSITIONS", 24 * -(-photo.shape[1] // 8))
+    assert api.window_rows(-(-photo.shape[1] // 8)) == 24 and box.header["strip_rows"] == 16
+    decoded = []
+    real = strips.StripLatents.strip
+    monkeypatch.setattr(strips.StripLatents, "strip", lambda self, k: decoded.append(k) or real(self, k))
+    model = load_model("rgb-1x")
+    whole = api.latents_to_image(model, api.file_latents(wlc).latents, *photo.shape[:2], 40,
+                                 mean_shift=box.header.get("mean_shift"), mean=box.header.get("mean"))
+    np.testing.assert_array_equal(api.decode_image(wlc).rgb, whole)
+    assert sorted(set(decoded)) == list(range(len(box.sections["strips"]) // 4))  # every strip was read
+
+
 def test_strips_cost_little(few_positions, photo):
     """Even strips of 128 pixel rows (the shipped rule gives 4 MP strips) cost under 1 % in bytes.
     (They may even save: each strip flags and drops its own zero and sparse channels.)"""
@@ -63,6 +81,8 @@ def test_strips_cost_little(few_positions, photo):
 
 def test_the_decoder_keeps_few_strips_and_decodes_each_about_once(few_positions, photo, monkeypatch):
     wlc = api.encode_image_data(_image(photo), "rgb-1x", 50)
+    # windows as tall as the strips, as the shipped rules make them for a huge photo
+    monkeypatch.setattr(api, "DECODE_WINDOW_POSITIONS", strips.MIN_STRIP_ROWS * -(-photo.shape[1] // 8))
     decoded, held = [], []
     original = strips.StripLatents.strip
 

@@ -120,19 +120,28 @@ def image_strips(model: CodecModel, rgb: np.ndarray, quality: int | None = None,
     return generate(), pad
 
 
+def window_rows(latent_width: int) -> int:
+    """Latent rows per decoding window for an image ``latent_width`` positions wide: about
+    :data:`DECODE_WINDOW_POSITIONS` positions (taller windows were 35 % slower on a 12 MP photo,
+    their arrays outgrowing the caches), never fewer than 16 rows."""
+    return max(16, DECODE_WINDOW_POSITIONS // max(1, latent_width))
+
+
 def latents_to_image(model: CodecModel, latents: np.ndarray | strips.StripLatents, height: int, width: int,
                      quality: int | None = None, chunk: int | None = None,
                      mean_shift: Sequence[int] | None = None, mean: Sequence[int] | None = None) -> np.ndarray:
-    """Integer latents -> uint8 (H, W, 3), decoded in windows of about :data:`DECODE_WINDOW_POSITIONS`
-    positions, never more than ``chunk`` latent rows (a strip-coded file's strips: a window then
-    reads at most two strips and their neighbours' edges; windows as tall as a strip were 35 %
-    slower on a 12 MP photo, their arrays outgrowing the caches).
+    """Integer latents -> uint8 (H, W, 3), decoded in windows of :func:`window_rows` latent rows
+    (or ``chunk``, when smaller).  Windows of the same height for a strip-coded file and for the
+    whole grid: float products on some CPUs round differently for arrays of different heights
+    (OpenBLAS on an AMD EPYC: 5 pixels of a 481×321 photo one level apart when its file was
+    cut into strips of 16 rows and decoded strip by strip), so windows that follow the image's
+    width alone give a file the same pixels however its encoder cut it.
     ``mean``: the original's mean colour (1/16 level); when given, the shift is solved on the
     decoded values so that the rounded and clipped pixels have that mean
     (:mod:`walloc_cli.meancolour`).  ``mean_shift`` (files of the session before): a fixed
     per-colour shift in 1/16 of a level, added before rounding."""
     shift = np.zeros(3) if mean_shift is None else np.asarray(mean_shift, np.float64) / meancolour.UNITS
-    default = max(16, DECODE_WINDOW_POSITIONS // latents.shape[2])
+    default = window_rows(latents.shape[2])
     chunk = default if chunk is None else min(chunk, default)
 
     def windows() -> Iterator[tuple[int, np.ndarray]]:
@@ -414,8 +423,8 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> media.Ima
     quality = header.get("quality")
     mean_shift = _mean_shift_field(header)
     mean = _mean_field(header)
-    latents, strip_rows = _image_latents(box, model, shape, quality)
-    rgb = latents_to_image(model, latents, height, width, quality, strip_rows, mean_shift, mean)
+    latents, _ = _image_latents(box, model, shape, quality)
+    rgb = latents_to_image(model, latents, height, width, quality, None, mean_shift, mean)
     del latents
     mode = header["mode"]
     if mode in ("L", "LA") or _grey_field(header):
@@ -462,7 +471,7 @@ def _image_latents(box: container.Container, model: CodecModel, shape: tuple[int
     if len(payloads) == 1:
         return decode(payloads[0], shape), strip_rows
     reach = model.context_margin + model.decoder_radius
-    return strips.StripLatents(payloads, shape, strip_rows, decode, reach), strip_rows
+    return strips.StripLatents(payloads, shape, strip_rows, decode, reach, window_rows(shape[2])), strip_rows
 
 
 def _alpha_plane(section: bytes | None, width: int, height: int) -> np.ndarray:

@@ -536,7 +536,8 @@ class CodecModel:
             return self.ladder.dequantize(z, quality, channels)
 
         if positions <= chunk:  # one window: the periodic inverse needs no margin
-            yield synthesise(decode(dequantize(latents)))
+            whole = latents if isinstance(latents, np.ndarray) else latents[:, 0:positions]  # a strip-coded file's
+            yield synthesise(decode(dequantize(whole)))
             return
         for q0 in range(0, positions, chunk):
             q1 = min(positions, q0 + chunk)

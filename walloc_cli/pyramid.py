@@ -104,10 +104,10 @@ def _make_plan(height: int, width: int) -> tuple[Step, ...]:
 
 def predict(known: np.ndarray, neighbours: np.ndarray, stage: int) -> tuple[np.ndarray, np.ndarray]:
     """(predictions, table indices within the channel) of one step, from the values ``known``
-    (flat, the steps before this one filled in)."""
-    v = known[neighbours]
-    prediction = (v.sum(axis=0) + 2) >> 2  # floor: the same integer on every machine
-    spread = v.max(axis=0) - v.min(axis=0)
+    (flat, the steps before this one filled in; or (channels, H·W), giving (channels, n))."""
+    v = known[..., neighbours]  # (…, 4, n)
+    prediction = (v.sum(axis=-2) + 2) >> 2  # floor: the same integer on every machine
+    spread = v.max(axis=-2) - v.min(axis=-2)
     return prediction, stage * SPREAD_BINS + np.searchsorted(SPREAD_CUTS, spread, side="right")
 
 

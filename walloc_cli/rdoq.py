@@ -127,25 +127,23 @@ def _rd_round_dc(scaled: np.ndarray, ladder: "QualityLadder", quality: int, lam:
 
     dc = ladder.dc_pyramid(quality)
     first = dc.first_rows[ladder.CHOICES.index(0)]
-    height, width = scaled.shape[1:]
-    out = np.zeros(scaled.shape, np.int32)
-    for c in range(scaled.shape[0]):
-        y = scaled[c].reshape(-1).astype(np.float64)
-        known = np.zeros(height * width, np.int64)
-        row = first + c * pyramid.TABLES_PER_CHANNEL
-        for positions, neighbours, stage in pyramid.plan(height, width):
-            target = y[positions]
-            if neighbours is None:
-                known[positions] = np.floor(target + 0.5)
-                continue
-            prediction, tables = pyramid.predict(known, neighbours, stage)
-            below = np.floor(target).astype(np.int64)
-            cost_below = (target - below) ** 2 + lam * entropy.symbol_bits(dc.tables, row + tables, below - prediction)
-            cost_above = (below + 1 - target) ** 2 + lam * entropy.symbol_bits(dc.tables, row + tables,
-                                                                                below + 1 - prediction)
-            known[positions] = np.where(cost_above < cost_below, below + 1, below)
-        out[c] = known.reshape(height, width)
-    return out
+    channels, height, width = scaled.shape
+    # all channels at once (each step's work is small: per-call overhead dominated channel by channel)
+    y = scaled.reshape(channels, -1).astype(np.float64)
+    known = np.zeros((channels, height * width), np.int64)
+    rows = first + np.arange(channels)[:, None] * pyramid.TABLES_PER_CHANNEL
+    for positions, neighbours, stage in pyramid.plan(height, width):
+        target = y[:, positions]
+        if neighbours is None:
+            known[:, positions] = np.floor(target + 0.5)
+            continue
+        prediction, which = pyramid.predict(known, neighbours, stage)
+        tables = rows + which
+        below = np.floor(target).astype(np.int64)
+        cost_below = (target - below) ** 2 + lam * entropy.symbol_bits(dc.tables, tables, below - prediction)
+        cost_above = (below + 1 - target) ** 2 + lam * entropy.symbol_bits(dc.tables, tables, below + 1 - prediction)
+        known[:, positions] = np.where(cost_above < cost_below, below + 1, below)
+    return known.reshape(channels, height, width).astype(np.int32)
 
 
 # A channel with a handful of nonzero latents costs far more than their own bits: every one of

@@ -37,7 +37,7 @@ from .container import FormatError
 # in docs/LIMITS.md: +0.27 % at q 25 on a 4000×3000 photo, three strips).
 STRIP_POSITIONS = 1 << 16
 # More than the inverse transform's reach (9 latent rows for bior4.4 at 3 levels), so a decoding
-# window (never taller than a strip) reads at most three strips.
+# window (never taller than a strip in files of this encoder: api.window_rows) reads at most three strips.
 MIN_STRIP_ROWS = 16
 
 
@@ -79,12 +79,14 @@ class StripLatents:
     """
 
     def __init__(self, payloads: list[bytes], shape: tuple[int, int, int], strip_rows: int,
-                 decode: Callable[[bytes, tuple[int, int, int]], np.ndarray], reach: int) -> None:
-        """``reach``: latent rows a decoding window reads beyond its own on each side; the
-        strips kept decoded are the window's own and those that reach touches."""
+                 decode: Callable[[bytes, tuple[int, int, int]], np.ndarray], reach: int,
+                 window: int | None = None) -> None:
+        """``reach``: latent rows a decoding window reads beyond its own on each side;
+        ``window``: its own rows (default a strip's).  The strips kept decoded are those one
+        window and its reach touch."""
         self.shape = shape
         self.dtype = np.dtype(np.int32)
-        self.keep = 1 + 2 * -(-reach // strip_rows)
+        self.keep = -(-(strip_rows if window is None else window) // strip_rows) + 2 * -(-reach // strip_rows)
         self._payloads, self._rows, self._decode = payloads, strip_rows, decode
         self._bounds = bounds(shape[1], strip_rows)
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
