@@ -284,7 +284,7 @@ def encode_image_data(image: media.ImageData, model_name: str = DEFAULT_IMAGE_MO
         fields["mean"] = meancolour.image_mean(image.rgb)  # the decoder solves its shift (meancolour.py)
     if grey:
         fields["grey"] = True  # colour latents not coded; decoded exactly grey (see decode_image)
-    # format 4 leaves out "pad" and "latent_shape": the size and the model determine them (_image_layout)
+    # format 4 and later leave out "pad" and "latent_shape": the size and the model determine them (_image_layout)
     header = _header(model, "image", width=image.width, height=image.height, mode=image.mode, **fields, **layout)
     return container.pack(header, sections)
 
@@ -338,7 +338,7 @@ def _image_layout(header: dict[str, Any], model: CodecModel, max_pixels: int,
     """Check every size field against the others *before* allocating anything.
 
     The padding (to whole blocks) and the latent shape follow from the size and the model;
-    files before format 4 store them, format 4 leaves them out (a header that has them
+    files before format 4 store them, format 4 and later leave them out (a header that has them
     anyway must agree)."""
     width, height = _int_field(header, "width", 1), _int_field(header, "height", 1)
     if width * height > max_pixels:
@@ -471,7 +471,11 @@ def _image_latents(box: container.Container, model: CodecModel, shape: tuple[int
     if len(payloads) == 1:
         return decode(payloads[0], shape), strip_rows
     reach = model.context_margin + model.decoder_radius
-    return strips.StripLatents(payloads, shape, strip_rows, decode, reach, window_rows(shape[2])), strip_rows
+    latents = strips.StripLatents(payloads, shape, strip_rows, decode, reach, window_rows(shape[2]))
+    if flags:  # the channels any strip codes: the decoder's product then has the whole grid's shape
+        latents.nonzero = np.logical_or.reduce([entropy.coded_channels(p, shape[0], skip, model.ladder.lifted)
+                                                for p in payloads])
+    return latents, strip_rows
 
 
 def _alpha_plane(section: bytes | None, width: int, height: int) -> np.ndarray:

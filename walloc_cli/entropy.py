@@ -1007,6 +1007,20 @@ def check_context_payload(size: int, tables: RaggedTables, candidates: list[Cand
         raise EntropyError("payload too short for the announced number of latents")
 
 
+def coded_channels(data: bytes, channels: int, skip: np.ndarray | None = None, lifted: int = 0) -> np.ndarray:
+    """The channels a payload with zero-channel flags (coder version 2 and later) codes, read from
+    its flags alone (bool, (channels,)): the encoder flags a channel zero exactly when it holds
+    no nonzero latent, so the channels of a strip-coded file that hold one are known before any
+    strip is decoded (the decoder's product then has the same shape as for the whole grid)."""
+    decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
+    try:
+        return ~_decode_zero_flags(decoder, channels, _skip_mask(skip, channels), lifted)
+    except EntropyError:
+        raise
+    except Exception as exc:  # constriction raises plain exceptions on exhausted/garbled input
+        raise EntropyError(f"range decoder failed: {exc}") from None
+
+
 def decode_with_context(data: bytes, tables: RaggedTables, candidates: list[Candidate],
                         depth: int, shape: tuple[int, int, int], lifted: int = 0,
                         neighbour_cuts: tuple[int, ...] = (), skip: np.ndarray | None = None,

@@ -508,15 +508,20 @@ class CodecModel:
         """
         if self.config.decoder_kind == "linear":
             images = self.config.dims == 2  # images: the product writes the inverse transform's layout
-            if self.ladder is not None and isinstance(latents, np.ndarray) and latents.ndim > 1:
+            if isinstance(latents, np.ndarray):
+                nonzero = latents.reshape(latents.shape[0], -1).any(axis=1) if latents.ndim > 1 else None
+            else:  # a strip-coded file's latents (strips.StripLatents): its zero-channel flags say
+                nonzero = None if latents.nonzero is None else latents.nonzero.copy()
+            if self.ladder is not None and nonzero is not None:
                 # Channels all zero in the whole file (most of a photo's 192 at q ≤ 75) add nothing:
-                # the product and the dequantization skip them, the same set for every window
-                # (but the filter's first K, which it may fill)
-                used = latents.reshape(latents.shape[0], -1).any(axis=1)
-                used[: self.ladder.filter_channels] = True
-                used = np.flatnonzero(used)
+                # the product and the dequantization skip them, the same set for every window and
+                # for a file whether or not it is cut into strips (float products round by their
+                # shape) — but the filter's first K, which it may fill
+                nonzero[: self.ladder.filter_channels] = True
+                used = np.flatnonzero(nonzero)
                 decode = self._linear_decoder(used, quality, positions_major=images)
-                return self._windows(latents[used], chunk, quality, decode, used, images)
+                subset = latents[used] if isinstance(latents, np.ndarray) else latents.select(used)
+                return self._windows(subset, chunk, quality, decode, used, images)
             return self._windows(latents, chunk, quality, self._linear_decoder(None, quality, images), None, images)
         return self._windows(latents, chunk, quality, self._neural_decoder(), None)
 

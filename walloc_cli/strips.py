@@ -23,6 +23,7 @@ ordinary photo pays nothing for the layout.
 """
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 from typing import Callable
 
@@ -90,6 +91,16 @@ class StripLatents:
         self._payloads, self._rows, self._decode = payloads, strip_rows, decode
         self._bounds = bounds(shape[1], strip_rows)
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._all_channels = shape[0]
+        self.nonzero: np.ndarray | None = None  # channels that may hold a nonzero latent (None: unknown)
+        self._channels: np.ndarray | None = None  # the channels rows give (None: all)
+
+    def select(self, channels: np.ndarray) -> "StripLatents":
+        """The same latents, only ``channels`` (indices) in each slice; shares the decoded strips."""
+        view = copy.copy(self)
+        view._channels = np.asarray(channels)
+        view.shape = (len(view._channels), *self.shape[1:])
+        return view
 
     def strip(self, k: int) -> np.ndarray:
         """Latents (L, rows, W) of strip ``k``, decoded on first use and kept while recent."""
@@ -97,7 +108,7 @@ class StripLatents:
             self._cache.move_to_end(k)
             return self._cache[k]
         r0, r1 = self._bounds[k]
-        values = self._decode(self._payloads[k], (self.shape[0], r1 - r0, self.shape[2]))
+        values = self._decode(self._payloads[k], (self._all_channels, r1 - r0, self.shape[2]))
         self._cache[k] = values
         while len(self._cache) > self.keep:
             self._cache.popitem(last=False)
@@ -112,9 +123,11 @@ class StripLatents:
         for k in range(lo // self._rows, -(-hi // self._rows)):
             r0, _ = self._bounds[k]
             parts.append(self.strip(k)[:, max(lo, r0) - r0 : hi - r0])
+        if self._channels is not None:
+            parts = [part[self._channels] for part in parts]
         return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
 
     def full(self) -> np.ndarray:
         """Every latent in one array (for :func:`walloc_cli.api.file_latents`)."""
-        return np.concatenate([self._decode(p, (self.shape[0], r1 - r0, self.shape[2]))
+        return np.concatenate([self._decode(p, (self._all_channels, r1 - r0, self.shape[2]))
                                for p, (r0, r1) in zip(self._payloads, self._bounds)], axis=1)
