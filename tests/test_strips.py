@@ -52,7 +52,7 @@ def test_a_strip_coded_file_records_its_layout_and_decodes_like_the_whole(few_po
     np.testing.assert_array_equal(api.decode_image(wlc).rgb, whole)
     # the strips' zero-channel flags name the channels the whole grid holds (past the 3 DC
     # channels, which are always coded), so the decoder's product has the same shape
-    lazy, _ = api._image_latents(box, model, latents.shape, 70)
+    lazy = api._image_latents(box, model, latents.shape, 70)
     nonzero = latents.reshape(latents.shape[0], -1).any(axis=1)
     assert isinstance(lazy, strips.StripLatents) and (lazy.nonzero[3:] == nonzero[3:]).all() and lazy.nonzero[:3].all()
 

@@ -131,11 +131,11 @@ def latents_to_image(model: CodecModel, latents: np.ndarray | strips.StripLatent
                      quality: int | None = None, chunk: int | None = None,
                      mean_shift: Sequence[int] | None = None, mean: Sequence[int] | None = None) -> np.ndarray:
     """Integer latents -> uint8 (H, W, 3), decoded in windows of :func:`window_rows` latent rows
-    (or ``chunk``, when smaller).  Windows of the same height for a strip-coded file and for the
-    whole grid: float products on some CPUs round differently for arrays of different heights
-    (OpenBLAS on an AMD EPYC: 5 pixels of a 481×321 photo one level apart when its file was
-    cut into strips of 16 rows and decoded strip by strip), so windows that follow the image's
-    width alone give a file the same pixels however its encoder cut it.
+    (or ``chunk``, when smaller: a caller's memory limit).  Windows of the same height for a
+    strip-coded file and for the whole grid: float products on some CPUs round differently for
+    arrays of different heights (OpenBLAS on an AMD EPYC: 5 pixels of a 481×321 photo one level
+    apart when its file was cut into strips of 16 rows and decoded strip by strip), so windows
+    that follow the image's width alone give a file the same pixels however its encoder cut it.
     ``mean``: the original's mean colour (1/16 level); when given, the shift is solved on the
     decoded values so that the rounded and clipped pixels have that mean
     (:mod:`walloc_cli.meancolour`).  ``mean_shift`` (files of the session before): a fixed
@@ -423,8 +423,8 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> media.Ima
     quality = header.get("quality")
     mean_shift = _mean_shift_field(header)
     mean = _mean_field(header)
-    latents, _ = _image_latents(box, model, shape, quality)
-    rgb = latents_to_image(model, latents, height, width, quality, None, mean_shift, mean)
+    latents = _image_latents(box, model, shape, quality)
+    rgb = latents_to_image(model, latents, height, width, quality, mean_shift=mean_shift, mean=mean)
     del latents
     mode = header["mode"]
     if mode in ("L", "LA") or _grey_field(header):
@@ -441,8 +441,8 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> media.Ima
 
 
 def _image_latents(box: container.Container, model: CodecModel, shape: tuple[int, int, int],
-                   quality: int | None) -> tuple[np.ndarray | strips.StripLatents, int | None]:
-    """An image file's latents as the decoder reads them, and its strip height (None if uncut).
+                   quality: int | None) -> np.ndarray | strips.StripLatents:
+    """An image file's latents as the decoder reads them.
 
     Ladder-model files of format version 2 taller than one strip are coded in strips
     (:mod:`walloc_cli.strips`; header field ``strip_rows``, section ``strips``): they decode
@@ -456,7 +456,7 @@ def _image_latents(box: container.Container, model: CodecModel, shape: tuple[int
     if cut and (not model.has_quality or box.version < 2):
         raise container.FormatError("corrupt header (strips in a file that is not strip-coded)")
     if not cut:
-        return _decode_latents(model, box.sections["latents"], quality, shape, skip, coder), None
+        return _decode_latents(model, box.sections["latents"], quality, shape, skip, coder)
     strip_rows = _int_field(header, "strip_rows", 1)
     payloads = strips.split(box.sections["latents"], box.sections.get("strips"), shape[1], strip_rows)
     shapes = [(shape[0], r1 - r0, shape[2]) for r0, r1 in strips.bounds(shape[1], strip_rows)]
@@ -469,13 +469,13 @@ def _image_latents(box: container.Container, model: CodecModel, shape: tuple[int
         return _decode_latents(model, payload, quality, strip_shape, skip, coder)
 
     if len(payloads) == 1:
-        return decode(payloads[0], shape), strip_rows
+        return decode(payloads[0], shape)
     reach = model.context_margin + model.decoder_radius
     latents = strips.StripLatents(payloads, shape, strip_rows, decode, reach, window_rows(shape[2]))
     if flags:  # the channels any strip codes: the decoder's product then has the whole grid's shape
         latents.nonzero = np.logical_or.reduce([entropy.coded_channels(p, shape[0], skip, model.ladder.lifted)
                                                 for p in payloads])
-    return latents, strip_rows
+    return latents
 
 
 def _alpha_plane(section: bytes | None, width: int, height: int) -> np.ndarray:
@@ -934,7 +934,7 @@ def file_latents(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, max_frames: 
     if modality == "image":
         _, _, shape = _image_layout(box.header, model, max_pixels, box.version)
         quality = box.header.get("quality")
-        latents, _ = _image_latents(box, model, shape, quality)
+        latents = _image_latents(box, model, shape, quality)
         if isinstance(latents, strips.StripLatents):
             latents = latents.full()
         return FileLatents(latents, model.ladder.steps(quality)[:, None, None] if model.has_quality else 1.0,

@@ -508,11 +508,12 @@ class CodecModel:
         """
         if self.config.decoder_kind == "linear":
             images = self.config.dims == 2  # images: the product writes the inverse transform's layout
-            if isinstance(latents, np.ndarray):
-                nonzero = latents.reshape(latents.shape[0], -1).any(axis=1) if latents.ndim > 1 else None
-            else:  # a strip-coded file's latents (strips.StripLatents): its zero-channel flags say
-                nonzero = None if latents.nonzero is None else latents.nonzero.copy()
-            if self.ladder is not None and nonzero is not None:
+            nonzero = None
+            if self.ladder is not None and isinstance(latents, np.ndarray) and latents.ndim > 1:
+                nonzero = latents.reshape(latents.shape[0], -1).any(axis=1)
+            elif self.ladder is not None and getattr(latents, "nonzero", None) is not None:
+                nonzero = latents.nonzero.copy()  # a strip-coded file's (StripLatents): its zero-channel flags say
+            if nonzero is not None:
                 # Channels all zero in the whole file (most of a photo's 192 at q ≤ 75) add nothing:
                 # the product and the dequantization skip them, the same set for every window and
                 # for a file whether or not it is cut into strips (float products round by their
