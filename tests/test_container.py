@@ -124,7 +124,7 @@ def _v4(stored_header: bytes, modality: bytes = b"i", payload: bytes = b"") -> b
     return body + struct.pack("<I", zlib.crc32(body))
 
 
-def test_version_4_is_smaller_than_version_3_and_reads_the_same():
+def test_the_current_version_is_smaller_than_version_3_and_reads_the_same():
     data, old = container.pack(HEADER, SECTIONS), container.pack(HEADER, SECTIONS, version=3)
     assert container.VERSION >= 4 and data[4] == container.VERSION and data[5:6] == b"i"
     assert len(data) <= len(old) - 10  # 8 bytes of payload length and 2 of header length

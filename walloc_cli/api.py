@@ -471,11 +471,10 @@ def _image_latents(box: container.Container, model: CodecModel, shape: tuple[int
     if len(payloads) == 1:
         return decode(payloads[0], shape)
     reach = model.context_margin + model.decoder_radius
-    latents = strips.StripLatents(payloads, shape, strip_rows, decode, reach, window_rows(shape[2]))
-    if flags:  # the channels any strip codes: the decoder's product then has the whole grid's shape
-        latents.nonzero = np.logical_or.reduce([entropy.coded_channels(p, shape[0], skip, model.ladder.lifted)
-                                                for p in payloads])
-    return latents
+    # the channels any strip codes: the decoder's product then has the whole grid's shape
+    nonzero = (np.logical_or.reduce([entropy.coded_channels(p, shape[0], skip, model.ladder.lifted) for p in payloads])
+               if flags else None)
+    return strips.StripLatents(payloads, shape, strip_rows, decode, reach, window_rows(shape[2]), nonzero)
 
 
 def _alpha_plane(section: bytes | None, width: int, height: int) -> np.ndarray:

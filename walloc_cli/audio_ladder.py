@@ -511,12 +511,6 @@ def new_encoder():
     return constriction.stream.queue.RangeEncoder()
 
 
-def new_decoder(data: bytes):
-    if len(data) % 4:
-        raise EntropyError("compressed segment is not a whole number of 32-bit words")
-    return constriction.stream.queue.RangeDecoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
-
-
 def finish(encoder) -> bytes:
     return encoder.get_compressed().astype("<u4").tobytes()
 
@@ -641,7 +635,7 @@ class LadderModel:
         positions = length // self.params.block
         p0 = index * self.params.segment
         count = min(positions, p0 + self.params.segment) - p0
-        decoder = new_decoder(data)
+        decoder = entropy.range_decoder(data)
         return decode_segment(decoder, signals, count, roles, quality, tune, self.params, self.tables)
 
     def decode(self, segments: list[bytes], signals: int, length: int, roles: list[int], quality: int,

@@ -1007,12 +1007,20 @@ def check_context_payload(size: int, tables: RaggedTables, candidates: list[Cand
         raise EntropyError("payload too short for the announced number of latents")
 
 
+def range_decoder(data: bytes):
+    """constriction's range decoder over a payload of whole 32-bit words (EntropyError otherwise:
+    a truncated or padded payload, never a numpy error)."""
+    if len(data) % 4:
+        raise EntropyError("compressed segment is not a whole number of 32-bit words")
+    return constriction.stream.queue.RangeDecoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
+
+
 def coded_channels(data: bytes, channels: int, skip: np.ndarray | None = None, lifted: int = 0) -> np.ndarray:
     """The channels a payload with zero-channel flags (coder version 2 and later) codes, read from
     its flags alone (bool, (channels,)): the encoder flags a channel zero exactly when it holds
     no nonzero latent, so the channels of a strip-coded file that hold one are known before any
     strip is decoded (the decoder's product then has the same shape as for the whole grid)."""
-    decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
+    decoder = range_decoder(data)
     try:
         return ~_decode_zero_flags(decoder, channels, _skip_mask(skip, channels), lifted)
     except EntropyError:
@@ -1032,7 +1040,7 @@ def decode_with_context(data: bytes, tables: RaggedTables, candidates: list[Cand
     bins = candidates[0][1].shape[1] + 1
     per_channel = tables_per_channel(bins, neighbour_cuts)
     choice_model = constriction.stream.model.Uniform(len(candidates)) if len(candidates) > 1 else None
-    decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
+    decoder = range_decoder(data)
     context = ActivityContext((height, width), depth)
     out = np.empty(shape, np.int32)
     positions = height * width

@@ -52,7 +52,8 @@ import constriction
 import numpy as np
 
 from . import strips, wavelets
-from .entropy import TOTAL, EntropyError, RaggedTables, decode_grouped, encode_grouped, quantize_distribution, symbol_bits
+from .entropy import (TOTAL, EntropyError, RaggedTables, decode_grouped, encode_grouped, quantize_distribution,
+                      range_decoder, symbol_bits)
 from .quality import check_quality
 from .model import ModelConfig, dead_zone_round
 from .threads import one_blas_thread
@@ -625,7 +626,7 @@ def decode(model: MultibandModel, payload: bytes, bands: int, components: int, h
     # each group and (first strip) each matrix column costs a bit at least
     if 8 * len(payload) + 64 < components * (len(shapes) + (4 if known is None else 0)):
         raise EntropyError("payload too short for the announced number of latents")
-    decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, "<u4").astype(np.uint32))
+    decoder = range_decoder(payload)
     flag, slope_model = (constriction.stream.model.Uniform(n) for n in (2, SLOPES))
     q = [np.zeros((components, *shape), np.int64) for shape in shapes]
     tables = [np.zeros((components, *shape), np.int16) for shape in shapes]  # each value's table (reconstruction)

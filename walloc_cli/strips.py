@@ -80,19 +80,20 @@ class StripLatents:
     """
 
     def __init__(self, payloads: list[bytes], shape: tuple[int, int, int], strip_rows: int,
-                 decode: Callable[[bytes, tuple[int, int, int]], np.ndarray], reach: int,
-                 window: int | None = None) -> None:
+                 decode: Callable[[bytes, tuple[int, int, int]], np.ndarray], reach: int, window: int,
+                 nonzero: np.ndarray | None = None) -> None:
         """``reach``: latent rows a decoding window reads beyond its own on each side;
-        ``window``: its own rows (default a strip's).  The strips kept decoded are those one
-        window and its reach touch."""
+        ``window``: its own rows.  The strips kept decoded are those one window and its reach
+        touch.  ``nonzero``: the channels that may hold a nonzero latent (the strips' zero-channel
+        flags; None: unknown), so the decoder skips the others as it does for a whole grid."""
         self.shape = shape
         self.dtype = np.dtype(np.int32)
-        self.keep = -(-(strip_rows if window is None else window) // strip_rows) + 2 * -(-reach // strip_rows)
+        self.keep = -(-window // strip_rows) + 2 * -(-reach // strip_rows)
         self._payloads, self._rows, self._decode = payloads, strip_rows, decode
         self._bounds = bounds(shape[1], strip_rows)
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._all_channels = shape[0]
-        self.nonzero: np.ndarray | None = None  # channels that may hold a nonzero latent (None: unknown)
+        self.nonzero = nonzero
         self._channels: np.ndarray | None = None  # the channels rows give (None: all)
 
     def select(self, channels: np.ndarray) -> "StripLatents":
