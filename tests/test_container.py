@@ -133,15 +133,18 @@ def test_the_current_version_is_smaller_than_version_3_and_reads_the_same():
     assert (new_box.version, old_box.version) == (container.VERSION, 3)
 
 
-def test_version_5_differs_from_4_only_in_its_dictionary():
-    """Version 4 files still read; the same header and sections packed as version 4 and 5
-    differ only in the version byte, the deflated header and the checksum."""
-    for version in (4, 5):
+def test_versions_5_and_6_differ_from_4_only_in_their_dictionaries():
+    """Version 4 and 5 files still read; the same header and sections packed as version 4, 5
+    and 6 differ only in the version byte, the deflated header and the checksum; each
+    dictionary begins with the one before."""
+    for version in (4, 5, 6):
         box = container.unpack(container.pack(HEADER, SECTIONS, version=version))
         assert (box.version, box.header, box.sections) == (version, HEADER, SECTIONS)
     assert container.HEADER_DICTIONARY_V5.startswith(container.HEADER_DICTIONARY_V4)
+    assert container.HEADER_DICTIONARY_V6.startswith(container.HEADER_DICTIONARY_V5)
     assert container._dictionary(4) == container.HEADER_DICTIONARY_V4
-    assert container._dictionary(container.VERSION) == container.HEADER_DICTIONARY_V5
+    assert container._dictionary(5) == container.HEADER_DICTIONARY_V5
+    assert container._dictionary(container.VERSION) == container.HEADER_DICTIONARY_V6
 
 
 def test_the_current_dictionary_knows_the_current_photo_header():

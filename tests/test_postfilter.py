@@ -95,3 +95,79 @@ def test_coded_pairs_are_what_the_filter_is_fitted_and_applied_on(photo):
     before = float(((true - decoded) ** 2).sum())
     after = float(((true - decoded - postfilter.correction(decoded, kernel)) ** 2).sum())
     assert after < before
+
+
+def _random_refiner(channels: int = 4, hidden: int = 6, anchors: int = 2, seed: int = 5):
+    """A torch refiner with random weights (its output layer too), exported as the decoder reads it."""
+    import torch
+
+    from walloc_cli import refiner_fit
+
+    torch.manual_seed(seed)
+    net = refiner_fit._net(channels, hidden)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(0.3 * torch.randn_like(p))
+    linear = (0.1 * np.random.default_rng(seed).normal(size=(anchors, channels, 9 * channels))).astype(np.float32)
+    log_steps = np.log(np.array([2.0, 0.5][:anchors], np.float32))
+    gains = np.array([1.0, 0.5][:anchors])
+    return net, linear, log_steps, gains
+
+
+def test_the_numpy_refiner_computes_what_the_torch_net_was_trained_as():
+    """postfilter.refine (numpy, the decoder) = linear filter + gain × the trained net
+    (torch, zero padding at every layer), anchor by anchor (the quality enters as a bias)."""
+    import torch
+
+    from walloc_cli import refiner_fit
+
+    net, linear, log_steps, gains = _random_refiner()
+    refiner = postfilter.Refiner.from_arrays(refiner_fit.export(net, log_steps, gains), linear)
+    z = np.random.default_rng(6).normal(size=(4, 7, 9)).astype(np.float32)
+    for anchor in range(2):
+        with torch.no_grad():
+            expected = gains[anchor] * net(torch.from_numpy(z[None]), torch.tensor([log_steps[anchor]]))[0].numpy()
+        expected += postfilter.correction(z, linear[anchor])
+        np.testing.assert_allclose(postfilter.refine(z, refiner, anchor), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_the_refiner_reads_two_cells_around_each_position():
+    """Its receptive radius is Refiner.RADIUS = 2 (what decoding windows must overlap by):
+    a change three cells away leaves a position's result exactly as it was."""
+    from walloc_cli import refiner_fit
+
+    net, linear, log_steps, gains = _random_refiner()
+    refiner = postfilter.Refiner.from_arrays(refiner_fit.export(net, log_steps, gains), linear)
+    z = np.random.default_rng(7).normal(size=(4, 9, 9)).astype(np.float32)
+    changed = z.copy()
+    changed[:, 7, 4] += 5.0
+    before, after = postfilter.refine(z, refiner, 0), postfilter.refine(changed, refiner, 0)
+    differs = np.abs(before - after).max(axis=0) > 0
+    assert differs[5, 4] and not differs[4, 4]
+    assert refiner.RADIUS == 2
+
+
+def test_a_refiner_array_of_the_wrong_shape_is_named():
+    from walloc_cli import refiner_fit
+
+    net, linear, log_steps, gains = _random_refiner()
+    arrays = refiner_fit.export(net, log_steps, gains)
+    arrays["refine.c_bias"] = arrays["refine.c_bias"][:, :2]
+    with pytest.raises(ValueError, match="refine.c_bias"):
+        postfilter.Refiner.from_arrays(arrays, linear)
+
+
+def test_the_shipped_refiner_brings_photos_closer_than_the_linear_filter(photo):
+    """Same file, decoded with the refiner and with the linear filter alone (the refiner's
+    arrays removed): closer to the original with the refiner at low quality, where it pays."""
+    model = load_model("rgb-1x")
+    assert model.ladder.refiner is not None and model.decoder_radius == postfilter.Refiner.RADIUS
+    latents, _ = api.image_to_latents(model, photo, 10)
+    h, w = photo.shape[:2]
+    refined = api.latents_to_image(model, latents, h, w, 10)
+    kept, model.ladder.refiner = model.ladder.refiner, None
+    try:
+        linear = api.latents_to_image(model, latents, h, w, 10)
+    finally:
+        model.ladder.refiner = kept
+    assert psnr(refined, photo) > psnr(linear, photo) + 0.05

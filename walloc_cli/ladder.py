@@ -358,6 +358,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--filter-only", action="store_true",
                         help="only fit the decoder's filter, for the ladder model already in --out (written back "
                              "with a new weights hash); without it the ladder is fitted first, then its filter")
+    parser.add_argument("--refiner-only", action="store_true",
+                        help="only fit the decoder's nonlinear refiner (walloc_cli.refiner_fit), for the ladder model "
+                             "already in --out with its filter (written back with a new weights hash)")
     parser.add_argument("--pyramid-only", action="store_true",
                         help="only fit the DC pyramid's tables (context coder version 3), for the ladder model "
                              "already in --out (written back with a new weights hash)")
@@ -365,10 +368,14 @@ def main(argv: list[str] | None = None) -> None:
     if args.pyramid_only:
         fit_pyramid(args.out, args.name, args.data)
         return
-    if not args.filter_only:
-        fit(args.data, args.out, args.name, args.images, args.seed)
-        fit_pyramid(args.out, args.name, args.data)
-    fit_filter(args.out, args.name, args.data)
+    from .refiner_fit import fit_refiner
+
+    if not args.refiner_only:
+        if not args.filter_only:
+            fit(args.data, args.out, args.name, args.images, args.seed)
+            fit_pyramid(args.out, args.name, args.data)
+        fit_filter(args.out, args.name, args.data)
+    fit_refiner(args.out, args.name, args.data)
 
 
 if __name__ == "__main__":

@@ -390,8 +390,10 @@ class CodecModel:
     @property
     def decoder_radius(self) -> int:
         """Receptive radius of the decoder net in latent positions (one per 3-tap conv)."""
-        if self.config.decoder_kind == "linear":  # the ladder's 3×3 filter reaches one position
-            return 1 if self.ladder is not None and self.ladder.filter is not None else 0
+        if self.config.decoder_kind == "linear":  # the ladder's 3×3 filter reaches one position, its refiner two
+            if self.ladder is None or self.ladder.filter is None:
+                return 0
+            return self.ladder.refiner.RADIUS if self.ladder.refiner is not None else 1
         return 2 * self.config.decoder_blocks + 2
 
     def linear_map(self) -> tuple[np.ndarray, np.ndarray]:
@@ -423,10 +425,16 @@ class CodecModel:
 
             k = self.ladder.filter_channels
             step = self.ladder.steps(quality)[:k].astype(np.float32).reshape(k, 1, 1)  # it works in steps
-            kernel = self.ladder.filter[self.ladder.anchor[quality]]
+            anchor = int(self.ladder.anchor[quality])
+            kernel, refiner = self.ladder.filter[anchor], self.ladder.refiner
 
             def refine(z: np.ndarray) -> None:
-                z[:k] += correction(z[:k] / step, kernel) * step
+                if refiner is not None:
+                    from .postfilter import refine as nonlinear
+
+                    z[:k] += nonlinear(z[:k] / step, refiner, anchor) * step
+                else:
+                    z[:k] += correction(z[:k] / step, kernel) * step
 
         def run(z: np.ndarray) -> np.ndarray:
             if refine is not None:
@@ -611,20 +619,22 @@ class QualityLadder:
     decoder needs just the integer ``anchor[q]`` (which table set), the integer
     context thresholds and the integer tables, so decoding is bit-exact.  ``filter``
     (anchors, K, 9·K), optional: the decoder's 3×3 filter over the first K channels
-    (:mod:`walloc_cli.postfilter`).  ``pyramid``, optional: the DC channels' tables for
+    (:mod:`walloc_cli.postfilter`), and ``refiner``, optional, its nonlinear successor that
+    includes it (``postfilter.Refiner``).  ``pyramid``, optional: the DC channels' tables for
     context coder version 3 (:mod:`walloc_cli.pyramid`), rows (anchor, DC channel, table).
     """
 
     def __init__(self, step: np.ndarray, anchor: np.ndarray, gain: np.ndarray, deadzone: float,
                  offset: np.ndarray, thresholds: np.ndarray, tables: "RaggedTables", depth: int,
                  lifted: int, neighbour_cuts: tuple[int, ...], filter: np.ndarray | None = None,
-                 pyramid: "RaggedTables | None" = None) -> None:
+                 pyramid: "RaggedTables | None" = None, refiner: "Refiner | None" = None) -> None:
         self.step, self.anchor, self.gain = step, anchor, gain
         self.deadzone, self.offset = deadzone, offset
         self.thresholds, self.tables, self.depth, self.lifted = thresholds, tables, depth, lifted
         self.neighbour_cuts = neighbour_cuts
         self.filter = filter
         self.pyramid = pyramid
+        self.refiner = refiner
 
     @property
     def filter_channels(self) -> int:
@@ -672,6 +682,18 @@ class QualityLadder:
                     or filter.shape[2] != TAPS * TAPS * filter.shape[1]):
                 raise ModelError(f"array 'quality.filter' has shape {filter.shape}, expected "
                                  f"({anchors}, K, {TAPS * TAPS}·K) with K ≤ {channels}")
+        refiner = None
+        if "quality.refine.a" in arrays:
+            from .postfilter import Refiner
+
+            if filter is None:
+                raise ModelError("arrays 'quality.refine.*' need 'quality.filter'")
+            keys = ("a", "a_bias", "b", "b_bias", "c", "c_bias")
+            try:
+                refiner = Refiner.from_arrays({f"refine.{k}": array_of(arrays, f"quality.refine.{k}") for k in keys},
+                                              filter)
+            except ValueError as error:
+                raise ModelError(str(error)) from None
         pyramid = None
         if "pyramid.lo" in arrays:
             from .pyramid import TABLES_PER_CHANNEL
@@ -684,7 +706,7 @@ class QualityLadder:
             if pyramid.lo.shape[0] != rows or rows == 0:
                 raise ModelError(f"pyramid tables have {pyramid.lo.shape[0]} rows, the config asks for {rows}")
         return cls(step, anchor, gain, float(deadzone), offset, thresholds, tables, config.context_depth,
-                   config.lifted_channels, config.neighbour_cuts, filter, pyramid)
+                   config.lifted_channels, config.neighbour_cuts, filter, pyramid, refiner)
 
     def check(self, quality: int | None) -> int:
         return check_quality(quality)

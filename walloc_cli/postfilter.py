@@ -59,3 +59,59 @@ def fit_weight(pairs: list[tuple[np.ndarray, np.ndarray]], ridge: float = 1e-3) 
         cross += x @ (true - decoded).reshape(decoded.shape[0], -1).T.astype(np.float64)
     gram += ridge * np.trace(gram) / size * np.eye(size)
     return np.linalg.solve(gram, cross).T.astype(np.float32)
+
+
+class Refiner:
+    """The ladder's nonlinear refiner (fitted by :mod:`walloc_cli.refiner_fit`) with its
+    linear filter: per anchor, ``correction + c · relu(b · relu(a · patches + a_bias) + b_bias)``
+    over 3×3 neighbourhoods, so its result at a position depends on the positions within two
+    cells (:attr:`RADIUS`), zero beyond the latent grid's edges, as it was trained.
+
+    Why it pays: a rounded latent's error depends nonlinearly on its neighbourhood (a ±1 in a
+    smooth area was most likely small); the least-squares filter alone cannot say so.  The
+    linear filter's rows are stacked over the hidden layer's so that one product serves both."""
+
+    RADIUS = 2
+
+    def __init__(self, first: np.ndarray, a_bias: np.ndarray, b: np.ndarray, b_bias: np.ndarray,
+                 c: np.ndarray, c_bias: np.ndarray) -> None:
+        self.first, self.a_bias, self.b, self.b_bias, self.c, self.c_bias = first, a_bias, b, b_bias, c, c_bias
+
+    @property
+    def channels(self) -> int:
+        return self.c.shape[1]
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], linear: np.ndarray) -> "Refiner":
+        """From ``refine.*`` arrays (keys without the ``quality.`` prefix) and the linear
+        filter (anchors, K, 9·K); ValueError names an array whose shape does not fit."""
+        anchors, channels = linear.shape[:2]
+        a = np.asarray(arrays["refine.a"], np.float32)
+        hidden = a.shape[0]
+        shapes = {"refine.a": (hidden, TAPS * TAPS * channels), "refine.a_bias": (anchors, hidden),
+                  "refine.b": (hidden, hidden), "refine.b_bias": (hidden,),
+                  "refine.c": (anchors, channels, TAPS * TAPS * hidden), "refine.c_bias": (anchors, channels)}
+        for key, shape in shapes.items():
+            if np.shape(arrays[key]) != shape:
+                raise ValueError(f"array 'quality.{key}' has shape {np.shape(arrays[key])}, expected {shape}")
+        first = np.concatenate([linear, np.broadcast_to(a, (anchors, *a.shape))], axis=1)
+        return cls(np.ascontiguousarray(first, np.float32), *(np.asarray(arrays[k], np.float32) for k in
+                                                                 ("refine.a_bias", "refine.b", "refine.b_bias",
+                                                                  "refine.c", "refine.c_bias")))
+
+
+def refine(z: np.ndarray, refiner: Refiner, anchor: int) -> np.ndarray:
+    """The estimated error of the first K channels of ``z`` (K, H, W) in step units, linear
+    filter and refiner together: what the decoder adds to them."""
+    channels, height, width = z.shape
+    both = refiner.first[anchor] @ patches(z)
+    hidden = both[channels:]
+    hidden += refiner.a_bias[anchor][:, None]
+    np.maximum(hidden, 0, out=hidden)
+    hidden = refiner.b @ hidden
+    hidden += refiner.b_bias[:, None]
+    np.maximum(hidden, 0, out=hidden)
+    out = both[:channels]
+    out += refiner.c[anchor] @ patches(hidden.reshape(-1, height, width))
+    out += refiner.c_bias[anchor][:, None]
+    return out.reshape(channels, height, width)
