@@ -171,3 +171,17 @@ def test_the_shipped_refiner_brings_photos_closer_than_the_linear_filter(photo):
     finally:
         model.ladder.refiner = kept
     assert psnr(refined, photo) > psnr(linear, photo) + 0.05
+
+
+def test_an_anchor_with_a_zero_output_layer_runs_the_linear_filter_alone():
+    """The fit zeroes the refiner's output where it is not worth its decoding time; such an
+    anchor gives exactly the linear filter's correction (not merely close to it)."""
+    from walloc_cli import refiner_fit
+
+    net, linear, log_steps, gains = _random_refiner()
+    gains[1] = 0.0
+    refiner = postfilter.Refiner.from_arrays(refiner_fit.export(net, log_steps, gains), linear)
+    assert refiner.active.tolist() == [True, False]
+    z = np.random.default_rng(8).normal(size=(4, 6, 7)).astype(np.float32)
+    np.testing.assert_array_equal(postfilter.refine(z, refiner, 1), postfilter.correction(z, linear[1]))
+    assert np.abs(postfilter.refine(z, refiner, 0) - postfilter.correction(z, linear[0])).max() > 1e-3

@@ -119,10 +119,10 @@ HEADER_DICTIONARY_V5 = HEADER_DICTIONARY_V4 + b"".join((
 HEADER_DICTIONARY_V6 = HEADER_DICTIONARY_V5 + b"".join((
     b'{"coder":"constriction.queue.RangeEncoder/u32/p24/context-v3","grey":true,"height":512,'
     b'"mean":[1894,1986,1789],"modality":"image","mode":"L","model":"rgb-1x",'
-    b'"quality":25,"sections":[["latents",12345]],"weights":"1a89372c22fc72b8","width":768}',
+    b'"quality":25,"sections":[["latents",12345]],"weights":"900fc330744aeb4b","width":768}',
     b'{"coder":"constriction.queue.RangeEncoder/u32/p24/context-v3","height":321,'
     b'"mean":[1894,1986,1789],"modality":"image","mode":"RGB","model":"rgb-1x","quality":50,'
-    b'"sections":[["latents",12345]],"weights":"1a89372c22fc72b8","width":481}',
+    b'"sections":[["latents",12345]],"weights":"900fc330744aeb4b","width":481}',
 ))
 _PREFIX_V4 = struct.Struct("<4sBcH")  # versions 4 to 6
 _PREFIX_V3 = struct.Struct("<4sBcI")

@@ -421,7 +421,7 @@ class CodecModel:
             weight = np.ascontiguousarray(weight)
         refine: Callable[[np.ndarray], None] | None = None
         if self.ladder is not None and self.ladder.filter is not None and quality is not None:
-            from .postfilter import correction
+            from . import postfilter
 
             k = self.ladder.filter_channels
             step = self.ladder.steps(quality)[:k].astype(np.float32).reshape(k, 1, 1)  # it works in steps
@@ -429,12 +429,11 @@ class CodecModel:
             kernel, refiner = self.ladder.filter[anchor], self.ladder.refiner
 
             def refine(z: np.ndarray) -> None:
-                if refiner is not None:
-                    from .postfilter import refine as nonlinear
-
-                    z[:k] += nonlinear(z[:k] / step, refiner, anchor) * step
+                scaled = z[:k] / step
+                if refiner is not None:  # the refiner includes the linear filter's term
+                    z[:k] += postfilter.refine(scaled, refiner, anchor) * step
                 else:
-                    z[:k] += correction(z[:k] / step, kernel) * step
+                    z[:k] += postfilter.correction(scaled, kernel) * step
 
         def run(z: np.ndarray) -> np.ndarray:
             if refine is not None:
