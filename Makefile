@@ -55,26 +55,26 @@ bench-audio: install
 # Training resumes from runs/<name>/checkpoint.pt; MINUTES is wall-clock time for this call.
 MINUTES ?= 60
 train: install
-	$(BIN)/python -m walloc_cli.train --preset rgb-16x --data ../shared/data/images --run runs/rgb-16x --minutes $(MINUTES)
+	$(BIN)/python -m walloc_cli.fit.train --preset rgb-16x --data ../shared/data/images --run runs/rgb-16x --minutes $(MINUTES)
 
 # The quality-ladder image model rgb-1x: closed-form fit (PCA + histograms), about 10 minutes on 2 cores.
 train-ladder: install
-	$(BIN)/python -m walloc_cli.ladder --data ../shared/data/images --out weights/ --name rgb-1x --images 300
+	$(BIN)/python -m walloc_cli.fit.ladder --data ../shared/data/images --out weights/ --name rgb-1x --images 300
 
 # The perceptual audio ladder stereo-1x (the default audio model): histograms and a rate map,
 # no gradients, about 2 minutes on 2 cores.  Needs the music: make fetch-audio.
 train-audio-ladder: install
-	$(BIN)/python -m walloc_cli.audio_fit --data data/audio --out weights/ --name stereo-1x
+	$(BIN)/python -m walloc_cli.fit.audio --data data/audio --out weights/ --name stereo-1x
 
 fetch-audio:
 	bash ../shared/data/audio/fetch-audio.sh data/audio
 
 train-audio: install
-	$(BIN)/python -m walloc_cli.train --preset stereo-ms --data data/audio --run runs/stereo-ms --minutes $(MINUTES)
+	$(BIN)/python -m walloc_cli.fit.train --preset stereo-ms --data data/audio --run runs/stereo-ms --minutes $(MINUTES)
 
 export: install
-	$(BIN)/python -m walloc_cli.train --run runs/rgb-16x --export weights/
-	$(BIN)/python -m walloc_cli.train --run runs/stereo-ms --export weights/
+	$(BIN)/python -m walloc_cli.fit.train --run runs/rgb-16x --export weights/
+	$(BIN)/python -m walloc_cli.fit.train --run runs/stereo-ms --export weights/
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache

@@ -144,7 +144,7 @@ FINE_STEP = 2                 # -fine arms: latents in units of half the model's
 
 def photo_window(rgb: np.ndarray) -> np.ndarray:
     """A uint8 photo whose sides are multiples of 8 as the encoder reads it: float32 (3, H, W)."""
-    return api._image_reader(rgb, rgb.shape[1])(np.arange(rgb.shape[0]))
+    return api.image_reader(rgb, rgb.shape[1])(np.arange(rgb.shape[0]))
 
 
 def fine_latents(codec: CodecModel, rgb: np.ndarray) -> np.ndarray:

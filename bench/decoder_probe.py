@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from walloc_cli import postfilter  # noqa: E402
-from walloc_cli.ladder import FILTER_CHANNELS, coded_pair, training_photos  # noqa: E402
+from walloc_cli.fit.ladder import FILTER_CHANNELS, coded_pair, training_photos  # noqa: E402
 from walloc_cli.media import read_image  # noqa: E402
 from walloc_cli.model import load_model  # noqa: E402
 

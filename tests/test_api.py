@@ -305,7 +305,7 @@ def test_windowed_encoding_equals_whole_image_transform(photo_path, chunk, model
     reference = _whole_image_latents(model, rgb, quality)
     h, w = rgb.shape[:2]
     pw = w + (-w) % model.config.block
-    got = model.to_latents(api._image_reader(rgb, pw), h + (-h) % model.config.block, chunk, quality)
+    got = model.to_latents(api.image_reader(rgb, pw), h + (-h) % model.config.block, chunk, quality)
     np.testing.assert_array_equal(got, reference)
 
 

@@ -34,6 +34,7 @@ for args in (["encode", {str(small_path)!r}, "-q", "40", "-o", {str(tmp_path / '
     except SystemExit as exit:
         assert exit.code == 0, exit.code
     assert "torch" not in sys.modules, args[0] + " pulled in torch"
+    assert not [m for m in sys.modules if m.startswith("walloc_cli.fit")], args[0] + " imported the fitting code"
 """
     subprocess.run([sys.executable, "-c", code], check=True)
     assert (tmp_path / "x.png").stat().st_size > 0

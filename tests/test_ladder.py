@@ -1,4 +1,4 @@
-"""The closed-form fit of a quality-ladder model (``python -m walloc_cli.ladder``), at toy scale."""
+"""The closed-form fit of a quality-ladder model (``python -m walloc_cli.fit.ladder``), at toy scale."""
 from __future__ import annotations
 
 import io
@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from walloc_cli import api, benchmark, ladder
+from walloc_cli import api, benchmark
+from walloc_cli.fit import ladder
 from walloc_cli.model import load_model
 
 DATA = Path(__file__).parent / "data"

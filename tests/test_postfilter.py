@@ -82,7 +82,7 @@ def test_coded_pairs_are_what_the_filter_is_fitted_and_applied_on(photo):
     """ladder.coded_pair (what fit_filter and bench/decoder_probe.py learn from): the decoder's
     dequantized latents and the encoder's unrounded ones, both in steps; the shipped filter,
     applied to the decoded side, moves it toward the true side."""
-    from walloc_cli.ladder import coded_pair
+    from walloc_cli.fit.ladder import coded_pair
 
     model, quality = load_model("rgb-1x"), 20
     ladder, k = model.ladder, model.ladder.filter_channels
@@ -101,7 +101,7 @@ def _random_refiner(channels: int = 4, hidden: int = 6, anchors: int = 2, seed: 
     """A torch refiner with random weights (its output layer too), exported as the decoder reads it."""
     import torch
 
-    from walloc_cli import refiner_fit
+    from walloc_cli.fit import refiner as refiner_fit
 
     torch.manual_seed(seed)
     net = refiner_fit._net(channels, hidden)
@@ -119,7 +119,7 @@ def test_the_numpy_refiner_computes_what_the_torch_net_was_trained_as():
     (torch, zero padding at every layer), anchor by anchor (the quality enters as a bias)."""
     import torch
 
-    from walloc_cli import refiner_fit
+    from walloc_cli.fit import refiner as refiner_fit
 
     net, linear, log_steps, gains = _random_refiner()
     refiner = postfilter.Refiner.from_arrays(refiner_fit.export(net, log_steps, gains), linear)
@@ -134,7 +134,7 @@ def test_the_numpy_refiner_computes_what_the_torch_net_was_trained_as():
 def test_the_refiner_reads_two_cells_around_each_position():
     """Its receptive radius is Refiner.RADIUS = 2 (what decoding windows must overlap by):
     a change three cells away leaves a position's result exactly as it was."""
-    from walloc_cli import refiner_fit
+    from walloc_cli.fit import refiner as refiner_fit
 
     net, linear, log_steps, gains = _random_refiner()
     refiner = postfilter.Refiner.from_arrays(refiner_fit.export(net, log_steps, gains), linear)
@@ -148,7 +148,7 @@ def test_the_refiner_reads_two_cells_around_each_position():
 
 
 def test_a_refiner_array_of_the_wrong_shape_is_named():
-    from walloc_cli import refiner_fit
+    from walloc_cli.fit import refiner as refiner_fit
 
     net, linear, log_steps, gains = _random_refiner()
     arrays = refiner_fit.export(net, log_steps, gains)
@@ -176,7 +176,7 @@ def test_the_shipped_refiner_brings_photos_closer_than_the_linear_filter(photo):
 def test_an_anchor_with_a_zero_output_layer_runs_the_linear_filter_alone():
     """The fit zeroes the refiner's output where it is not worth its decoding time; such an
     anchor gives exactly the linear filter's correction (not merely close to it)."""
-    from walloc_cli import refiner_fit
+    from walloc_cli.fit import refiner as refiner_fit
 
     net, linear, log_steps, gains = _random_refiner()
     gains[1] = 0.0
@@ -191,7 +191,7 @@ def test_the_refiner_learns_a_nonlinear_error_the_linear_filter_cannot():
     """refiner_fit.train on synthetic pairs whose residual is |neighbour|-shaped (no linear
     filter can predict an even function of a symmetric input): the trained network, run by
     the numpy decoder, removes most of it."""
-    from walloc_cli import refiner_fit
+    from walloc_cli.fit import refiner as refiner_fit
 
     rng = np.random.default_rng(9)
     log_steps = np.array([0.0], np.float32)

@@ -27,7 +27,7 @@ def rgb() -> np.ndarray:
 def scaled_latents(model, rgb: np.ndarray, quality: int) -> np.ndarray:
     h, w = rgb.shape[:2]
     pad = ((-h) % model.config.block, (-w) % model.config.block)
-    read = api._image_reader(rgb, w + pad[1])
+    read = api.image_reader(rgb, w + pad[1])
     return model.to_latents(read, h + pad[0], 10_000, quality, scaled=True)
 
 

@@ -51,7 +51,7 @@ def _mirror(index: np.ndarray, size: int) -> np.ndarray:
     return np.where(index < size, index, 2 * size - 1 - index)
 
 
-def _image_reader(rgb: np.ndarray, padded_width: int):
+def image_reader(rgb: np.ndarray, padded_width: int):
     """read(rows) for :meth:`CodecModel.to_latents`: padded rows as float32 (3, rows, W') in [-0.5, 0.5]."""
     height, width = rgb.shape[:2]
     columns = _mirror(np.arange(padded_width), width)
@@ -96,7 +96,7 @@ def image_strips(model: CodecModel, rgb: np.ndarray, quality: int | None = None,
     padded_w = w + pad[1]
     rows = (h + pad[0]) // block
     chunk = max(8, ENCODE_WINDOW_SAMPLES // (3 * padded_w * block))
-    read = _image_reader(rgb, padded_w)
+    read = image_reader(rgb, padded_w)
 
     def generate() -> Iterator[tuple[tuple[int, int], np.ndarray]]:
         if not model.has_quality:

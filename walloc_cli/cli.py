@@ -910,7 +910,7 @@ def bench(directory: str, codecs: str, plot_path: str | None, json_path: str | N
 @click.pass_context
 def train(ctx: click.Context) -> None:
     """Train a model (options: see `walloc train --help`)."""
-    from .train import main as train_main
+    from .fit.train import main as train_main
 
     train_main(list(ctx.args))
 

@@ -792,7 +792,7 @@ def load_model(name: str) -> CodecModel:
     if name not in models:
         known = ", ".join(sorted(models)) or "none installed"
         raise ModelError(f"unknown model {name!r} (available: {known})")
-    return _load_config(models[name], name)
+    return load_config(models[name], name)
 
 
 PREVIOUS = "previous"  # weights/previous/<name>.<short hash>.json: earlier weights kept for old files
@@ -812,10 +812,10 @@ def previous_weights(name: str, short_hash: str) -> Path | None:
 
 @lru_cache(maxsize=8)
 def _load_previous(path: Path, name: str) -> CodecModel:
-    return _load_config(path, name)
+    return load_config(path, name)
 
 
-def _load_config(config_path: Path, name: str) -> CodecModel:
+def load_config(config_path: Path, name: str) -> CodecModel:
     """Load the model whose config is ``config_path`` (its weights beside it, same stem)."""
     try:
         config = ModelConfig.from_json(json.loads(config_path.read_text()))

@@ -62,7 +62,7 @@ def fit_weight(pairs: list[tuple[np.ndarray, np.ndarray]], ridge: float = 1e-3) 
 
 
 class Refiner:
-    """The ladder's nonlinear refiner (fitted by :mod:`walloc_cli.refiner_fit`) with its
+    """The ladder's nonlinear refiner (fitted by :mod:`walloc_cli.fit.refiner`) with its
     linear filter: per anchor, ``correction + c · relu(b · relu(a · patches + a_bias) + b_bias)``
     over 3×3 neighbourhoods, so its result at a position depends on the positions within two
     cells (:attr:`RADIUS`), zero beyond the latent grid's edges, as it was trained.

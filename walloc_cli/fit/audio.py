@@ -1,4 +1,4 @@
-"""Fit the perceptual audio ladder: ``python -m walloc_cli.audio_fit --data data/audio --out weights/``.
+"""Fit the perceptual audio ladder: ``python -m walloc_cli.fit.audio --data data/audio --out weights/``.
 
 Nothing here is gradient training: the ladder's transform, masking model and
 quantizer are fixed by :class:`~walloc_cli.audio_ladder.LadderParams`, so a
@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import api
-from . import audio_ladder as al
-from . import entropy
-from .entropy import RaggedTables
-from .model import save_model
+from .. import api
+from .. import audio_ladder as al
+from .. import entropy
+from ..entropy import RaggedTables
+from ..model import save_model
 
 # The shipped recipe (stereo-1x).  Band groups: single 86 Hz bands up to 700 Hz, then about
 # a third of an octave each up to 4.8 kHz, then 8 bands (689 Hz) each; frames of 4 positions
@@ -211,7 +211,7 @@ def quality_map(grid: np.ndarray, kbps: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m walloc_cli.fit.audio", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("data/audio"))
     parser.add_argument("--out", type=Path, default=Path("weights"))
     parser.add_argument("--name", default="stereo-1x")
@@ -224,10 +224,10 @@ def main() -> None:
     for item in args.set:
         key, _, value = item.partition("=")
         if key not in preset:
-            sys.exit(f"audio_fit: unknown parameter {key!r}")
+            sys.exit(f"walloc_cli.fit.audio: unknown parameter {key!r}")
         preset[key] = json.loads(value)
     if not (args.data / "train").is_dir():
-        sys.exit(f"audio_fit: {args.data}/train: no such folder (fetch it: make fetch-audio)")
+        sys.exit(f"walloc_cli.fit.audio: {args.data}/train: no such folder (fetch it: make fetch-audio)")
     started = time.time()
     tables, facts = fit(args.data, args.tracks, args.seconds, preset)
     config = {"name": args.name, "family": "audio-ladder", "modality": "audio", "channels": 1,
@@ -235,7 +235,7 @@ def main() -> None:
               "decoder_width": 0, "decoder_blocks": 0, "decoder_kind": "linear", "coding": "audio-ladder",
               "table_sets": 1, **preset,
               "info": {**facts, "fit_wall_minutes": round((time.time() - started) / 60, 1),
-                       "command": f"python -m walloc_cli.audio_fit --data {args.data} --out {args.out} "
+                       "command": f"python -m walloc_cli.fit.audio --data {args.data} --out {args.out} "
                                   f"--tracks {args.tracks} --seconds {args.seconds}"
                                   + "".join(f" --set '{item}'" for item in args.set)}}
     save_model(args.out, config, tables.arrays())

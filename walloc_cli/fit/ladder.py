@@ -1,4 +1,4 @@
-"""Fit a quality-ladder image model: ``python -m walloc_cli.ladder --data DIR --out weights/``.
+"""Fit a quality-ladder image model: ``python -m walloc_cli.fit.ladder --data DIR --out weights/``.
 
 The 16× model (``rgb-16x``) is a fixed bottleneck: 12 latents per 8×8 block cap
 its quality near 28 dB however many bits it spends.  A codec that covers
@@ -33,9 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import entropy, wavelets
-from .media import read_image
-from .model import dead_zone_round, save_model
+from .. import entropy, wavelets
+from ..media import read_image
+from ..model import dead_zone_round, save_model
 
 LEVELS = 3
 WAVELET = wavelets.DEFAULT_WAVELET
@@ -63,7 +63,7 @@ ANCHORS = 16              # table sets, log-spaced over the same range
 DC_GAIN = 0.82
 
 
-def _log(message: str) -> None:
+def log(message: str) -> None:
     print(f"[ladder {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
@@ -113,11 +113,11 @@ def quality_nearest(step: float) -> int:
 
 def scaled_latents(model, rgb: np.ndarray, quality: int) -> np.ndarray:
     """The float latents of a photo in units of ``quality``'s steps, padded as ``walloc encode`` pads."""
-    from . import api
+    from .. import api
 
     h, w = rgb.shape[:2]
     pad = api.image_padding(h, w, BLOCK)
-    return model.to_latents(api._image_reader(rgb, w + pad[1]), h + pad[0], 1 << 30, quality, scaled=True)
+    return model.to_latents(api.image_reader(rgb, w + pad[1]), h + pad[0], 1 << 30, quality, scaled=True)
 
 
 def fit_anchor(latents: list[np.ndarray], steps: np.ndarray) -> tuple[list, np.ndarray, np.ndarray]:
@@ -168,7 +168,7 @@ def fit_anchor(latents: list[np.ndarray], steps: np.ndarray) -> tuple[list, np.n
 def fit(data: Path, out: Path, name: str, max_images: int, seed: int) -> Path:
     started = time.time()
     chosen = training_photos(data, max_images, seed)
-    _log(f"{len(chosen)} training photos")
+    log(f"{len(chosen)} training photos")
     coefficients = [image_coefficients(path) for path in chosen]
     mean, basis = fit_pca(coefficients)
     weight = basis.T                        # latents = weight @ (coefficients − mean)
@@ -183,7 +183,7 @@ def fit(data: Path, out: Path, name: str, max_images: int, seed: int) -> Path:
         all_rows += rows
         thresholds.append(cuts)
         offsets.append(offs)
-        _log(f"anchor {a + 1}/{ANCHORS} (step {step:.4f}) fitted")
+        log(f"anchor {a + 1}/{ANCHORS} (step {step:.4f}) fitted")
     tables = entropy.RaggedTables.from_rows(all_rows)
     tables.validate()
     order = wavelets.packet_order_2d(LEVELS)
@@ -216,11 +216,11 @@ def fit(data: Path, out: Path, name: str, max_images: int, seed: int) -> Path:
             "dc_gain": DC_GAIN,
             "anchor_steps": [round(float(s), 5) for s in anchors],
             "fit_wall_minutes": round((time.time() - started) / 60, 1),
-            "command": f"python -m walloc_cli.ladder --data {data} --out {out} --name {name} --images {max_images}",
+            "command": f"python -m walloc_cli.fit.ladder --data {data} --out {out} --name {name} --images {max_images}",
         },
     }
     path = save_model(out, config, arrays)
-    _log(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) in {(time.time() - started) / 60:.1f} min")
+    log(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) in {(time.time() - started) / 60:.1f} min")
     return path
 
 
@@ -238,12 +238,12 @@ def fit_pyramid(weights: Path, name: str, data: Path, max_images: int = PYRAMID_
     fitted on the residuals it would code (pooled with its stage's when it saw fewer
     than :data:`PYRAMID_BACKOFF`).  About a minute on two cores; the ladder's other
     arrays are copied unchanged."""
-    from . import pyramid
-    from .model import _load_config
+    from .. import pyramid
+    from ..model import load_config
 
     started = time.time()
     config_path = weights / f"{name}.json"
-    model = _load_config(config_path, name)
+    model = load_config(config_path, name)
     ladder = model.ladder
     if ladder is None or ladder.lifted == 0:
         raise SystemExit(f"{name} is not a quality-ladder model with DC channels")
@@ -252,7 +252,7 @@ def fit_pyramid(weights: Path, name: str, data: Path, max_images: int = PYRAMID_
     for path in training_photos(data, max_images, seed):
         scaled = scaled_latents(model, read_image(path.read_bytes()).rgb, 50)
         dc.append(scaled[:lifted] * ladder.steps(50)[:lifted, None, None])
-    _log(f"pyramid: {len(dc)} training photos (seed {seed})")
+    log(f"pyramid: {len(dc)} training photos (seed {seed})")
     _, _, anchors = quality_steps()
     per = pyramid.TABLES_PER_CHANNEL
     rows = []
@@ -270,7 +270,7 @@ def fit_pyramid(weights: Path, name: str, data: Path, max_images: int = PYRAMID_
                     stage = t // pyramid.SPREAD_BINS
                     values = np.concatenate([values] + groups[stage * pyramid.SPREAD_BINS : (stage + 1) * pyramid.SPREAD_BINS])
                 rows.append(entropy.fit_row(values))
-        _log(f"pyramid: anchor {a + 1}/{len(anchors)} (q {quality}) fitted")
+        log(f"pyramid: anchor {a + 1}/{len(anchors)} (q {quality}) fitted")
     tables = entropy.RaggedTables.from_rows(rows)
     tables.validate()
     with np.load(weights / f"{name}.npz", allow_pickle=False) as stored:
@@ -282,10 +282,10 @@ def fit_pyramid(weights: Path, name: str, data: Path, max_images: int = PYRAMID_
     config.setdefault("info", {})["pyramid"] = {
         "fitted_on": f"{len(dc)} photos of {data / 'train'} (seed {seed})",
         "fit_wall_minutes": round((time.time() - started) / 60, 1),
-        "command": f"python -m walloc_cli.ladder --data {data} --out {weights} --name {name} --pyramid-only",
+        "command": f"python -m walloc_cli.fit.ladder --data {data} --out {weights} --name {name} --pyramid-only",
     }
     path = save_model(weights, config, arrays)
-    _log(f"pyramid: wrote {path} in {(time.time() - started) / 60:.1f} min")
+    log(f"pyramid: wrote {path} in {(time.time() - started) / 60:.1f} min")
     return path
 
 
@@ -293,7 +293,7 @@ def coded_pair(model, rgb: np.ndarray, quality: int, channels: int | None = None
     """(decoded, true) float32 latents (channels, H', W') of a photo coded as ``walloc encode -q``
     codes it (RD rounding included), both in units of their steps: what a decoder-side filter
     learns to map from one to the other.  ``channels``: the first that many (default all)."""
-    from . import api
+    from .. import api
 
     ladder = model.ladder
     channels = ladder.steps(quality).size if channels is None else channels
@@ -316,23 +316,23 @@ def fit_filter(weights: Path, name: str, data: Path, max_images: int = FILTER_IM
     latents, and the least-squares estimate of the true latents' error from each decoded
     3×3 neighbourhood of the first ``channels`` channels is solved, in units of the step.
     Minutes on two cores; the ladder's other arrays are copied unchanged."""
-    from . import postfilter
-    from .model import _load_config
+    from .. import postfilter
+    from ..model import load_config
 
     started = time.time()
     config_path = weights / f"{name}.json"
-    model = _load_config(config_path, name)
+    model = load_config(config_path, name)
     ladder = model.ladder
     if ladder is None:
         raise SystemExit(f"{name} is not a quality-ladder model")
     photos = [read_image(path.read_bytes()).rgb for path in training_photos(data, max_images, seed)]
-    _log(f"filter: {len(photos)} training photos (seed {seed}), K = {channels}")
+    log(f"filter: {len(photos)} training photos (seed {seed}), K = {channels}")
     _, _, anchors = quality_steps()
     kernels = []
     for a, anchor_step in enumerate(anchors):
         quality = quality_nearest(anchor_step)
         kernels.append(postfilter.fit_weight([coded_pair(model, rgb, quality, channels) for rgb in photos]))
-        _log(f"filter: anchor {a + 1}/{len(anchors)} (q {quality}) fitted")
+        log(f"filter: anchor {a + 1}/{len(anchors)} (q {quality}) fitted")
     with np.load(weights / f"{name}.npz", allow_pickle=False) as stored:
         arrays = {k: stored[k] for k in stored.files}
     arrays["quality.filter"] = np.stack(kernels).astype(np.float32)
@@ -341,15 +341,15 @@ def fit_filter(weights: Path, name: str, data: Path, max_images: int = FILTER_IM
     config.setdefault("info", {})["filter"] = {
         "fitted_on": f"{len(photos)} photos of {data / 'train'} (seed {seed})", "channels": channels,
         "fit_wall_minutes": round((time.time() - started) / 60, 1),
-        "command": f"python -m walloc_cli.ladder --data {data} --out {weights} --name {name} --filter-only",
+        "command": f"python -m walloc_cli.fit.ladder --data {data} --out {weights} --name {name} --filter-only",
     }
     path = save_model(weights, config, arrays)
-    _log(f"filter: wrote {path} in {(time.time() - started) / 60:.1f} min")
+    log(f"filter: wrote {path} in {(time.time() - started) / 60:.1f} min")
     return path
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m walloc_cli.ladder", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m walloc_cli.fit.ladder", description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, required=True, help="folder with train/ (photos)")
     parser.add_argument("--out", type=Path, required=True, help="weights folder to write")
     parser.add_argument("--name", default="rgb-1x")
@@ -368,7 +368,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.pyramid_only:
         fit_pyramid(args.out, args.name, args.data)
         return
-    from .refiner_fit import fit_refiner
+    from .refiner import fit_refiner
 
     if not args.refiner_only:
         if not args.filter_only:

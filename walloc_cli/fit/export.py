@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import entropy, wavelets
-from .model import save_model
+from .. import entropy, wavelets
+from ..model import save_model
 
 
 def _latents_for_tables(weight: np.ndarray, bias: np.ndarray, crops: np.ndarray, cfg: dict,

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .ladder import _log, coded_pair, quality_nearest, quality_steps, training_photos
-from .media import read_image
-from .model import _load_config, save_model
-from .postfilter import TAPS, correction, patches
+from .ladder import log, coded_pair, quality_nearest, quality_steps, training_photos
+from ..media import read_image
+from ..model import load_config, save_model
+from ..postfilter import TAPS, correction, patches
 
 HIDDEN = 64        # the refiner's hidden channels
 CROP = 32          # latent cells per side of a training crop
@@ -51,7 +51,7 @@ def _pairs_of_photo(job: tuple[str, str, str, list[int], int]) -> list[tuple[np.
     global _worker_model
     config_path, name, photo, qualities, channels = job
     if _worker_model is None:
-        _worker_model = _load_config(Path(config_path), name)
+        _worker_model = load_config(Path(config_path), name)
     ladder = _worker_model.ladder
     rgb = read_image(Path(photo).read_bytes()).rgb
     out = []
@@ -145,7 +145,7 @@ def train(pairs: list[list[tuple[np.ndarray, np.ndarray, float]]], log_steps: np
         optimizer.step()
         schedule.step()
         if (step + 1) % 1000 == 0:
-            _log(f"refiner: step {step + 1}/{steps}, loss {loss.item():.4f} ({time.time() - started:.0f} s)")
+            log(f"refiner: step {step + 1}/{steps}, loss {loss.item():.4f} ({time.time() - started:.0f} s)")
     return net
 
 
@@ -172,11 +172,11 @@ def fit_refiner(weights: Path, name: str, data: Path, photos: int = PHOTOS, seed
                 hidden: int = HIDDEN, steps: int = STEPS) -> Path:
     """Add the refiner to the ladder model ``weights/<name>`` (which has its linear filter)
     and write it back (a new weights hash); the other arrays are copied unchanged."""
-    from .postfilter import Refiner, refine
+    from ..postfilter import Refiner, refine
 
     started = time.time()
     config_path = weights / f"{name}.json"
-    model = _load_config(config_path, name)
+    model = load_config(config_path, name)
     ladder = model.ladder
     if ladder is None or ladder.filter is None:
         raise SystemExit(f"{name} is not a quality-ladder model with a linear filter")
@@ -186,7 +186,7 @@ def fit_refiner(weights: Path, name: str, data: Path, photos: int = PHOTOS, seed
     log_steps = np.log(anchors).astype(np.float32)
     files = training_photos(data, photos + GAIN_PHOTOS, seed)
     pairs = collect(config_path, name, files[:photos], qualities, channels)
-    _log(f"refiner: {len(pairs)} photos × {len(qualities)} qualities coded ({(time.time() - started) / 60:.1f} min)")
+    log(f"refiner: {len(pairs)} photos × {len(qualities)} qualities coded ({(time.time() - started) / 60:.1f} min)")
     net = train(pairs, log_steps, hidden, steps, seed)
     del pairs
     held = collect(config_path, name, files[photos:], qualities, channels)
@@ -208,8 +208,8 @@ def fit_refiner(weights: Path, name: str, data: Path, photos: int = PHOTOS, seed
         extra[a] = 10 * np.log10((other + residual_sse) / (other + refined_sse))
         if extra[a] < MIN_GAIN_DB:  # not worth its decoding time: the linear filter alone
             gains[a] = 0.0
-    _log("refiner: gain over the linear filter per anchor (dB) " + " ".join(f"{e:.3f}" for e in extra))
-    _log("refiner: gains per anchor " + " ".join(f"{g:.2f}" for g in gains))
+    log("refiner: gain over the linear filter per anchor (dB) " + " ".join(f"{e:.3f}" for e in extra))
+    log("refiner: gains per anchor " + " ".join(f"{g:.2f}" for g in gains))
     with np.load(weights / f"{name}.npz", allow_pickle=False) as stored:
         arrays = {k: stored[k] for k in stored.files}
     arrays.update({f"quality.{k}": v for k, v in export(net, log_steps, gains).items()})
@@ -221,8 +221,8 @@ def fit_refiner(weights: Path, name: str, data: Path, photos: int = PHOTOS, seed
         "hidden": hidden, "steps": steps, "batch": f"{BATCH} crops of {CROP}×{CROP} latent cells",
         "gain_db_over_filter": [round(float(e), 4) for e in extra], "min_gain_db": MIN_GAIN_DB,
         "fit_wall_minutes": round((time.time() - started) / 60, 1),
-        "command": f"python -m walloc_cli.ladder --data {data} --out {weights} --name {name} --refiner-only",
+        "command": f"python -m walloc_cli.fit.ladder --data {data} --out {weights} --name {name} --refiner-only",
     }
     path = save_model(weights, config, arrays)
-    _log(f"refiner: wrote {path} in {(time.time() - started) / 60:.1f} min")
+    log(f"refiner: wrote {path} in {(time.time() - started) / 60:.1f} min")
     return path

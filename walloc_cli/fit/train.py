@@ -40,8 +40,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import wavelets
-from .nets import WallocAutoencoder
+from .. import wavelets
+from ..nets import WallocAutoencoder
 
 
 @dataclass
