@@ -22,6 +22,8 @@ from __future__ import annotations
 from .errors import WallocError
 
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -198,11 +200,10 @@ def decode(data: bytes, tables: EntropyTables, shape: tuple[int, ...]) -> np.nda
         # header announcing far more latents than the payload can hold is refused
         # before anything of that size is allocated (decompression bomb).
         raise EntropyError("payload too short for the announced number of latents")
-    words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
-    decoder = constriction.stream.queue.RangeDecoder(words)
+    decoder = range_decoder(data)
     out = np.empty((tables.channels, per_channel), np.int32)  # int32 throughout: long audio stays small
     masks = []
-    try:
+    with decoding_failures():
         for c, model in enumerate(tables.models()):
             symbols = decoder.decode(model, per_channel)
             masks.append(symbols == int(tables.size[c]))
@@ -210,10 +211,6 @@ def decode(data: bytes, tables: EntropyTables, shape: tuple[int, ...]) -> np.nda
             out[c] = symbols
         n_escaped = int(sum(m.sum() for m in masks))
         escaped = _decode_escapes(decoder, n_escaped)
-    except EntropyError:
-        raise
-    except Exception as exc:  # constriction raises plain exceptions on exhausted/garbled input
-        raise EntropyError(f"range decoder failed: {exc}") from None
     k = 0
     for c, mask in enumerate(masks):
         n = int(mask.sum())
@@ -1015,18 +1012,27 @@ def range_decoder(data: bytes):
     return constriction.stream.queue.RangeDecoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
 
 
+@contextmanager
+def decoding_failures() -> Iterator[None]:
+    """Range decoding inside this block fails only with :class:`EntropyError`: constriction raises
+    plain exceptions on exhausted or garbled input, which a corrupt file must not turn into a
+    traceback."""
+    try:
+        yield
+    except EntropyError:
+        raise
+    except Exception as exc:
+        raise EntropyError(f"range decoder failed: {exc}") from None
+
+
 def coded_channels(data: bytes, channels: int, skip: np.ndarray | None = None, lifted: int = 0) -> np.ndarray:
     """The channels a payload with zero-channel flags (coder version 2 and later) codes, read from
     its flags alone (bool, (channels,)): the encoder flags a channel zero exactly when it holds
     no nonzero latent, so the channels of a strip-coded file that hold one are known before any
     strip is decoded (the decoder's product then has the same shape as for the whole grid)."""
     decoder = range_decoder(data)
-    try:
+    with decoding_failures():
         return ~_decode_zero_flags(decoder, channels, _skip_mask(skip, channels), lifted)
-    except EntropyError:
-        raise
-    except Exception as exc:  # constriction raises plain exceptions on exhausted/garbled input
-        raise EntropyError(f"range decoder failed: {exc}") from None
 
 
 def decode_with_context(data: bytes, tables: RaggedTables, candidates: list[Candidate],
@@ -1050,7 +1056,7 @@ def decode_with_context(data: bytes, tables: RaggedTables, candidates: list[Cand
     phases = [np.flatnonzero(~white), np.flatnonzero(white)] if neighbour_cuts else [np.arange(positions)]
     near_bin = _count_at_most(np.asarray(neighbour_cuts, np.int64))
     neighbours = _white_neighbours(height, width) if neighbour_cuts else None
-    try:
+    with decoding_failures():
         if zero_flags:
             skip = _decode_zero_flags(decoder, channels, skip, lifted)
         coded = np.flatnonzero(~skip)
@@ -1088,10 +1094,6 @@ def decode_with_context(data: bytes, tables: RaggedTables, candidates: list[Cand
             values = values[:positions].reshape(height, width)
             out[c] = values
             context.push(values)
-    except EntropyError:
-        raise
-    except Exception as exc:  # constriction raises plain exceptions on exhausted/garbled input
-        raise EntropyError(f"range decoder failed: {exc}") from None
     return out
 
 
@@ -1128,9 +1130,5 @@ def decode_grouped(decoder, tables: RaggedTables, first_row: int, which: np.ndar
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     if which.min() < 0 or which.max() >= count_of_tables or first_row + count_of_tables > tables.lo.shape[0]:
         raise EntropyError("table index out of range")
-    try:
+    with decoding_failures():
         return _decode_groups(decoder, tables, first_row, which, count_of_tables)
-    except EntropyError:
-        raise
-    except Exception as exc:  # constriction raises plain exceptions on exhausted/garbled input
-        raise EntropyError(f"range decoder failed: {exc}") from None

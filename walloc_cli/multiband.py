@@ -52,8 +52,8 @@ import constriction
 import numpy as np
 
 from . import strips, wavelets
-from .entropy import (TOTAL, EntropyError, RaggedTables, decode_grouped, encode_grouped, quantize_distribution,
-                      range_decoder, symbol_bits)
+from .entropy import (TOTAL, EntropyError, RaggedTables, decode_grouped, decoding_failures, encode_grouped,
+                      quantize_distribution, range_decoder, symbol_bits)
 from .quality import check_quality
 from .model import ModelConfig, dead_zone_round
 from .threads import one_blas_thread
@@ -632,7 +632,7 @@ def decode(model: MultibandModel, payload: bytes, bands: int, components: int, h
     tables = [np.zeros((components, *shape), np.int16) for shape in shapes]  # each value's table (reconstruction)
     boxes = {(k, i): np.zeros(shape, np.int64) for i, shape in enumerate(shapes) for k in range(components)}
     limit = np.iinfo(np.int32).max
-    try:
+    with decoding_failures():
         matrix, bits = known if known is not None else _decode_matrix(model, decoder, bands, components)
         rotation = _decode_rotations(model, decoder, components, levels) if rotations else None
         previous = BASE_START
@@ -658,10 +658,6 @@ def decode(model: MultibandModel, payload: bytes, bands: int, components: int, h
                 boxes[k, i] = box3(np.abs(q[i][k]))
         if not decoder.maybe_exhausted():  # a header that does not match its payload leaves words over
             raise EntropyError("the latents do not match the header (data left over)")
-    except EntropyError:
-        raise
-    except Exception as exc:  # constriction raises plain exceptions on exhausted/garbled input
-        raise EntropyError(f"range decoder failed: {exc}") from None
     return matrix, bits, q, rotation, tables
 
 

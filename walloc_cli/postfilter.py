@@ -1,4 +1,5 @@
-"""The quality ladder's decoder-side filter: a linear 3×3 filter across the leading latent channels.
+"""The quality ladder's decoder side on the latent grid: a linear 3×3 filter across the leading
+latent channels and, at low qualities, a small nonlinear refiner on top (:class:`Refiner`).
 
 Why: the linear decoder reconstructs every latent from its own integer alone (its bin's
 centroid).  But quantization errors are not independent of the neighbourhood: where the
