@@ -162,7 +162,7 @@ def fit_pca(codec: CodecModel, photos: np.ndarray, every: int = 10) -> None:
     matches rgb-16x's first latent (std 19.3)."""
     if _PCA:
         return
-    coefficients = np.concatenate([codec._image_coefficients(photo_window(np.asarray(photos[i])))[0]
+    coefficients = np.concatenate([codec.image_coefficients(photo_window(np.asarray(photos[i])))[0]
                                    for i in range(0, len(photos), every)]).astype(np.float64)
     mean = coefficients.mean(axis=0)
     values, vectors = np.linalg.eigh(np.cov(coefficients - mean, rowvar=False))
@@ -171,7 +171,7 @@ def fit_pca(codec: CodecModel, photos: np.ndarray, every: int = 10) -> None:
 
 def pca_latents(codec: CodecModel, rgb: np.ndarray) -> np.ndarray:
     """A uint8 photo's -pca latents (12, H/8, W/8), rounded: the projection :func:`fit_pca` fitted."""
-    coefficients, hb, wb = codec._image_coefficients(photo_window(rgb))
+    coefficients, hb, wb = codec.image_coefficients(photo_window(rgb))
     z = (coefficients - _PCA["mean"]) @ _PCA["weight"]
     return np.rint(z).reshape(hb, wb, -1).transpose(2, 0, 1)
 

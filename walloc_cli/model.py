@@ -271,7 +271,7 @@ class CodecModel:
         size = per_colour.size
         return (np.arange(self.config.channels)[:, None] * size + inverse[None, :]).reshape(-1)
 
-    def _image_coefficients(self, signal: np.ndarray) -> tuple[np.ndarray, int, int]:
+    def image_coefficients(self, signal: np.ndarray) -> tuple[np.ndarray, int, int]:
         """An image window (C, H, W) -> its packet coefficients (H'·W', C·4^J) in
         :func:`wavelets.wpt2d_positions`' layout, and H', W': the input of both projections."""
         cfg = self.config
@@ -288,7 +288,7 @@ class CodecModel:
         product with no transposing of the coefficient array.
         """
         if self.config.dims == 2:
-            coefficients, hb, wb = self._image_coefficients(signal)
+            coefficients, hb, wb = self.image_coefficients(signal)
             z = coefficients.astype(np.float64) @ self._positions_weight + self.encoder_bias
             return z.reshape(hb, wb, -1).transpose(2, 0, 1)
         return self.project(self.analyse(np.asarray(signal, dtype=np.float32)))
@@ -315,7 +315,7 @@ class CodecModel:
         floats; each latent is still one fixed-length dot product, so a strip's latents are
         those of the whole image."""
         weight, bias = self._scaled_projection(quality)
-        coefficients, hb, wb = self._image_coefficients(signal)
+        coefficients, hb, wb = self.image_coefficients(signal)
         z = weight @ coefficients.T
         z += bias
         return z.reshape(-1, hb, wb)
