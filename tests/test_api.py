@@ -56,6 +56,28 @@ def test_encoding_does_not_depend_on_thread_count(small_path, tmp_path):
     assert outputs[0] == outputs[1]
 
 
+def test_decoded_pixels_do_not_depend_on_thread_count(photo_path, tmp_path):
+    """The ladder's decoder is floating point (the refiner at q 30, the linear filter alone at
+    q 75, the inverse transform): the same pixels with 1 and 2 BLAS/OpenMP threads, on a photo
+    large enough for BLAS to split its products (separate processes)."""
+    files = {q: api.encode_image(photo_path.read_bytes(), "rgb-1x", q).data for q in (30, 75)}
+    decoded = []
+    for threads in ("1", "2"):
+        env = {**os.environ, "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        outputs = []
+        for q, data in files.items():
+            (tmp_path / f"q{q}.wlc").write_bytes(data)
+            out = tmp_path / f"q{q}-t{threads}.npy"
+            code = ("import numpy as np; from walloc_cli import api; "
+                    f"np.save({str(out)!r}, api.decode_image(open({str(tmp_path / f'q{q}.wlc')!r}, 'rb').read()).rgb)")
+            subprocess.run([sys.executable, "-c", code], check=True, env=env)
+            outputs.append(np.load(out))
+        decoded.append(outputs)
+    for one, two in zip(*decoded):
+        assert one.shape == (481, 321, 3)  # a portrait photo
+        assert np.array_equal(one, two)
+
+
 def test_neural_decoder_runs_on_one_thread_whatever_the_caller_set(small_path):
     """torch's convolutions sum in a thread-count-dependent order (1-LSB pixel changes were
     measured between `-j 1` and `-j 2`), so the decoder pins one thread and restores the caller's."""
