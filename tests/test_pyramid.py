@@ -1,4 +1,4 @@
-"""The DC channels' interpolation pyramid (context coder version 3)."""
+"""The DC channels' interpolation pyramid (context coder versions 3 and 4)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -38,12 +38,13 @@ def test_plan_fills_every_position_once_from_known_neighbours(shape):
     assert known.all()
 
 
+@pytest.mark.parametrize("pairs", [False, True])
 @pytest.mark.parametrize("shape", SHAPES)
-def test_synthesise_inverts_analyse(shape):
+def test_synthesise_inverts_analyse(shape, pairs):
     rng = np.random.default_rng(sum(shape))
     channel = rng.integers(-300, 300, size=shape)
-    steps = pyramid.analyse(channel)
-    assert all(((w >= 0) & (w < pyramid.TABLES_PER_CHANNEL)).all() for w, _ in steps)
+    steps = pyramid.analyse(channel, pairs)
+    assert all(((w >= 0) & (w < pyramid.tables_per_channel(pairs))).all() for w, _ in steps)
     fed = iter(steps)
 
     def decode_step(first: int, bins: np.ndarray) -> np.ndarray:
@@ -52,7 +53,46 @@ def test_synthesise_inverts_analyse(shape):
         return residuals
 
     np.testing.assert_array_equal(pyramid.synthesise(height=shape[0], width=shape[1], decode_step=decode_step,
-                                                     limit=1 << 31), channel)
+                                                     limit=1 << 31, pairs=pairs), channel)
+
+
+def test_pair_contexts_split_each_spread_bin_by_the_pairs_disagreement():
+    """Version 4 predicts as version 3 does; its table is version 3's, split in PAIR_BINS by
+    | |a − b| − |c − d| | of the two neighbour pairs — an edge through the value (one pair
+    alike, the other not) lands in the last bin, a flat neighbourhood in the first."""
+    rng = np.random.default_rng(7)
+    channel = rng.integers(-40, 40, size=(33, 47))
+    for (w3, r3), (w4, r4) in zip(pyramid.analyse(channel), pyramid.analyse(channel, pairs=True)):
+        np.testing.assert_array_equal(r3, r4)
+        np.testing.assert_array_equal(w4 // pyramid.PAIR_BINS, w3)
+    known = np.array([10, 10, 0, 20, 0], np.int64)          # pair (10, 10) alike, pair (0, 20) not
+    neighbours = np.array([[0], [1], [2], [3]])
+    prediction, table = pyramid.predict(known, neighbours, stage=1, pairs=True)
+    assert prediction[0] == 10 and table[0] % pyramid.PAIR_BINS == pyramid.PAIR_BINS - 1
+    flat = np.array([10, 10, 10, 10, 0], np.int64)
+    assert pyramid.predict(flat, neighbours, stage=1, pairs=True)[1][0] % pyramid.PAIR_BINS == 0
+
+
+def test_the_coder_version_follows_the_weights():
+    """The shipped weights have pair contexts: they write version 4 and do not read version 3
+    (their tables are not version 3's); the weights before them (kept for their files) read and
+    write version 3 only.  A header that names the older weights with version 4 is refused."""
+    from walloc_cli import container
+    from walloc_cli.errors import WallocError
+    from walloc_cli.model import _load_previous, previous_weights
+
+    model = load_model(LADDER)
+    assert model.ladder.pyramid_pairs and api._coder(model) == entropy.CONTEXT_CODER
+    assert entropy.CONTEXT_CODER_V3 not in api._coders(model)
+    old = _load_previous(previous_weights(LADDER, "900fc330744aeb4b"), LADDER)
+    assert not old.ladder.pyramid_pairs and api._coder(old) == entropy.CONTEXT_CODER_V3
+    assert entropy.CONTEXT_CODER not in api._coders(old)
+    golden = (DATA / "golden" / "v6-rgb-1x-ctx3-900fc330-q20.wlc").read_bytes()
+    assert api.decode_image(golden).rgb.size > 0                     # as written: it decodes
+    box = container.unpack(golden)
+    forged = container.pack({**box.header, "coder": entropy.CONTEXT_CODER}, box.sections)
+    with pytest.raises(WallocError, match="unsupported entropy coder"):
+        api.decode_image(forged)
 
 
 def test_smooth_channels_leave_small_residuals():
@@ -70,8 +110,8 @@ def test_out_of_range_values_are_refused():
         pyramid.synthesise(1, 2, lambda first, bins: next(fed)[1], limit=1000)
 
 
-def test_version_3_round_trips_and_beats_the_haar_levels_on_a_photo(photo):
-    """The shipped model writes context coder version 3; its DC channels cost less than
+def test_the_pyramid_round_trips_and_beats_the_haar_levels_on_a_photo(photo):
+    """The shipped model writes context coder version 4 (the pyramid); its DC channels cost less than
     through the Haar levels (version 2), and both decode to the same latents."""
     model = load_model(LADDER)
     assert api._coder(model) == entropy.CONTEXT_CODER

@@ -71,8 +71,8 @@ def test_dc_rounding_trades_error_for_bits_along_the_pyramid(ladder_model, rgb):
     def bits(values: np.ndarray) -> float:
         total = 0.0
         for c in range(values.shape[0]):
-            which, residuals = (np.concatenate(part) for part in zip(*pyramid.analyse(values[c])))
-            total += entropy.symbol_bits(dc.tables, first + c * pyramid.TABLES_PER_CHANNEL + which, residuals).sum()
+            which, residuals = (np.concatenate(part) for part in zip(*pyramid.analyse(values[c], dc.pairs)))
+            total += entropy.symbol_bits(dc.tables, first + c * dc.tables_per_channel + which, residuals).sum()
         return total
 
     plain, chosen = np.floor(y + 0.5), rdoq._rd_round_dc(y, ladder, q)

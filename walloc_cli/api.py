@@ -411,8 +411,12 @@ def _coders(model: CodecModel) -> tuple[str, ...]:
         return (multiband.CODER,)
     if not model.has_quality:
         return (entropy.CODER,)
-    # version 3 needs the pyramid's tables: weights fitted before them write and read up to version 2
-    return entropy.CONTEXT_CODERS if model.ladder.pyramid is not None else entropy.CONTEXT_CODERS[:2]
+    # versions 3 and 4 need the pyramid's tables, each its own kind (4: with pair contexts): weights
+    # fitted before them write and read up to version 2
+    older = entropy.CONTEXT_CODERS[:2]
+    if model.ladder.pyramid is None:
+        return older
+    return (*older, entropy.CONTEXT_CODER if model.ladder.pyramid_pairs else entropy.CONTEXT_CODER_V3)
 
 
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> media.ImageData:

@@ -239,8 +239,11 @@ CONTEXT_CODER_V1 = "constriction.queue.RangeEncoder/u32/p24/context-v1"
 CONTEXT_CODER_V2 = "constriction.queue.RangeEncoder/u32/p24/context-v2"
 # Version 3 codes the DC (lifted) channels through an interpolation pyramid instead of the
 # integer Haar transform (:mod:`walloc_cli.pyramid`, tables of their own: :class:`DcPyramid`).
-CONTEXT_CODER = "constriction.queue.RangeEncoder/u32/p24/context-v3"
-CONTEXT_CODERS = (CONTEXT_CODER_V1, CONTEXT_CODER_V2, CONTEXT_CODER)  # what decoders read; encoders write the last
+CONTEXT_CODER_V3 = "constriction.queue.RangeEncoder/u32/p24/context-v3"
+# Version 4: version 3 with the pyramid's tables also chosen by how much the two neighbour
+# pairs of a DC value disagree (``pyramid.PAIR_CUTS``; weights whose pyramid has ``pairs``).
+CONTEXT_CODER = "constriction.queue.RangeEncoder/u32/p24/context-v4"
+CONTEXT_CODERS = (CONTEXT_CODER_V1, CONTEXT_CODER_V2, CONTEXT_CODER_V3, CONTEXT_CODER)  # what decoders read
 
 
 def zero_flags_of(coder: str) -> bool:
@@ -250,7 +253,15 @@ def zero_flags_of(coder: str) -> bool:
 
 def pyramid_of(coder: str) -> bool:
     """Whether a payload of ``coder`` codes its DC channels through the interpolation pyramid."""
-    return coder == CONTEXT_CODER
+    return coder in (CONTEXT_CODER_V3, CONTEXT_CODER)
+
+
+def coder_of(pyramid: "DcPyramid | None") -> str:
+    """The context coder a model writes: version 4 when its DC pyramid has pair contexts, 3
+    when it has a pyramid without them, 2 without a pyramid."""
+    if pyramid is None:
+        return CONTEXT_CODER_V2
+    return CONTEXT_CODER if pyramid.pairs else CONTEXT_CODER_V3
 
 
 @dataclass(frozen=True)
@@ -323,6 +334,11 @@ class DcPyramid:
 
     tables: RaggedTables
     first_rows: tuple[int, ...]
+    pairs: bool = False  # tables also by the neighbour pairs' disagreement (coder version 4)
+
+    @property
+    def tables_per_channel(self) -> int:
+        return dc_pyramid.tables_per_channel(self.pairs)
 
 
 def fit_row(values: np.ndarray, coverage: float = 0.9999, prior_count: float = 0.5,
@@ -733,7 +749,7 @@ def encode_with_context(latents: np.ndarray, tables: RaggedTables, candidates: l
     (a grey image's colour channels), not coded at all — not even their set choice — but
     still zeros in the contexts of the channels after them.  ``zero_flags`` (coder version
     2 and later): all-zero channels are flagged up front and skipped alike.  ``pyramid``
-    (version 3, :data:`CONTEXT_CODER`): the ``lifted`` channels are coded through the
+    (versions 3 and 4; 4 with its pair contexts): the ``lifted`` channels are coded through the
     interpolation pyramid with those tables (:func:`_encode_pyramid`), not the Haar levels.
     """
     channels = latents.shape[0]
@@ -769,8 +785,8 @@ def _encode_pyramid(encoder, latents: np.ndarray, pyramid: DcPyramid, default: i
     for c in range(latents.shape[0]):
         if skip[c]:
             continue
-        steps = dc_pyramid.analyse(latents[c])
-        rows = [first + c * dc_pyramid.TABLES_PER_CHANNEL for first in pyramid.first_rows]
+        steps = dc_pyramid.analyse(latents[c], pyramid.pairs)
+        rows = [first + c * pyramid.tables_per_channel for first in pyramid.first_rows]
         pick = default
         if pick is None:  # argmin: ties keep the earlier set, as the other channels' search does
             which, residuals = (np.concatenate(part) for part in zip(*steps))
@@ -784,17 +800,18 @@ def _encode_pyramid(encoder, latents: np.ndarray, pyramid: DcPyramid, default: i
 def _decode_pyramid(decoder, pyramid: DcPyramid, choice: int, channel: int, height: int, width: int,
                     limit: int) -> np.ndarray:
     """Inverse of one channel of :func:`_encode_pyramid` (after its choice): flat int64 (H·W,)."""
-    base = pyramid.first_rows[choice] + channel * dc_pyramid.TABLES_PER_CHANNEL
+    base = pyramid.first_rows[choice] + channel * pyramid.tables_per_channel
+    per_stage = dc_pyramid.tables_per_stage(pyramid.pairs)
 
     def step(first: int, bins: np.ndarray) -> np.ndarray:
         # residuals of values within ±limit lie within ±2·limit: 1 more bit of headroom
-        order, grouped = _decode_groups(decoder, pyramid.tables, base + first, bins, dc_pyramid.SPREAD_BINS, 2 * limit)
+        order, grouped = _decode_groups(decoder, pyramid.tables, base + first, bins, per_stage, 2 * limit)
         residuals = np.empty(bins.size, np.int64)
         residuals[order] = grouped
         return residuals
 
     try:
-        return dc_pyramid.synthesise(height, width, step, limit).reshape(-1)
+        return dc_pyramid.synthesise(height, width, step, limit, pyramid.pairs).reshape(-1)
     except ValueError as exc:
         raise EntropyError(str(exc)) from None
 
@@ -991,12 +1008,12 @@ def check_context_payload(size: int, tables: RaggedTables, candidates: list[Cand
         floor = minimum_bits_with_context(tables, candidates, per_channel, shape, skip)
     else:  # the DC channels' values are coded with the pyramid's tables instead
         if len(pyramid.first_rows) != len(candidates) or max(pyramid.first_rows) + lifted * \
-                dc_pyramid.TABLES_PER_CHANNEL > pyramid.tables.lo.shape[0]:
+                pyramid.tables_per_channel > pyramid.tables.lo.shape[0]:
             raise EntropyError("latent shape does not match the model's tables")
         dc = np.arange(channels) < lifted
         floor = minimum_bits_with_context(tables, candidates, per_channel, shape, _skip_mask(skip, channels) | dc)
         fewest = pyramid.tables.fewest_bits()
-        per_dc = dc_pyramid.TABLES_PER_CHANNEL
+        per_dc = pyramid.tables_per_channel
         for c in np.flatnonzero(dc & ~_skip_mask(skip, channels)):
             cheapest = min(fewest[r + c * per_dc : r + (c + 1) * per_dc].min() for r in pyramid.first_rows)
             floor += shape[1] * shape[2] * float(cheapest)

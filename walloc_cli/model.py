@@ -626,13 +626,15 @@ class QualityLadder:
     def __init__(self, step: np.ndarray, anchor: np.ndarray, gain: np.ndarray, deadzone: float,
                  offset: np.ndarray, thresholds: np.ndarray, tables: "RaggedTables", depth: int,
                  lifted: int, neighbour_cuts: tuple[int, ...], filter: np.ndarray | None = None,
-                 pyramid: "RaggedTables | None" = None, refiner: "Refiner | None" = None) -> None:
+                 pyramid: "RaggedTables | None" = None, refiner: "Refiner | None" = None,
+                 pyramid_pairs: bool = False) -> None:
         self.step, self.anchor, self.gain = step, anchor, gain
         self.deadzone, self.offset = deadzone, offset
         self.thresholds, self.tables, self.depth, self.lifted = thresholds, tables, depth, lifted
         self.neighbour_cuts = neighbour_cuts
         self.filter = filter
         self.pyramid = pyramid
+        self.pyramid_pairs = pyramid_pairs  # context coder version 4 (pyramid.PAIR_CUTS)
         self.refiner = refiner
 
     @property
@@ -693,19 +695,21 @@ class QualityLadder:
                                               filter)
             except ValueError as error:
                 raise ModelError(str(error)) from None
-        pyramid = None
+        pyramid, pairs = None, False
         if "pyramid.lo" in arrays:
-            from .pyramid import TABLES_PER_CHANNEL
+            from .pyramid import tables_per_channel
 
             pyramid = RaggedTables(int_array(arrays, "pyramid.lo", np.int32), int_array(arrays, "pyramid.size", np.int32),
                                    int_array(arrays, "pyramid.offset", np.int64),
                                    int_array(arrays, "pyramid.freqs", np.int32))
             pyramid.validate()
-            rows = anchors * config.lifted_channels * TABLES_PER_CHANNEL
+            # "pyramid.pairs" (a 1-element array, 1): tables also by the neighbour pairs' disagreement
+            pairs = "pyramid.pairs" in arrays and bool(int_array(arrays, "pyramid.pairs", np.int32).any())
+            rows = anchors * config.lifted_channels * tables_per_channel(pairs)
             if pyramid.lo.shape[0] != rows or rows == 0:
                 raise ModelError(f"pyramid tables have {pyramid.lo.shape[0]} rows, the config asks for {rows}")
         return cls(step, anchor, gain, float(deadzone), offset, thresholds, tables, config.context_depth,
-                   config.lifted_channels, config.neighbour_cuts, filter, pyramid, refiner)
+                   config.lifted_channels, config.neighbour_cuts, filter, pyramid, refiner, pairs)
 
     def check(self, quality: int | None) -> int:
         return check_quality(quality)
@@ -771,12 +775,12 @@ class QualityLadder:
     def dc_pyramid(self, quality: int) -> DcPyramid | None:
         """The DC channels' pyramid tables for the candidate sets of :meth:`table_sets` (None:
         this ladder has none, and its files code the DC through the Haar levels)."""
-        from .pyramid import TABLES_PER_CHANNEL
+        from .pyramid import tables_per_channel
 
         if self.pyramid is None:
             return None
-        per_anchor = self.lifted * TABLES_PER_CHANNEL
-        return DcPyramid(self.pyramid, tuple(p * per_anchor for p in self._picks(quality)))
+        per_anchor = self.lifted * tables_per_channel(self.pyramid_pairs)
+        return DcPyramid(self.pyramid, tuple(p * per_anchor for p in self._picks(quality)), self.pyramid_pairs)
 
 
 def contiguous_runs(index: np.ndarray) -> list[tuple[int, int]]:

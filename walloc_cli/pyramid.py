@@ -1,4 +1,4 @@
-"""The DC channels' integer interpolation pyramid (context coder version 3).
+"""The DC channels' integer interpolation pyramid (context coder versions 3 and 4).
 
 A ladder model's first latent channels are block averages — the DC of each colour at 1/8
 resolution, a small, smooth image.  At low qualities they are most of a file: 97 % of the
@@ -14,6 +14,11 @@ its table chosen by how much they disagree, the way lossless image coders interp
 * a value's prediction is the rounded mean of its four neighbours, and its table the
   (stage, spread) pair, the spread (max − min of the four) binned by :data:`SPREAD_CUTS`.
   Levels from :data:`SHARED_FROM` up share their tables (few values live there).
+* with ``pairs`` (context coder version 4) each spread bin is split three ways by how much the
+  two opposite neighbour pairs disagree, | |a − b| − |c − d| | binned by :data:`PAIR_CUTS`: an
+  edge through the value (one pair alike, the other not) makes the mean of four a worse guess
+  than the same spread without one.  Fitted on training photos and measured on validation
+  photos (``bench/entropy_probe.py``): −4.2 / −2.8 / −1.0 % of the DC's bits at q 5 / 25 / 45.
 
 Everything is integer arithmetic on values both sides know, so the decoder rebuilds the
 same predictions and tables bit for bit.  Measured against the Haar levels with tables
@@ -33,7 +38,19 @@ SPREAD_CUTS = np.array([1, 2, 3, 5, 8, 12, 18, 27, 40], np.int64)
 SPREAD_BINS = SPREAD_CUTS.size + 1
 SHARED_FROM = 5                              # levels ≥ 5 use level 5's tables
 STAGES = 1 + 2 * SHARED_FROM                 # the coarse grid, then (centres, edges) per level
-TABLES_PER_CHANNEL = STAGES * SPREAD_BINS
+PAIR_CUTS = np.array([1, 3], np.int64)       # | |a − b| − |c − d| | of the two neighbour pairs (version 4)
+PAIR_BINS = PAIR_CUTS.size + 1
+
+
+def tables_per_stage(pairs: bool = False) -> int:
+    return SPREAD_BINS * (PAIR_BINS if pairs else 1)
+
+
+def tables_per_channel(pairs: bool = False) -> int:
+    return STAGES * tables_per_stage(pairs)
+
+
+TABLES_PER_CHANNEL = tables_per_channel()    # context coder version 3
 
 # One step of the plan: (flat raster positions it fills, (4, n) flat positions of their
 # neighbours — None for the coarse grid — and its stage).
@@ -102,16 +119,21 @@ def _make_plan(height: int, width: int) -> tuple[Step, ...]:
     return tuple(steps)
 
 
-def predict(known: np.ndarray, neighbours: np.ndarray, stage: int) -> tuple[np.ndarray, np.ndarray]:
+def predict(known: np.ndarray, neighbours: np.ndarray, stage: int,
+            pairs: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(predictions, table indices within the channel) of one step, from the values ``known``
     (flat, the steps before this one filled in; or (channels, H·W), giving (channels, n))."""
     v = known[..., neighbours]  # (…, 4, n)
     prediction = (v.sum(axis=-2) + 2) >> 2  # floor: the same integer on every machine
     spread = v.max(axis=-2) - v.min(axis=-2)
-    return prediction, stage * SPREAD_BINS + np.searchsorted(SPREAD_CUTS, spread, side="right")
+    table = np.searchsorted(SPREAD_CUTS, spread, side="right")
+    if pairs:
+        disagreement = np.abs(np.abs(v[..., 0, :] - v[..., 1, :]) - np.abs(v[..., 2, :] - v[..., 3, :]))
+        table = table * PAIR_BINS + np.searchsorted(PAIR_CUTS, disagreement, side="right")
+    return prediction, stage * tables_per_stage(pairs) + table
 
 
-def analyse(channel: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+def analyse(channel: np.ndarray, pairs: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
     """Integer map (H, W) -> per step of :func:`plan`, (table index within the channel,
     residual) of its positions: what the encoder codes, step by step (levels from
     :data:`SHARED_FROM` up share tables, so the steps are not in table order)."""
@@ -124,24 +146,25 @@ def analyse(channel: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
             which.append(np.zeros(positions.size, np.int64))
             residuals.append(values)
             continue
-        prediction, tables = predict(known, neighbours, stage)
+        prediction, tables = predict(known, neighbours, stage, pairs)
         which.append(tables)
         residuals.append(values - prediction)
     return list(zip(which, residuals))
 
 
 def synthesise(height: int, width: int, decode_step: Callable[[int, np.ndarray], np.ndarray],
-               limit: int) -> np.ndarray:
-    """Inverse of :func:`analyse`: ``decode_step(first table, spread bins)`` returns the
-    residuals of one step's positions (in plan order), coded with tables ``first table +
+               limit: int, pairs: bool = False) -> np.ndarray:
+    """Inverse of :func:`analyse`: ``decode_step(first table, bins within the stage)`` returns
+    the residuals of one step's positions (in plan order), coded with tables ``first table +
     bin``; values beyond ±``limit`` raise ValueError (corrupt data)."""
     known = np.zeros(height * width, np.int64)
     for positions, neighbours, stage in plan(height, width):
         if neighbours is None:
             values = decode_step(0, np.zeros(positions.size, np.int64))
         else:
-            prediction, tables = predict(known, neighbours, stage)
-            values = prediction + decode_step(stage * SPREAD_BINS, tables - stage * SPREAD_BINS)
+            prediction, tables = predict(known, neighbours, stage, pairs)
+            first = stage * tables_per_stage(pairs)
+            values = prediction + decode_step(first, tables - first)
         if np.abs(values).max(initial=0) > limit:
             raise ValueError("decoded latent value out of range")
         known[positions] = values

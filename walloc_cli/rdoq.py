@@ -131,13 +131,13 @@ def _rd_round_dc(scaled: np.ndarray, ladder: "QualityLadder", quality: int, lam:
     # all channels at once (each step's work is small: per-call overhead dominated channel by channel)
     y = scaled.reshape(channels, -1).astype(np.float64)
     known = np.zeros((channels, height * width), np.int64)
-    rows = first + np.arange(channels)[:, None] * pyramid.TABLES_PER_CHANNEL
+    rows = first + np.arange(channels)[:, None] * dc.tables_per_channel
     for positions, neighbours, stage in pyramid.plan(height, width):
         target = y[:, positions]
         if neighbours is None:
             known[:, positions] = np.floor(target + 0.5)
             continue
-        prediction, which = pyramid.predict(known, neighbours, stage)
+        prediction, which = pyramid.predict(known, neighbours, stage, dc.pairs)
         tables = rows + which
         below = np.floor(target).astype(np.int64)
         cost_below = (target - below) ** 2 + lam * entropy.symbol_bits(dc.tables, tables, below - prediction)

@@ -228,16 +228,17 @@ PYRAMID_IMAGES = 300      # training photos the DC pyramid's tables are counted 
 PYRAMID_BACKOFF = 400     # a (stage, spread) table seen fewer times borrows its stage's values
 
 
-def fit_pyramid(weights: Path, name: str, data: Path, max_images: int = PYRAMID_IMAGES, seed: int = 2) -> Path:
-    """Add the DC channels' pyramid tables (``pyramid.*``, context coder version 3,
-    :mod:`walloc_cli.pyramid`) to the ladder model ``weights/<name>``, and write it back
-    (a new weights hash).
+def fit_pyramid(weights: Path, name: str, data: Path, max_images: int = PYRAMID_IMAGES, seed: int = 2,
+                pairs: bool = True) -> Path:
+    """Add the DC channels' pyramid tables (``pyramid.*``, :mod:`walloc_cli.pyramid`; with
+    ``pairs`` also split by the neighbour pairs' disagreement, context coder version 4, else
+    version 3) to the ladder model ``weights/<name>``, and write it back (a new weights hash).
 
     For each anchor the photos' DC channels are rounded as the encoder rounds them, at
-    the quality nearest the anchor's step, and each (channel, stage, spread) table is
-    fitted on the residuals it would code (pooled with its stage's when it saw fewer
-    than :data:`PYRAMID_BACKOFF`).  About a minute on two cores; the ladder's other
-    arrays are copied unchanged."""
+    the quality nearest the anchor's step, and each (channel, stage, spread[, pairs]) table
+    is fitted on the residuals it would code; one that saw fewer than :data:`PYRAMID_BACKOFF`
+    is pooled with its (stage, spread) siblings, and if still short with its whole stage.
+    About a minute on two cores; the ladder's other arrays are copied unchanged."""
     from .. import pyramid
     from ..model import load_config
 
@@ -254,21 +255,25 @@ def fit_pyramid(weights: Path, name: str, data: Path, max_images: int = PYRAMID_
         dc.append(scaled[:lifted] * ladder.steps(50)[:lifted, None, None])
     log(f"pyramid: {len(dc)} training photos (seed {seed})")
     _, _, anchors = quality_steps()
-    per = pyramid.TABLES_PER_CHANNEL
+    per, per_stage = pyramid.tables_per_channel(pairs), pyramid.tables_per_stage(pairs)
+    siblings = pyramid.PAIR_BINS if pairs else 1
     rows = []
     for a, anchor_step in enumerate(anchors):
         quality = quality_nearest(anchor_step)
         step = ladder.steps(quality)[:lifted, None, None]
         for c in range(lifted):
-            coded = [part for z in dc for part in pyramid.analyse(ladder.round_scaled(z[c] / step[c]))]
+            coded = [part for z in dc for part in pyramid.analyse(ladder.round_scaled(z[c] / step[c]), pairs)]
             which = np.concatenate([w for w, _ in coded])
             residuals = np.concatenate([r for _, r in coded])
             order = np.argsort(which, kind="stable")
             groups = np.split(residuals[order], np.cumsum(np.bincount(which, minlength=per))[:-1])
             for t, values in enumerate(groups):
+                if values.size < PYRAMID_BACKOFF and siblings > 1:
+                    first = t - t % siblings
+                    values = np.concatenate([values] + groups[first : first + siblings])
                 if values.size < PYRAMID_BACKOFF:
-                    stage = t // pyramid.SPREAD_BINS
-                    values = np.concatenate([values] + groups[stage * pyramid.SPREAD_BINS : (stage + 1) * pyramid.SPREAD_BINS])
+                    stage = t // per_stage
+                    values = np.concatenate([values] + groups[stage * per_stage : (stage + 1) * per_stage])
                 rows.append(entropy.fit_row(values))
         log(f"pyramid: anchor {a + 1}/{len(anchors)} (q {quality}) fitted")
     tables = entropy.RaggedTables.from_rows(rows)
@@ -277,6 +282,10 @@ def fit_pyramid(weights: Path, name: str, data: Path, max_images: int = PYRAMID_
         arrays = {k: stored[k] for k in stored.files}
     arrays.update({"pyramid.lo": tables.lo, "pyramid.size": tables.size, "pyramid.offset": tables.offset,
                    "pyramid.freqs": tables.freqs})
+    if pairs:
+        arrays["pyramid.pairs"] = np.ones(1, np.int32)
+    else:
+        arrays.pop("pyramid.pairs", None)
     config = json.loads(config_path.read_text())
     config.pop("sha256", None)
     config.setdefault("info", {})["pyramid"] = {
@@ -362,7 +371,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="only fit the decoder's nonlinear refiner (walloc_cli.refiner_fit), for the ladder model "
                              "already in --out with its filter (written back with a new weights hash)")
     parser.add_argument("--pyramid-only", action="store_true",
-                        help="only fit the DC pyramid's tables (context coder version 3), for the ladder model "
+                        help="only fit the DC pyramid's tables (with pair contexts: context coder version 4), for the ladder model "
                              "already in --out (written back with a new weights hash)")
     args = parser.parse_args(argv)
     if args.pyramid_only:
