@@ -256,13 +256,6 @@ def pyramid_of(coder: str) -> bool:
     return coder in (CONTEXT_CODER_V3, CONTEXT_CODER)
 
 
-def coder_of(pyramid: "DcPyramid | None") -> str:
-    """The context coder a model writes: version 4 when its DC pyramid has pair contexts, 3
-    when it has a pyramid without them, 2 without a pyramid."""
-    if pyramid is None:
-        return CONTEXT_CODER_V2
-    return CONTEXT_CODER if pyramid.pairs else CONTEXT_CODER_V3
-
 
 @dataclass(frozen=True)
 class RaggedTables:
@@ -328,8 +321,8 @@ class RaggedTables:
 
 @dataclass(frozen=True)
 class DcPyramid:
-    """The DC channels' pyramid tables (coder version 3) as one file uses them: rows
-    ``first_rows[set] + channel · pyramid.TABLES_PER_CHANNEL + table``, one first row per
+    """The DC channels' pyramid tables (coder versions 3 and 4) as one file uses them: rows
+    ``first_rows[set] + channel · tables_per_channel + table``, one first row per
     candidate table set (the same quality anchors as the other channels' sets)."""
 
     tables: RaggedTables

@@ -50,8 +50,6 @@ def tables_per_channel(pairs: bool = False) -> int:
     return STAGES * tables_per_stage(pairs)
 
 
-TABLES_PER_CHANNEL = tables_per_channel()    # context coder version 3
-
 # One step of the plan: (flat raster positions it fills, (4, n) flat positions of their
 # neighbours — None for the coarse grid — and its stage).
 Step = tuple[np.ndarray, "np.ndarray | None", int]

@@ -44,7 +44,7 @@ CONTEXT_DEPTH = 8         # previous channels whose 3×3 activity selects the ta
 CONTEXT_BINS = 8          # tables per (anchor, channel)
 NEIGHBOUR_CUTS = (1, 2, 4, 8)  # checkerboard: white squares' 4-neighbour |latent| sum, 5 bins
 LIFTED = 3                # leading channels (the DC of each colour: lag-1 correlation 0.8–0.9) coded
-                          # through the interpolation pyramid (coder v3, fit_pyramid's tables) or,
+                          # through the interpolation pyramid (coder v3/v4, fit_pyramid's tables) or,
                           # in files of coder v1/v2, after an integer Haar transform, one table per level
 DEADZONE = 0.15           # rounding threshold 0.5 + DEADZONE (in steps) for leaving zero
 # q = 1 … 100 maps log-linearly onto these steps (model units: pixels/255 − 0.5)
