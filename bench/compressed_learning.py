@@ -96,6 +96,7 @@ ARMS = {
     "pixels224-paug": "(C) pixels 224×224×3 of the same augmented photos, 4× stem",
     "latents-paug-nocrop": "(A') latents of pixel-shifted (≤ 16 px) + flipped photos, no resized crop",
     "pixels56-paug-nocrop": "(B') pixels 56×56×3 of the same shifted + flipped photos",
+    "pixels224-paug-nocrop": "(C') pixels 224×224×3 of the same shifted + flipped photos, 4× stem",
     "latents-paug-nocrop-e30": "(A'-e30) latents as (A'), 30 epochs",
     "pixels56-paug-nocrop-e30": "(B'-e30) pixels 56×56×3 as (B'), 30 epochs",
     "latents-paug-nocrop-w48": "(A'-w48) latents as (A'), width 48",
