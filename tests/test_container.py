@@ -136,20 +136,22 @@ def test_the_current_version_is_smaller_than_version_3_and_reads_the_same():
     assert (new_box.version, old_box.version) == (container.VERSION, 3)
 
 
-def test_versions_5_to_7_differ_from_4_only_in_their_dictionaries():
-    """Version 4 to 6 files still read; the same header and sections packed as version 4, 5,
-    6 and 7 differ only in the version byte, the deflated header and the checksum; each
-    dictionary begins with the one before."""
-    for version in (4, 5, 6, 7):
+def test_versions_5_to_8_differ_from_4_only_in_their_dictionaries():
+    """Version 4 to 7 files still read; the same header and sections packed as version 4 to 8
+    differ only in the version byte, the deflated header and the checksum; each dictionary
+    begins with the one before."""
+    for version in (4, 5, 6, 7, 8):
         box = container.unpack(container.pack(HEADER, SECTIONS, version=version))
         assert (box.version, box.header, box.sections) == (version, HEADER, SECTIONS)
     assert container.HEADER_DICTIONARY_V5.startswith(container.HEADER_DICTIONARY_V4)
     assert container.HEADER_DICTIONARY_V6.startswith(container.HEADER_DICTIONARY_V5)
     assert container.HEADER_DICTIONARY_V7.startswith(container.HEADER_DICTIONARY_V6)
+    assert container.HEADER_DICTIONARY_V8.startswith(container.HEADER_DICTIONARY_V7)
+    assert container._dictionary(7) == container.HEADER_DICTIONARY_V7
     assert container._dictionary(6) == container.HEADER_DICTIONARY_V6
     assert container._dictionary(4) == container.HEADER_DICTIONARY_V4
     assert container._dictionary(5) == container.HEADER_DICTIONARY_V5
-    assert container._dictionary(container.VERSION) == container.HEADER_DICTIONARY_V7
+    assert container._dictionary(container.VERSION) == container.HEADER_DICTIONARY_V8
 
 
 def test_the_current_dictionary_knows_the_current_photo_header():

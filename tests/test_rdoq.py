@@ -64,7 +64,7 @@ def test_dc_rounding_trades_error_for_bits_along_the_pyramid(ladder_model, rgb):
 
     ladder, q = ladder_model.ladder, 20
     y = scaled_latents(ladder_model, rgb, q)[: ladder.lifted]
-    np.testing.assert_array_equal(rdoq._rd_round_dc(y, ladder, q, lam=0.0), np.floor(y + 0.5))
+    np.testing.assert_array_equal(rdoq.rd_round_dc(y, ladder, q, lam=0.0), np.floor(y + 0.5))
     dc = ladder.dc_pyramid(q)
     first = dc.first_rows[ladder.CHOICES.index(0)]
 
@@ -75,7 +75,7 @@ def test_dc_rounding_trades_error_for_bits_along_the_pyramid(ladder_model, rgb):
             total += entropy.symbol_bits(dc.tables, first + c * dc.tables_per_channel + which, residuals).sum()
         return total
 
-    plain, chosen = np.floor(y + 0.5), rdoq._rd_round_dc(y, ladder, q)
+    plain, chosen = np.floor(y + 0.5), rdoq.rd_round_dc(y, ladder, q)
     added_error = np.sum((y - chosen) ** 2) - np.sum((y - plain) ** 2)
     saved = bits(plain) - bits(chosen)
     assert saved > 0.05 * bits(plain)
@@ -106,9 +106,26 @@ def test_without_rate_cost_it_picks_the_closer_reconstruction(ladder_model, rgb)
     offset = ladder.offset[ladder.anchor[q]][ladder.lifted:, None, None]
     a = np.abs(y[ladder.lifted:]).astype(np.float64)
     nearest = np.floor(a + 0.5)
-    error = lambda n: (a - np.maximum(n - offset, 0)) ** 2  # noqa: E731
+    rebuilt = lambda n: np.where(n > 0, np.maximum(n - offset, 0), 0)  # noqa: E731  (0 stays 0)
+    error = lambda n: (a - rebuilt(n)) ** 2  # noqa: E731
     expected = np.where(error(np.maximum(nearest - 1, 0)) < error(nearest), np.maximum(nearest - 1, 0), nearest)
     np.testing.assert_array_equal(np.abs(out), expected)
+
+
+@pytest.mark.parametrize("centre", [-0.45, -0.2, 0.0, 0.3])
+def test_the_encoder_prices_the_reconstruction_the_decoder_makes(ladder_model, centre):
+    """rdoq.reconstruction is what QualityLadder.dequantize rebuilds, negative offsets included
+    (RD-refitted weights put a bin's values above its integer): 0 stays 0, n ≠ 0 is |n| − centre."""
+    ladder, q = ladder_model.ladder, 60
+    saved = ladder.offset
+    try:
+        ladder.offset = np.full_like(saved, centre)
+        magnitudes = np.arange(0, 6).repeat(ladder.offset.shape[1]).reshape(6, -1).T   # (L, 6)
+        decoded = ladder.dequantize(magnitudes.astype(np.int32), q) / ladder.steps(q)[:, None]
+        np.testing.assert_allclose(decoded, rdoq.reconstruction(magnitudes, centre), rtol=1e-6, atol=1e-6)
+        assert (decoded[:, 0] == 0).all() and np.allclose(decoded[:, 1], 1 - centre, atol=1e-6)
+    finally:
+        ladder.offset = saved
 
 
 def test_higher_lambda_spends_fewer_bits(ladder_model, rgb):
@@ -129,7 +146,7 @@ def test_beats_dead_zone_rounding_at_equal_rate(ladder_model, rgb, quality):
     y = scaled_latents(ladder_model, rgb, quality)
     bpp, psnr = coded(ladder_model, rgb, rdoq.rd_round(y, ladder, quality), quality)
     curve = []
-    for q in range(quality - 8, quality + 3):
+    for q in range(quality - 16, quality + 3):  # wide: RD rounding saves the rate of several qualities
         z = ladder.round_scaled(scaled_latents(ladder_model, rgb, q)).astype(np.int32)
         curve.append(coded(ladder_model, rgb, z, q))
     rates, quality_db = np.log([c[0] for c in curve]), np.array([c[1] for c in curve])

@@ -68,6 +68,8 @@ ARRAY_CASES = [  # (model, edit of its arrays, what the message says)
     ("rgb-1x", _set("quality.gain", np.ones((2, 192))), "'quality.gain' has shape (2, 192)"),
     ("rgb-1x", _set("quality.step", np.zeros(101)), "must be positive"),
     ("rgb-1x", _set("quality.deadzone", np.ones(3)), "'quality.deadzone' has shape"),
+    ("rgb-1x", _set("quality.offset", np.full((16, 192), -0.5)), "'quality.offset' in (-0.5, 1)"),  # a 1 would rebuild as 1.5
+    ("rgb-1x", _set("quality.offset", np.full((16, 192), 1.0)), "'quality.offset' in (-0.5, 1)"),   # a 1 would rebuild as 0
     ("rgb-1x", _drop("decoder.linear.weight"), "'decoder.linear.weight' missing"),
     ("rgb-1x", _set("context.thresholds", np.tile(np.arange(7, 0, -1), (16, 192, 1))), "must be non-decreasing"),
     ("rgb-1x", _set("entropy.freqs", np.ones((192, 2), np.int64) << 40), "outside int32"),

@@ -108,6 +108,8 @@ def image_strips(model: CodecModel, rgb: np.ndarray, quality: int | None = None,
         for r0, r1 in strips.bounds(rows, strips.rows_per_strip(padded_w // block)):
             with one_blas_thread():  # entered per strip: a suspended generator must not hold it
                 scaled = model.to_latents(read, h + pad[0], chunk, q, scaled=True, start=r0, stop=r1)
+                if skip is not None:  # zeroed before rounding, so the contexts it prices are the file's
+                    scaled[skip] = 0
                 # rounding that knows what each value costs in its context (the strip's own)
                 latents = rdoq.rd_round(scaled, model.ladder, q)
                 if effort >= 2:

@@ -4,14 +4,14 @@ Layout (all integers little-endian)::
 
     offset   size  field
     0        4     magic b"WLOC"
-    4        1     format version (7; versions 1 to 6 are still read)
+    4        1     format version (8; versions 1 to 7 are still read)
     5        1     modality: b"i" image, b"a" audio, b"r" raster, b"-" other
     6        2     header length H (at most 65535)
-    8        H     header: UTF-8 JSON object, raw-DEFLATEd against HEADER_DICTIONARY_V7
+    8        H     header: UTF-8 JSON object, raw-DEFLATEd against HEADER_DICTIONARY_V8
     8+H      P     payload: the sections listed in header["sections"], in order (P is their sum)
     8+H+P    4     CRC-32 of every byte before it
 
-(Versions 4 to 6: the same layout, the header deflated against HEADER_DICTIONARY_V4 / _V5 / _V6.  Version 3: a
+(Versions 4 to 7: the same layout, the header deflated against HEADER_DICTIONARY_V4 / _V5 / _V6 / _V7.  Version 3: a
 4-byte header length, the header deflated against HEADER_DICTIONARY, and an
 8-byte payload length P before the payload.  Versions 1 and 2: no modality byte either, and
 the header is the plain JSON text.)
@@ -53,8 +53,8 @@ MAGIC = b"WLOC"
 # decoder's nonlinear refiner (postfilter.Refiner) at the end of the dictionary.
 # Version 7 (session 15): version 6 with the headers of the rgb-1x weights whose DC pyramid
 # tables also follow the neighbour pairs' disagreement (context coder version 4).
-VERSION = 7
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7)
+VERSION = 8
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8)
 MODALITY_CODES = {"image": b"i", "audio": b"a", "raster": b"r"}
 # Fixed forever for version 3: a decoder inflates against exactly these bytes.  Samples of the
 # headers walloc writes, rarest first (DEFLATE reaches back 32 KB, nearer matches cost less).
@@ -136,7 +136,18 @@ HEADER_DICTIONARY_V7 = HEADER_DICTIONARY_V6 + b"".join((
     b'"mean":[1894,1986,1789],"modality":"image","mode":"RGB","model":"rgb-1x","quality":50,'
     b'"sections":[["latents",12345]],"weights":"37cfa662d9b06382","width":481}',
 ))
-_PREFIX_V4 = struct.Struct("<4sBcH")  # versions 4 to 7
+# Fixed forever for version 8: version 7's dictionary, then the rgb-1x headers of session 17's
+# weights (tables refitted on the encoder's RD rounding, finer steps for the first luma AC
+# channels), grey then colour.
+HEADER_DICTIONARY_V8 = HEADER_DICTIONARY_V7 + b"".join((
+    b'{"coder":"constriction.queue.RangeEncoder/u32/p24/context-v4","grey":true,"height":512,'
+    b'"mean":[1894,1986,1789],"modality":"image","mode":"L","model":"rgb-1x",'
+    b'"quality":25,"sections":[["latents",12345]],"weights":"fb8588d7708dac72","width":768}',
+    b'{"coder":"constriction.queue.RangeEncoder/u32/p24/context-v4","height":321,'
+    b'"mean":[1894,1986,1789],"modality":"image","mode":"RGB","model":"rgb-1x","quality":50,'
+    b'"sections":[["latents",12345]],"weights":"fb8588d7708dac72","width":481}',
+))
+_PREFIX_V4 = struct.Struct("<4sBcH")  # versions 4 to 8
 _PREFIX_V3 = struct.Struct("<4sBcI")
 MAX_HEADER = 1 << 16
 MAX_HEADER_DEPTH = 32  # JSON nesting; walloc writes 3 levels ("sections": [[name, length], ...])
@@ -186,7 +197,9 @@ def pack(header: dict[str, Any], sections: dict[str, bytes], version: int = VERS
 
 
 def _dictionary(version: int) -> bytes:
-    if version >= 7:
+    if version >= 8:
+        return HEADER_DICTIONARY_V8
+    if version == 7:
         return HEADER_DICTIONARY_V7
     if version == 6:
         return HEADER_DICTIONARY_V6

@@ -667,8 +667,8 @@ class QualityLadder:
             raise ModelError(f"array 'quality.anchor' must hold 101 table-set indices below {anchors}")
         if step[1:].min() <= 0 or gain.min() <= 0:
             raise ModelError("arrays 'quality.step' and 'quality.gain' must be positive")
-        if not 0 <= float(deadzone) < 0.5 or offset.min() < 0 or offset.max() >= 1:
-            raise ModelError("array 'quality.deadzone' must lie in [0, 0.5) and 'quality.offset' in [0, 1)")
+        if not 0 <= float(deadzone) < 0.5 or offset.min() <= -0.5 or offset.max() >= 1:
+            raise ModelError("array 'quality.deadzone' must lie in [0, 0.5) and 'quality.offset' in (-0.5, 1)")
         if tables_per_channel(bins, config.neighbour_cuts) >= 1 << 15:  # table indices are int16 (entropy)
             raise ModelError("more than 32767 context tables per channel")
         rows = anchors * channels * tables_per_channel(bins, config.neighbour_cuts)

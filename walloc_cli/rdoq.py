@@ -42,6 +42,14 @@ if TYPE_CHECKING:  # imported only for the type hint: model imports nothing from
 # photos every value from 0.10 to 0.20 helps and 0.15 is best over q 30…85.
 LAMBDA = 0.15
 
+def reconstruction(magnitude: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """|value| the decoder rebuilds for integer magnitudes ≥ 0, in steps: 0 for 0, else
+    ``magnitude − centre`` (the bin's fitted centroid: below the integer after dead-zone
+    rounding, above it after RD rounding, which leaves the upper part of a bin to the one
+    below), never below 0 — as :meth:`QualityLadder.dequantize`."""
+    return np.where(magnitude > 0, np.maximum(magnitude - centre, 0), 0)
+
+
 # Channels per vectorised batch: bounds the temporaries (a 12 MP photo has 36 M latents).
 _CHANNELS_PER_BATCH = 24
 
@@ -53,7 +61,7 @@ def rd_round(scaled: np.ndarray, ladder: "QualityLadder", quality: int, lam: flo
     ``scaled`` is ``z / step`` per channel (what :meth:`QualityLadder.quantize`
     rounds), costed with the tables of the quality's own anchor.  The first
     ``ladder.lifted`` (DC) channels are rounded along their interpolation pyramid
-    (:func:`_rd_round_dc`) when the ladder has its tables; otherwise they are coded after
+    (:func:`rd_round_dc`) when the ladder has its tables; otherwise they are coded after
     an integer Haar transform whose tables do not cost single values, and keep the
     dead-zone rounding.
 
@@ -72,7 +80,7 @@ def rd_round(scaled: np.ndarray, ladder: "QualityLadder", quality: int, lam: flo
     out = np.zeros(scaled.shape, np.int32)
     out[:lifted] = ladder.round_scaled(scaled[:lifted])
     if ladder.pyramid is not None and lifted:
-        out[:lifted] = _rd_round_dc(scaled[:lifted], ladder, q)
+        out[:lifted] = rd_round_dc(scaled[:lifted], ladder, q)
     # the contexts' source: the dead-zone rounding, each channel rounded once and its last
     # `depth` channels carried to the next batch (the activity of c0 needs them)
     before = out[max(0, lifted - depth) : lifted].astype(np.int64)
@@ -101,11 +109,11 @@ def rd_round(scaled: np.ndarray, ladder: "QualityLadder", quality: int, lam: flo
         n = nearest.reshape(-1)[where]
         sign = np.where(scaled[c0:c1].reshape(-1)[where] < 0, -1, 1)
         centre = offset[c0 + channel]
-        cost_nearest = (a - np.maximum(n - centre, 0)) ** 2 + lam * entropy.symbol_bits(tables, rows, sign * n)
-        cost_smaller = (a - np.maximum(n - 1 - centre, 0)) ** 2 + lam * entropy.symbol_bits(tables, rows, sign * (n - 1))
+        cost_nearest = (a - reconstruction(n, centre)) ** 2 + lam * entropy.symbol_bits(tables, rows, sign * n)
+        cost_smaller = (a - reconstruction(n - 1, centre)) ** 2 + lam * entropy.symbol_bits(tables, rows, sign * (n - 1))
         chosen = np.where(cost_smaller < cost_nearest, n - 1, n)
         out[c0:c1].reshape(-1)[where] = sign * chosen
-        _drop_sparse_channels(out[c0:c1], c0, channel, a, chosen - centre, which, slot, first_row, per_channel,
+        _drop_sparse_channels(out[c0:c1], c0, channel, a, reconstruction(chosen, centre), which, slot, first_row, per_channel,
                               tables, lam)
     return out
 
@@ -120,7 +128,7 @@ def rd_round(scaled: np.ndarray, ladder: "QualityLadder", quality: int, lam: flo
 DC_LAMBDA = 0.11
 
 
-def _rd_round_dc(scaled: np.ndarray, ladder: "QualityLadder", quality: int, lam: float = DC_LAMBDA) -> np.ndarray:
+def rd_round_dc(scaled: np.ndarray, ladder: "QualityLadder", quality: int, lam: float = DC_LAMBDA) -> np.ndarray:
     """Scaled DC latents (lifted, H, W) -> int32, rounded along the pyramid (the coarse grid,
     coded raw, to the nearest integer)."""
     from . import pyramid
@@ -162,15 +170,16 @@ def _drop_sparse_channels(batch: np.ndarray, c0: int, channel: np.ndarray, magni
                           per_channel: int, tables: "entropy.RaggedTables", lam: float) -> None:
     """Zero (in place) the channels of ``batch`` (n, H, W; channel ``c0`` first) whose bits cost
     more than the distortion they remove.  ``channel``, ``magnitude`` and ``reconstructed``
-    (|reconstruction| in steps, negative for 0) describe the batch's candidate values, as
+    (|reconstruction| in steps, 0 for 0) describe the batch's candidate values, as
     :func:`rd_round` decided them; ``which[slot[i]]`` (H·W) channel i's context tables."""
     flat = batch.reshape(batch.shape[0], -1)
     nonzero = np.count_nonzero(flat, axis=1)
     for i in np.flatnonzero((nonzero > 0) & (nonzero <= SPARSE_CHANNEL)).tolist():
         mine = channel == i
-        kept = np.maximum(reconstructed[mine], 0)
+        kept = reconstructed[mine]
         added = float((magnitude[mine] ** 2 - (magnitude[mine] - kept) ** 2).sum())  # step², from zeroing
         rows = first_row + (c0 + i) * per_channel + which[slot[i]].astype(np.int64)
         bits = float(entropy.symbol_bits(tables, rows, flat[i]).sum()) - 1.0  # less the zero flag
         if added < lam * bits:
             flat[i] = 0
+

@@ -11,11 +11,13 @@ then depend on *how* they are quantized and modelled, not on a bottleneck:
   decreasing variance, and at low qualities the later ones quantize to zero.
 * **Quality** — q = 1…100 sets one quantization step, log-spaced, shared by all
   channels (for an orthonormal transform and MSE, equal steps are the optimum
-  at high rate), times per-channel gains tuned for rate–distortion at each
-  *anchor* step (see :func:`tune_gains`), with a dead-zone quantizer.
+  at high rate), times per-channel gains at each *anchor* step (:func:`quality_gains`:
+  finer for the DC and the first luma AC channels, for MS-SSIM), then rounded by error +
+  λ·bits in the encoder (:mod:`walloc_cli.rdoq`).
 * **Entropy model** — per (anchor, channel, activity bin) integer tables, the
   activity being the 3×3 sum of |latents| in the previous channels
-  (:mod:`walloc_cli.entropy`).  Fitted on the training photos' latents.
+  (:mod:`walloc_cli.entropy`).  Fitted on the training photos' latents, first
+  dead-zone rounded, then refitted on the encoder's own RD rounding (:func:`fit_rd`).
 * **Decoder** — the transpose of the encoder (orthonormal), with values
   reconstructed at their bins' centroids rather than centres (fitted offsets):
   numpy only, no torch import, so decoding a photo takes well under 0.5 s.
@@ -61,6 +63,17 @@ ANCHORS = 16              # table sets, log-spaced over the same range
 # photos −3.4 / −3.4 % (PSNR / MS-SSIM) at q 5–35 and −0.2 / −1.8 % at q 35–95; on 100
 # Imagenette photos −1.7 / −1.9 % and −0.2 / −1.65 % (bench/compare_runs.py).
 DC_GAIN = 0.82
+# The first luma AC channels' step relative to the others, from the anchor at q 34 up.  They are
+# the block's lowest-frequency luma patterns (packet bands 1, 2, 5, 10, 3: gradients and
+# curvature across the 8×8 block), whose error MS-SSIM's coarse scales (which carry most of its
+# weight) see and PSNR barely does.  Session 16, 24 validation photos, the gains changed in the
+# shipped weights without refitting their tables (bench/compare_runs.py, PSNR / MS-SSIM BD-rate
+# at q 35–100): channels 3–11 at 0.85 +0.36 / −2.58 %, at 0.8 +0.75 / −3.25 %; channels 3–7 at
+# 0.8 +0.34 / −3.09 %; below q 34 every setting tried lost on both (channels 3–11 at 0.85 from
+# q 1: +1.4 / +0.8 % at q 1–35), where the DC carries most of a file.
+LOW_AC_CHANNELS = (3, 8)
+LOW_AC_GAIN = 0.8
+LOW_AC_FIRST_ANCHOR = 5
 
 
 def log(message: str) -> None:
@@ -124,16 +137,28 @@ def fit_anchor(latents: list[np.ndarray], steps: np.ndarray) -> tuple[list, np.n
     """Tables, thresholds (L, bins−1) and reconstruction offsets (L,) for one anchor.
 
     ``latents`` are float latents (H', W', L) per image; ``steps`` the per-channel steps.
+    They are dead-zone rounded (the first fit: the encoder's RD rounding needs tables to
+    exist), then tabled by :func:`fit_anchor_tables`.
+    """
+    scaled = [z.transpose(2, 0, 1) / steps[:, None, None] for z in latents]
+    return fit_anchor_tables([dead_zone_round(y, DEADZONE) for y in scaled], scaled)
+
+
+def fit_anchor_tables(quantized: list[np.ndarray], scaled: list[np.ndarray], offset_floor: float = 0.0
+                      ) -> tuple[list, np.ndarray, np.ndarray]:
+    """Tables, thresholds (L, bins−1) and reconstruction offsets (L,) from int latents (L, H', W')
+    per image and the scaled float latents they were rounded from.  An offset is the mean of
+    |value| − |scaled| over the nonzero values, clipped to [``offset_floor``, 0.45] (negative:
+    the values a bin holds lie above its integer on average, as after RD rounding).
+
     The first LIFTED channels are tabled per integer-Haar level instead of per activity bin,
     as coder versions 1 and 2 code them (version 3 codes them with :func:`fit_pyramid`'s
     tables; these rows stay, unused by its files, so the table layout is the same).
     """
-    # (L, H', W') per image, rounded and tabled exactly as the encoder and the coder do
-    quantized = [dead_zone_round(z.transpose(2, 0, 1) / steps[:, None, None], DEADZONE) for z in latents]
     activities = [entropy.activity_of_all(q, CONTEXT_DEPTH).reshape(q.shape[0], -1) for q in quantized]
     activity = np.concatenate(activities, axis=1)                                  # (L, N)
     values = np.concatenate([q.reshape(q.shape[0], -1) for q in quantized], axis=1)
-    scaled = np.concatenate([(z / steps).reshape(-1, z.shape[2]).T for z in latents], axis=1)
+    scaled = np.concatenate([y.reshape(y.shape[0], -1) for y in scaled], axis=1)
     channels = values.shape[0]
     thresholds = np.zeros((channels, CONTEXT_BINS - 1), np.int64)
     for c in range(LIFTED, channels):
@@ -161,8 +186,33 @@ def fit_anchor(latents: list[np.ndarray], steps: np.ndarray) -> tuple[list, np.n
         rows += [entropy.fit_row(g) for g in groups]
         nonzero = values[c] != 0
         if nonzero.any():  # centroid of |y| within its bin, measured from the bin's integer value
-            offsets[c] = np.clip(np.mean(np.abs(values[c, nonzero]) - np.abs(scaled[c, nonzero])), 0.0, 0.45)
+            offsets[c] = np.clip(np.mean(np.abs(values[c, nonzero]) - np.abs(scaled[c, nonzero])), offset_floor, 0.45)
     return rows, thresholds, offsets
+
+
+def quality_gains(channels: int) -> np.ndarray:
+    """Per-anchor, per-channel step factors (ANCHORS, channels): :data:`DC_GAIN` for the DC,
+    :data:`LOW_AC_GAIN` for the first luma AC channels from :data:`LOW_AC_FIRST_ANCHOR` up, 1 elsewhere."""
+    gains = np.ones((ANCHORS, channels))
+    gains[:, :LIFTED] = DC_GAIN
+    gains[LOW_AC_FIRST_ANCHOR:, LOW_AC_CHANNELS[0] : LOW_AC_CHANNELS[1]] = LOW_AC_GAIN
+    return gains
+
+
+def set_gains(weights: Path, name: str) -> Path:
+    """Write :func:`quality_gains` into the ladder model ``weights/<name>`` (a new weights hash),
+    leaving its tables as they are: :func:`fit_rd` then refits them to the new steps."""
+    config_path = weights / f"{name}.json"
+    with np.load(weights / f"{name}.npz", allow_pickle=False) as stored:
+        arrays = {k: stored[k] for k in stored.files}
+    arrays["quality.gain"] = quality_gains(arrays["quality.gain"].shape[1])
+    config = json.loads(config_path.read_text())
+    config.pop("sha256", None)
+    config.setdefault("info", {}).update({"dc_gain": DC_GAIN, "low_ac_gain": {
+        "channels": list(LOW_AC_CHANNELS), "gain": LOW_AC_GAIN, "first_anchor": LOW_AC_FIRST_ANCHOR}})
+    path = save_model(weights, config, arrays)
+    log(f"gains: wrote {path}")
+    return path
 
 
 def fit(data: Path, out: Path, name: str, max_images: int, seed: int) -> Path:
@@ -175,8 +225,7 @@ def fit(data: Path, out: Path, name: str, max_images: int, seed: int) -> Path:
     bias = -weight @ mean
     latents = [c.astype(np.float64) @ weight.T + bias for c in coefficients]
     steps, anchor_of_q, anchors = quality_steps()
-    gains = np.ones((ANCHORS, weight.shape[0]))
-    gains[:, :LIFTED] = DC_GAIN
+    gains = quality_gains(weight.shape[0])
     all_rows, thresholds, offsets = [], [], []
     for a, step in enumerate(anchors):
         rows, cuts, offs = fit_anchor(latents, step * gains[a])
@@ -214,6 +263,7 @@ def fit(data: Path, out: Path, name: str, max_images: int, seed: int) -> Path:
         "info": {
             "fitted_on": f"{len(chosen)} photos of {data / 'train'} (seed {seed})",
             "dc_gain": DC_GAIN,
+            "low_ac_gain": {"channels": list(LOW_AC_CHANNELS), "gain": LOW_AC_GAIN, "first_anchor": LOW_AC_FIRST_ANCHOR},
             "anchor_steps": [round(float(s), 5) for s in anchors],
             "fit_wall_minutes": round((time.time() - started) / 60, 1),
             "command": f"python -m walloc_cli.fit.ladder --data {data} --out {out} --name {name} --images {max_images}",
@@ -229,7 +279,7 @@ PYRAMID_BACKOFF = 400     # a (stage, spread) table seen fewer times borrows its
 
 
 def fit_pyramid(weights: Path, name: str, data: Path, max_images: int = PYRAMID_IMAGES, seed: int = 2,
-                pairs: bool = True) -> Path:
+                pairs: bool = True, rd: bool = False) -> Path:
     """Add the DC channels' pyramid tables (``pyramid.*``, :mod:`walloc_cli.pyramid`; with
     ``pairs`` also split by the neighbour pairs' disagreement, context coder version 4, else
     version 3) to the ladder model ``weights/<name>``, and write it back (a new weights hash).
@@ -238,8 +288,12 @@ def fit_pyramid(weights: Path, name: str, data: Path, max_images: int = PYRAMID_
     the quality nearest the anchor's step, and each (channel, stage, spread[, pairs]) table
     is fitted on the residuals it would code; one that saw fewer than :data:`PYRAMID_BACKOFF`
     is pooled with its (stage, spread) siblings, and if still short with its whole stage.
+    ``rd``: the DC is rounded as the encoder rounds it, along the pyramid by error + λ·bits
+    with the model's current pyramid tables (:func:`walloc_cli.rdoq.rd_round`), instead of
+    by the dead-zone rule (the first fit, before any tables exist): the tables then count
+    the residuals files really hold.
     About a minute on two cores; the ladder's other arrays are copied unchanged."""
-    from .. import pyramid
+    from .. import pyramid, rdoq
     from ..model import load_config
 
     started = time.time()
@@ -261,8 +315,9 @@ def fit_pyramid(weights: Path, name: str, data: Path, max_images: int = PYRAMID_
     for a, anchor_step in enumerate(anchors):
         quality = quality_nearest(anchor_step)
         step = ladder.steps(quality)[:lifted, None, None]
+        rounded = [rdoq.rd_round_dc(z / step, ladder, quality) if rd else ladder.round_scaled(z / step) for z in dc]
         for c in range(lifted):
-            coded = [part for z in dc for part in pyramid.analyse(ladder.round_scaled(z[c] / step[c]), pairs)]
+            coded = [part for r in rounded for part in pyramid.analyse(r[c], pairs)]
             which = np.concatenate([w for w, _ in coded])
             residuals = np.concatenate([r for _, r in coded])
             order = np.argsort(which, kind="stable")
@@ -291,11 +346,74 @@ def fit_pyramid(weights: Path, name: str, data: Path, max_images: int = PYRAMID_
     config.setdefault("info", {})["pyramid"] = {
         "fitted_on": f"{len(dc)} photos of {data / 'train'} (seed {seed})",
         "fit_wall_minutes": round((time.time() - started) / 60, 1),
-        "command": f"python -m walloc_cli.fit.ladder --data {data} --out {weights} --name {name} --pyramid-only",
+        "rounding": "rd" if rd else "dead-zone",
+        "command": f"python -m walloc_cli.fit.ladder --data {data} --out {weights} --name {name} "
+                   + ("--rd-only (its second step)" if rd else "--pyramid-only"),
     }
     path = save_model(weights, config, arrays)
     log(f"pyramid: wrote {path} in {(time.time() - started) / 60:.1f} min")
     return path
+
+
+OFFSET_FLOOR = -0.45  # the decoder reconstructs a value n ≠ 0 at |n| − offset, offset in (−0.5, 1)
+RD_IMAGES = 300  # training photos the RD refit rounds (the ladder fit's own, seed 0)
+
+
+def fit_rd(weights: Path, name: str, data: Path, max_images: int = RD_IMAGES, seed: int = 0) -> Path:
+    """Refit the ladder's AC tables, context thresholds and reconstruction offsets on the latents
+    the encoder really writes, then the DC pyramid's tables likewise (:func:`fit_pyramid` with
+    ``rd``), and write the model back (a new weights hash).
+
+    Why: :func:`fit` tables dead-zone-rounded latents, but the encoder rounds by error + λ·bits
+    (:mod:`walloc_cli.rdoq`), which moves values toward zero where bits are dear: the files'
+    statistics are not the tables', so every file paid for the mismatch, and each bin's
+    reconstruction offset was measured on values the encoder does not produce.  One pass of
+    this (RD rounding with the fitted tables, then counting again) is one step of the usual
+    alternation between an entropy-constrained quantizer and its code."""
+    from .. import rdoq
+    from ..model import load_config
+
+    started = time.time()
+    config_path = weights / f"{name}.json"
+    model = load_config(config_path, name)
+    if model.ladder is None:
+        raise SystemExit(f"{name} is not a quality-ladder model")
+    ladder = model.ladder
+    photos = training_photos(data, max_images, seed)
+    base = 50  # the latents once, in model units; each anchor rescales them
+    latents = [(scaled_latents(model, read_image(path.read_bytes()).rgb, base)
+                * ladder.steps(base)[:, None, None]).astype(np.float32) for path in photos]
+    log(f"rd refit: {len(latents)} training photos (seed {seed})")
+    _, _, anchors = quality_steps()
+    rows, thresholds, offsets = [], [], []
+    for a, anchor_step in enumerate(anchors):
+        quality = quality_nearest(anchor_step)
+        step = ladder.steps(quality).astype(np.float32)[:, None, None]
+        scaled = [z / step for z in latents]
+        quantized = [rdoq.rd_round(y, ladder, quality) for y in scaled]
+        anchor_rows, cuts, offs = fit_anchor_tables(quantized, scaled, OFFSET_FLOOR)
+        offs[:LIFTED] = ladder.offset[a, :LIFTED]  # the DC is rounded by its own rule, whose error it prices at 0
+        rows += anchor_rows
+        thresholds.append(cuts)
+        offsets.append(offs)
+        log(f"rd refit: anchor {a + 1}/{len(anchors)} (q {quality}) fitted")
+    tables = entropy.RaggedTables.from_rows(rows)
+    tables.validate()
+    with np.load(weights / f"{name}.npz", allow_pickle=False) as stored:
+        arrays = {k: stored[k] for k in stored.files}
+    arrays.update({"context.lo": tables.lo, "context.size": tables.size, "context.offset": tables.offset,
+                   "context.freqs": tables.freqs, "context.thresholds": np.stack(thresholds),
+                   "quality.offset": np.stack(offsets)})
+    config = json.loads(config_path.read_text())
+    config.pop("sha256", None)
+    config.setdefault("info", {})["rd_refit"] = {
+        "fitted_on": f"{len(latents)} photos of {data / 'train'} (seed {seed})",
+        "fit_wall_minutes": round((time.time() - started) / 60, 1),
+        "command": f"python -m walloc_cli.fit.ladder --data {data} --out {weights} --name {name} --rd-only",
+    }
+    save_model(weights, config, arrays)
+    log(f"rd refit: tables written in {(time.time() - started) / 60:.1f} min")
+    return fit_pyramid(weights, name, data, rd=True)
 
 
 def coded_pair(model, rgb: np.ndarray, quality: int, channels: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -373,7 +491,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pyramid-only", action="store_true",
                         help="only fit the DC pyramid's tables (with pair contexts: context coder version 4), for the ladder model "
                              "already in --out (written back with a new weights hash)")
+    parser.add_argument("--rd-only", action="store_true",
+                        help="only refit the tables, thresholds, offsets and DC pyramid tables of the ladder model "
+                             "already in --out on the latents its encoder writes (RD rounding), then its filter "
+                             "(written back with a new weights hash)")
+    parser.add_argument("--gains-only", action="store_true",
+                        help="only write the step gains (DC_GAIN, LOW_AC_*) into the ladder model already in --out, "
+                             "then refit it as --rd-only does")
     args = parser.parse_args(argv)
+    if args.gains_only:
+        set_gains(args.out, args.name)
+        args.rd_only = True
+    if args.rd_only:
+        fit_rd(args.out, args.name, args.data)
+        fit_filter(args.out, args.name, args.data)
+        return
     if args.pyramid_only:
         fit_pyramid(args.out, args.name, args.data)
         return
@@ -382,7 +514,8 @@ def main(argv: list[str] | None = None) -> None:
     if not args.refiner_only:
         if not args.filter_only:
             fit(args.data, args.out, args.name, args.images, args.seed)
-            fit_pyramid(args.out, args.name, args.data)
+            fit_pyramid(args.out, args.name, args.data)  # the dead-zone fit: RD rounding needs tables to exist
+            fit_rd(args.out, args.name, args.data)
         fit_filter(args.out, args.name, args.data)
     fit_refiner(args.out, args.name, args.data)
 
