@@ -58,7 +58,7 @@ train: install
 	$(BIN)/python -m walloc_cli.fit.train --preset rgb-16x --data ../shared/data/images --run runs/rgb-16x --minutes $(MINUTES)
 
 # The quality-ladder image model rgb-1x: closed-form fit (PCA + histograms, then the tables refitted
-# on the encoder's RD rounding), the decoder's filter and refiner: about 45 minutes on 2 cores.
+# on the encoder's RD rounding), the decoder's filter and refiner: about 40 minutes on 2 cores.
 train-ladder: install
 	$(BIN)/python -m walloc_cli.fit.ladder --data ../shared/data/images --out weights/ --name rgb-1x --images 300
 

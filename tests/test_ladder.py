@@ -43,3 +43,37 @@ def test_fitted_model_codes_a_photo(fitted, monkeypatch):
         quality.append(benchmark.psnr(rgb, api.decode_image(wlc).rgb))
     assert sizes[0] < sizes[1] and quality[0] + 3 < quality[1], (sizes, quality)
     assert quality[1] > 30, quality
+
+
+def test_rd_refit_tables_what_the_encoder_writes(fitted, tmp_path, monkeypatch):
+    """fit_rd (``--rd-only``) refits the tables and offsets on the encoder's own RD rounding, then
+    the DC pyramid's tables likewise: on the photos it was fitted on, the files shrink, the model
+    still codes bit-exactly, and reconstruction offsets may come out negative (a bin's values lie
+    above its integer once RD rounding has sent its lower part to the bin below)."""
+    weights = tmp_path / "weights"
+    shutil.copytree(fitted.parent, weights)
+    name, data = "rgb-ladder-test", fitted.parent.parent / "data"
+    ladder.fit_pyramid(weights, name, data, max_images=2)
+    monkeypatch.setenv("WALLOC_WEIGHTS", str(weights))
+    photo = (DATA / "photo.jpg").read_bytes()
+    rgb = np.asarray(Image.open(io.BytesIO(photo)).convert("RGB"))
+
+    def sizes() -> list[int]:
+        load_model.cache_clear()
+        out = []
+        for q in (30, 70):
+            wlc = api.encode_image(photo, name, q).data
+            np.testing.assert_array_equal(api.file_latents(wlc).latents, api.image_to_latents(load_model(name), rgb, q)[0])
+            out.append(len(wlc))
+        return out
+
+    before = sizes()
+    ladder.fit_rd(weights, name, data, max_images=2)
+    after = sizes()
+    load_model.cache_clear()
+    config = json.loads((weights / f"{name}.json").read_text())
+    assert config["info"]["pyramid"]["rounding"] == "rd" and "rd_refit" in config["info"]
+    assert sum(after) < sum(before), (before, after)
+    offsets = load_model(name).ladder.offset
+    assert offsets.min() > -0.5 and (offsets < 0).any()
+    load_model.cache_clear()

@@ -80,7 +80,7 @@ def log(message: str) -> None:
     print(f"[ladder {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def image_coefficients(path: Path) -> np.ndarray:
+def photo_coefficients(path: Path) -> np.ndarray:
     """WPT coefficients (H', W', 192) of one photo, padded exactly as ``walloc encode`` pads."""
     rgb = read_image(path.read_bytes()).rgb
     h, w = rgb.shape[:2]
@@ -219,7 +219,7 @@ def fit(data: Path, out: Path, name: str, max_images: int, seed: int) -> Path:
     started = time.time()
     chosen = training_photos(data, max_images, seed)
     log(f"{len(chosen)} training photos")
-    coefficients = [image_coefficients(path) for path in chosen]
+    coefficients = [photo_coefficients(path) for path in chosen]
     mean, basis = fit_pca(coefficients)
     weight = basis.T                        # latents = weight @ (coefficients − mean)
     bias = -weight @ mean
