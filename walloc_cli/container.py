@@ -53,6 +53,8 @@ MAGIC = b"WLOC"
 # decoder's nonlinear refiner (postfilter.Refiner) at the end of the dictionary.
 # Version 7 (session 15): version 6 with the headers of the rgb-1x weights whose DC pyramid
 # tables also follow the neighbour pairs' disagreement (context coder version 4).
+# Version 8 (session 17): version 7 with the headers of the rgb-1x weights whose tables were
+# refitted on the encoder's RD rounding (and whose reconstruction offsets may be negative).
 VERSION = 8
 READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8)
 MODALITY_CODES = {"image": b"i", "audio": b"a", "raster": b"r"}
