@@ -31,6 +31,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -190,6 +191,23 @@ def fit_anchor_tables(quantized: list[np.ndarray], scaled: list[np.ndarray], off
     return rows, thresholds, offsets
 
 
+def context_arrays(fit_one: Callable[[int], tuple[list, np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The ``context.*`` tables and thresholds and the ``quality.offset`` array of a ladder model
+    from ``fit_one(anchor)`` -> (table rows, thresholds, offsets) of each anchor in turn (what
+    :func:`fit` and :func:`fit_rd` both build, from differently rounded latents)."""
+    rows, thresholds, offsets = [], [], []
+    for a in range(ANCHORS):
+        anchor_rows, cuts, offs = fit_one(a)
+        rows += anchor_rows
+        thresholds.append(cuts)
+        offsets.append(offs)
+    tables = entropy.RaggedTables.from_rows(rows)
+    tables.validate()
+    return {"context.lo": tables.lo, "context.size": tables.size, "context.offset": tables.offset,
+            "context.freqs": tables.freqs, "context.thresholds": np.stack(thresholds),
+            "quality.offset": np.stack(offsets)}
+
+
 def quality_gains(channels: int) -> np.ndarray:
     """Per-anchor, per-channel step factors (ANCHORS, channels): :data:`DC_GAIN` for the DC,
     :data:`LOW_AC_GAIN` for the first luma AC channels from :data:`LOW_AC_FIRST_ANCHOR` up, 1 elsewhere."""
@@ -226,15 +244,13 @@ def fit(data: Path, out: Path, name: str, max_images: int, seed: int) -> Path:
     latents = [c.astype(np.float64) @ weight.T + bias for c in coefficients]
     steps, anchor_of_q, anchors = quality_steps()
     gains = quality_gains(weight.shape[0])
-    all_rows, thresholds, offsets = [], [], []
-    for a, step in enumerate(anchors):
-        rows, cuts, offs = fit_anchor(latents, step * gains[a])
-        all_rows += rows
-        thresholds.append(cuts)
-        offsets.append(offs)
-        log(f"anchor {a + 1}/{ANCHORS} (step {step:.4f}) fitted")
-    tables = entropy.RaggedTables.from_rows(all_rows)
-    tables.validate()
+
+    def fit_one(a: int) -> tuple[list, np.ndarray, np.ndarray]:
+        fitted = fit_anchor(latents, anchors[a] * gains[a])
+        log(f"anchor {a + 1}/{ANCHORS} (step {anchors[a]:.4f}) fitted")
+        return fitted
+
+    context = context_arrays(fit_one)
     order = wavelets.packet_order_2d(LEVELS)
     # encoder weight columns in the reference packet-channel order (see CodecModel)
     natural = (np.arange(3)[:, None] * order.size + order[None, :]).reshape(-1)
@@ -248,11 +264,9 @@ def fit(data: Path, out: Path, name: str, max_images: int, seed: int) -> Path:
         "entropy.lo": np.zeros(weight.shape[0], np.int32),
         "entropy.size": np.ones(weight.shape[0], np.int32),
         "entropy.freqs": np.tile(np.array([[entropy.TOTAL // 2, entropy.TOTAL // 2]], np.int32), (weight.shape[0], 1)),
-        "context.lo": tables.lo, "context.size": tables.size,
-        "context.offset": tables.offset, "context.freqs": tables.freqs,
-        "context.thresholds": np.stack(thresholds),
+        **context,
         "quality.step": steps, "quality.anchor": anchor_of_q, "quality.gain": gains,
-        "quality.deadzone": np.array(DEADZONE), "quality.offset": np.stack(offsets),
+        "quality.deadzone": np.array(DEADZONE),
     }
     config = {
         "name": name, "modality": "image", "channels": 3, "levels": LEVELS, "wavelet": WAVELET,
@@ -385,25 +399,21 @@ def fit_rd(weights: Path, name: str, data: Path, max_images: int = RD_IMAGES, se
                 * ladder.steps(base)[:, None, None]).astype(np.float32) for path in photos]
     log(f"rd refit: {len(latents)} training photos (seed {seed})")
     _, _, anchors = quality_steps()
-    rows, thresholds, offsets = [], [], []
-    for a, anchor_step in enumerate(anchors):
-        quality = quality_nearest(anchor_step)
+
+    def fit_one(a: int) -> tuple[list, np.ndarray, np.ndarray]:
+        quality = quality_nearest(anchors[a])
         step = ladder.steps(quality).astype(np.float32)[:, None, None]
         scaled = [z / step for z in latents]
         quantized = [rdoq.rd_round(y, ladder, quality) for y in scaled]
         anchor_rows, cuts, offs = fit_anchor_tables(quantized, scaled, OFFSET_FLOOR)
         offs[:LIFTED] = ladder.offset[a, :LIFTED]  # the DC is rounded by its own rule, whose error it prices at 0
-        rows += anchor_rows
-        thresholds.append(cuts)
-        offsets.append(offs)
         log(f"rd refit: anchor {a + 1}/{len(anchors)} (q {quality}) fitted")
-    tables = entropy.RaggedTables.from_rows(rows)
-    tables.validate()
+        return anchor_rows, cuts, offs
+
+    context = context_arrays(fit_one)
     with np.load(weights / f"{name}.npz", allow_pickle=False) as stored:
         arrays = {k: stored[k] for k in stored.files}
-    arrays.update({"context.lo": tables.lo, "context.size": tables.size, "context.offset": tables.offset,
-                   "context.freqs": tables.freqs, "context.thresholds": np.stack(thresholds),
-                   "quality.offset": np.stack(offsets)})
+    arrays.update(context)
     config = json.loads(config_path.read_text())
     config.pop("sha256", None)
     config.setdefault("info", {})["rd_refit"] = {
