@@ -71,7 +71,8 @@ DC_GAIN = 0.82
 # shipped weights without refitting their tables (bench/compare_runs.py, PSNR / MS-SSIM BD-rate
 # at q 35–100): channels 3–11 at 0.85 +0.36 / −2.58 %, at 0.8 +0.75 / −3.25 %; channels 3–7 at
 # 0.8 +0.34 / −3.09 %; below q 34 every setting tried lost on both (channels 3–11 at 0.85 from
-# q 1: +1.4 / +0.8 % at q 1–35), where the DC carries most of a file.
+# q 1: +1.4 / +0.8 % at q 1–35), where the DC carries most of a file.  Shipped in session 17
+# together with the RD refit (fit_rd), which takes back the PSNR it costs (weights/README.md).
 LOW_AC_CHANNELS = (3, 8)
 LOW_AC_GAIN = 0.8
 LOW_AC_FIRST_ANCHOR = 5
@@ -303,7 +304,7 @@ def fit_pyramid(weights: Path, name: str, data: Path, max_images: int = PYRAMID_
     is fitted on the residuals it would code; one that saw fewer than :data:`PYRAMID_BACKOFF`
     is pooled with its (stage, spread) siblings, and if still short with its whole stage.
     ``rd``: the DC is rounded as the encoder rounds it, along the pyramid by error + λ·bits
-    with the model's current pyramid tables (:func:`walloc_cli.rdoq.rd_round`), instead of
+    with the model's current pyramid tables (:func:`walloc_cli.rdoq.rd_round_dc`), instead of
     by the dead-zone rule (the first fit, before any tables exist): the tables then count
     the residuals files really hold.
     About a minute on two cores; the ladder's other arrays are copied unchanged."""
