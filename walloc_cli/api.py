@@ -152,7 +152,9 @@ def latents_to_image(model: CodecModel, latents: np.ndarray | strips.StripLatent
         for strip in model.from_latents(latents, chunk, quality):
             rows = min(strip.shape[1], height - row)
             if rows > 0:
-                yield row, (strip[:, :rows, :width] + 0.5) * 255.0
+                levels = strip[:, :rows, :width] + 0.5  # a new array: scaled in place, not copied again
+                levels *= 255.0
+                yield row, levels
             row += strip.shape[1]
 
     with one_blas_thread():  # the same pixels whatever the caller's BLAS threads (threads.py)

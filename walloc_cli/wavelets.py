@@ -267,26 +267,23 @@ def packet_filters(levels: int, wavelet: str = DEFAULT_WAVELET) -> tuple[BlockFi
 
 
 def _block_filter_rows(x: np.ndarray, bf: BlockFilter) -> np.ndarray:
-    """Apply ``bf`` along axis -3 of ``x`` shaped (..., blocks, B_in, W), periodically.
+    """Apply ``bf`` along axis 0 of ``x`` shaped (blocks, B_in, …), periodically:
+    (blocks, B_out, ·) with the trailing axes flattened.
 
-    The M consecutive input blocks of one output block are a contiguous (M·B_in, W)
-    slab of a C-ordered array, so a strided *view* feeds BLAS with no copying.
+    ``x`` may be any view (a transposed one included): the periodic padding is a fancy
+    index along axis 0, which copies into a fresh C-ordered array anyway, so a transposed
+    input costs no extra copy (making it contiguous first was one more pass over the whole
+    image per filtering pass).  In that array the M consecutive input blocks of one output
+    block are a contiguous (M·B_in, W) slab, so a strided *view* feeds BLAS with no copying.
     """
-    nblocks = x.shape[-3]
+    nblocks, b_in = x.shape[0], x.shape[1]
     index = np.arange(bf.first, nblocks + bf.first + bf.span - 1) % nblocks
-    padded = np.ascontiguousarray(x[..., index, :, :])
-    *lead, _, b_in, width = padded.shape
+    padded = np.ascontiguousarray(x[index]).reshape(index.size, b_in, -1)
+    width = padded.shape[2]
     s = padded.strides
     windows = np.lib.stride_tricks.as_strided(
-        padded, shape=(*lead, nblocks, bf.span * b_in, width), strides=(*s[:-3], s[-3], s[-2], s[-1]),
-        writeable=False)
+        padded, shape=(nblocks, bf.span * b_in, width), strides=(s[0], s[1], s[2]), writeable=False)
     return np.matmul(bf.kernel.astype(x.dtype), windows)
-
-
-def _to_rows(x: np.ndarray, block: int) -> np.ndarray:
-    """(H, W, ...) -> contiguous (H/B, B, W·…): the row-pass layout (a view when possible)."""
-    x = np.ascontiguousarray(x)
-    return x.reshape(x.shape[0] // block, block, -1)
 
 
 def wpt2d_positions(image: np.ndarray, levels: int, wavelet: str = DEFAULT_WAVELET) -> np.ndarray:
@@ -302,9 +299,9 @@ def wpt2d_positions(image: np.ndarray, levels: int, wavelet: str = DEFAULT_WAVEL
     block = 2**levels
     h, w, c = image.shape
     hb, wb = h // block, w // block
-    rows = _block_filter_rows(_to_rows(image, block), analysis)              # (Hb, r, W·C)
+    rows = _block_filter_rows(image.reshape(hb, block, w * c), analysis)     # (Hb, r, W·C)
     columns = rows.reshape(hb, block, wb, block, c).transpose(2, 3, 4, 0, 1)  # (Wb, B, C, Hb, r)
-    out = _block_filter_rows(_to_rows(columns, 1).reshape(wb, block, -1), analysis)  # (Wb, k, C·Hb·r)
+    out = _block_filter_rows(columns, analysis)                              # (Wb, k, C·Hb·r)
     return out.reshape(wb, block, c, hb, block).transpose(3, 0, 2, 4, 1)     # (Hb, Wb, C, r, k)
 
 
@@ -313,9 +310,9 @@ def iwpt2d_positions(coefficients: np.ndarray, levels: int, wavelet: str = DEFAU
     _, synthesis = packet_filters(levels, wavelet)
     hb, wb, c, block, _ = coefficients.shape
     columns = coefficients.transpose(1, 4, 0, 2, 3)                           # (Wb, k, Hb, C, r)
-    out = _block_filter_rows(_to_rows(columns, 1).reshape(wb, block, -1), synthesis)  # (Wb, x, Hb·C·r)
+    out = _block_filter_rows(columns, synthesis)                             # (Wb, x, Hb·C·r)
     rows = out.reshape(wb * block, hb, c, block).transpose(1, 3, 0, 2)      # (Hb, r, W, C)
-    image = _block_filter_rows(_to_rows(rows, 1).reshape(hb, block, -1), synthesis)  # (Hb, y, W·C)
+    image = _block_filter_rows(rows, synthesis)                              # (Hb, y, W·C)
     return image.reshape(hb * block, wb * block, c)
 
 
