@@ -71,3 +71,15 @@ def test_a_metadata_block_pillow_refuses_still_writes_the_pixels() -> None:
 def test_allocator_leaves_a_users_malloc_settings_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MALLOC_ARENA_MAX", "2")
     assert allocator.keep_freed_memory() is False
+
+
+def test_level_1_pixels_are_the_same_with_and_without_isal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Level 1 deflates with ISA-L where the ``isal`` package is installed and with zlib where it
+    is not: both are standard zlib streams that Pillow reads back to the same pixels."""
+    image = _image("RGB", 70, 90, seed=3)
+    with_isal = media.write_image(image, "PNG")
+    monkeypatch.setitem(__import__("sys").modules, "isal", None)  # `from isal import …` now fails
+    assert png._compressor(1).__class__.__module__ == "zlib"
+    without = media.write_image(image, "PNG")
+    for data in (with_isal, without):
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), image.rgb)

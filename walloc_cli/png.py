@@ -8,6 +8,13 @@ pixel to its left: two numpy passes) and deflating at the same level took 20 ms 
 batch figures).  Smooth decoded photos are what Sub suits: codec output has little of the
 vertical texture the Up and Paeth filters are for.
 
+At level 1 (walloc's default) the deflating is done by ISA-L (the ``isal`` package) where it
+is installed: on decoded 768×512 photos its level 2 took 4.4 ms a photo against zlib level 1's
+17 ms (a fifth of the whole decode), for files 1.7 % larger (586 against 577 KB); its level 0
+and 1 were no faster and 3–23 % larger.  The output is a standard zlib stream either way, and
+the pixels never depend on which library wrote them; without ``isal`` (platforms it has no
+wheel for) zlib writes level 1 as before.
+
 Only the pixels are written here.  Every other chunk — the ICC profile, EXIF, XMP and
 whatever Pillow adds for the options it is given — is taken from the PNG Pillow writes for a
 1×1 image of the same mode with the same options (:func:`assemble`), so metadata keeps
@@ -61,16 +68,30 @@ def _filtered_rows(planes: Sequence[np.ndarray], r0: int, r1: int, filtered: boo
     return out.tobytes()
 
 
+def _compressor(level: int):
+    """A zlib-format compressor for ``level``: ISA-L's level 2 for zlib's fastest level 1 when
+    the ``isal`` package is installed (about the same size, 4× faster), else zlib's own."""
+    if level == 1:
+        try:
+            from isal import isal_zlib
+        except ImportError:
+            pass
+        else:
+            return isal_zlib.compressobj(2)
+    return zlib.compressobj(level)
+
+
 def assemble(template: bytes, planes: Sequence[np.ndarray], level: int) -> bytes:
     """A PNG of the image whose channels are ``planes`` (each (H, W, k) uint8; 1, 2, 3 or 4
     channels in all, as :data:`COLOUR_TYPES`), with every chunk of ``template`` (Pillow's PNG
     of a 1×1 image of that mode and the same options) but its header and pixel data.
-    ``level``: zlib's level (0 stores the rows unfiltered)."""
+    ``level``: zlib's level (0 stores the rows unfiltered; 1 is ISA-L's fast level where
+    installed, :func:`_compressor`)."""
     height, width = planes[0].shape[:2]
     channels = sum(p.shape[2] for p in planes)
     colour_type = {bpp: kind for kind, bpp in COLOUR_TYPES.values()}[channels]
     header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
-    compressor = zlib.compressobj(level)
+    compressor = _compressor(level)
     deflated = bytearray()
     step = max(1, STRIP_BYTES // max(1, width * channels))
     for r0 in range(0, height, step):
