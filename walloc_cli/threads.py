@@ -8,10 +8,11 @@ from BLAS threads, so the library limits them itself, for the duration of the ca
 and restores the caller's setting afterwards (threadpoolctl; torch's own threads are
 handled by the neural decoder).
 
-The controller (the list of loaded BLAS libraries) is built once per process and
-rebuilt only when a BLAS library is loaded later (torch, say): ``threadpool_limits``
-scans every loaded library on each call, about 1 ms, paid twice per photo by a batch
-that codes hundreds, while the limit itself costs microseconds.
+The controller (the list of loaded BLAS libraries) is built once and rebuilt only when
+the process has imported modules since, one of which may have loaded another BLAS
+(torch, say): ``threadpool_limits`` scans every loaded library on each call, about
+1 ms, paid twice per photo by a batch that codes hundreds, while the limit itself costs
+microseconds.
 """
 from __future__ import annotations
 
