@@ -36,6 +36,7 @@ PRECISION = 24
 TOTAL = 1 << PRECISION
 CODER = "constriction.queue.RangeEncoder/u32/p24"  # recorded in every file's header
 _CHUNK_BITS = 16
+_COST_BLOCK = 4096  # table rows whose symbol costs are computed together, on first use (RaggedTables.costs)
 
 
 class EntropyError(WallocError):
@@ -292,6 +293,27 @@ class RaggedTables:
             bits = self.__dict__["_fewest_bits"] = -np.log2(np.asarray(most, np.float64) / TOTAL)
         return bits
 
+    def costs(self, rows: np.ndarray) -> np.ndarray:
+        """Every symbol's cost in bits (−log2 of its probability), laid out as ``freqs``,
+        computed for the blocks of :data:`_COST_BLOCK` rows from the smallest to the largest
+        of ``rows`` and kept: one file uses one quality's tables, a sixteenth of rgb-1x's
+        960,000 entries, and computing all of them was 20 ms of a one-photo ``walloc encode``.
+        Entries not yet computed are NaN and never read (every row asked for lies inside a
+        computed block).  Only encoder choices use these floats (:func:`symbol_bits`)."""
+        cache = self.__dict__.get("_cost")
+        if cache is None:
+            cache = self.__dict__["_cost"] = (np.full(self.freqs.shape, np.nan), set())
+        cost, done = cache
+        if rows.size:
+            first, last = int(rows.min()) // _COST_BLOCK, int(rows.max()) // _COST_BLOCK
+            for block in range(first, last + 1):
+                if block not in done:
+                    a = self.offset[block * _COST_BLOCK]
+                    b = self.offset[min((block + 1) * _COST_BLOCK, self.lo.shape[0])]
+                    cost[a:b] = -np.log2(self.freqs[a:b].astype(np.float64) / TOTAL)
+                    done.add(block)
+        return cost
+
     def extent(self) -> int:
         """Largest magnitude an in-range (not escaped) value of any row can have (kept)."""
         extent = self.__dict__.get("_extent")
@@ -520,37 +542,13 @@ def table_index(activity_bin: np.ndarray, values: np.ndarray, bins: int,
 Candidate = tuple[int, np.ndarray]  # (first table row, integer thresholds (L, bins − 1)) of one table set
 
 
-_COST_BLOCK = 4096  # table rows whose costs are computed together, on first use
-
-
-def _costs_of(tables: RaggedTables, rows: np.ndarray) -> np.ndarray:
-    """Every symbol's cost in bits (−log2 of its probability), laid out as ``tables.freqs``,
-    computed only for the blocks of rows from the smallest to the largest of ``rows`` and
-    kept: one file uses one quality's tables, a sixteenth of rgb-1x's 960,000 entries, and
-    computing all of them was 20 ms of a one-photo ``walloc encode``.  Entries not yet
-    computed are NaN and never read (every row asked for lies inside a computed block)."""
-    cache = tables.__dict__.get("_cost")
-    if cache is None:
-        cache = tables.__dict__["_cost"] = (np.full(tables.freqs.shape, np.nan), set())
-    cost, done = cache
-    if rows.size:
-        first, last = int(rows.min()) // _COST_BLOCK, int(rows.max()) // _COST_BLOCK
-        for block in range(first, last + 1):
-            if block not in done:
-                a = tables.offset[block * _COST_BLOCK]
-                b = tables.offset[min((block + 1) * _COST_BLOCK, tables.lo.shape[0])]
-                cost[a:b] = -np.log2(tables.freqs[a:b].astype(np.float64) / TOTAL)
-                done.add(block)
-    return cost
-
-
 def symbol_bits(tables: RaggedTables, rows: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Estimated cost in bits of each value coded with table ``rows`` (same shapes; escapes approximated).
 
     Only encoder *choices* use this float estimate (which table set, which rounding);
     the choices are transmitted or are plain latents, so the decoder never recomputes it.
     """
-    cost = _costs_of(tables, rows)
+    cost = tables.costs(rows)
     lo, size = tables.lo[rows], tables.size[rows]
     symbols = values - lo
     outside = (symbols < 0) | (symbols >= size)

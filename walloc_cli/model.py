@@ -30,12 +30,15 @@ import zipfile
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
 from . import wavelets
 from .entropy import DcPyramid, EntropyTables, RaggedTables
+
+if TYPE_CHECKING:  # the type hint only: postfilter is imported where a refiner is loaded
+    from .postfilter import Refiner
 
 DEFAULT_IMAGE_MODEL = "rgb-1x"
 # The compressed-domain representation (12 latents per 8×8 block): what `walloc latents`,

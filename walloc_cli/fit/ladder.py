@@ -218,18 +218,28 @@ def quality_gains(channels: int) -> np.ndarray:
     return gains
 
 
+def rewrite_model(weights: Path, name: str, arrays: dict[str, np.ndarray], info: dict,
+                  drop: tuple[str, ...] = ()) -> Path:
+    """Write the model ``weights/<name>`` back with ``arrays`` added or replaced (``drop``
+    removed) and ``info`` merged into its config's ``info`` — a new weights hash.  The last
+    step of every fitting stage after :func:`fit` (gains, pyramid, RD refit, filter, refiner)."""
+    config_path = weights / f"{name}.json"
+    with np.load(weights / f"{name}.npz", allow_pickle=False) as stored:
+        stored_arrays = {k: stored[k] for k in stored.files if k not in drop}
+    stored_arrays.update(arrays)
+    config = json.loads(config_path.read_text())
+    config.pop("sha256", None)
+    config.setdefault("info", {}).update(info)
+    return save_model(weights, config, stored_arrays)
+
+
 def set_gains(weights: Path, name: str) -> Path:
     """Write :func:`quality_gains` into the ladder model ``weights/<name>`` (a new weights hash),
     leaving its tables as they are: :func:`fit_rd` then refits them to the new steps."""
-    config_path = weights / f"{name}.json"
     with np.load(weights / f"{name}.npz", allow_pickle=False) as stored:
-        arrays = {k: stored[k] for k in stored.files}
-    arrays["quality.gain"] = quality_gains(arrays["quality.gain"].shape[1])
-    config = json.loads(config_path.read_text())
-    config.pop("sha256", None)
-    config.setdefault("info", {}).update({"dc_gain": DC_GAIN, "low_ac_gain": {
+        channels = stored["quality.gain"].shape[1]
+    path = rewrite_model(weights, name, {"quality.gain": quality_gains(channels)}, {"dc_gain": DC_GAIN, "low_ac_gain": {
         "channels": list(LOW_AC_CHANNELS), "gain": LOW_AC_GAIN, "first_anchor": LOW_AC_FIRST_ANCHOR}})
-    path = save_model(weights, config, arrays)
     log(f"gains: wrote {path}")
     return path
 
@@ -348,24 +358,17 @@ def fit_pyramid(weights: Path, name: str, data: Path, max_images: int = PYRAMID_
         log(f"pyramid: anchor {a + 1}/{len(anchors)} (q {quality}) fitted")
     tables = entropy.RaggedTables.from_rows(rows)
     tables.validate()
-    with np.load(weights / f"{name}.npz", allow_pickle=False) as stored:
-        arrays = {k: stored[k] for k in stored.files}
-    arrays.update({"pyramid.lo": tables.lo, "pyramid.size": tables.size, "pyramid.offset": tables.offset,
-                   "pyramid.freqs": tables.freqs})
+    arrays = {"pyramid.lo": tables.lo, "pyramid.size": tables.size, "pyramid.offset": tables.offset,
+              "pyramid.freqs": tables.freqs}
     if pairs:
         arrays["pyramid.pairs"] = np.ones(1, np.int32)
-    else:
-        arrays.pop("pyramid.pairs", None)
-    config = json.loads(config_path.read_text())
-    config.pop("sha256", None)
-    config.setdefault("info", {})["pyramid"] = {
+    path = rewrite_model(weights, name, arrays, {"pyramid": {
         "fitted_on": f"{len(dc)} photos of {data / 'train'} (seed {seed})",
         "fit_wall_minutes": round((time.time() - started) / 60, 1),
         "rounding": "rd" if rd else "dead-zone",
         "command": f"python -m walloc_cli.fit.ladder --data {data} --out {weights} --name {name} "
                    + ("--rd-only (its second step)" if rd else "--pyramid-only"),
-    }
-    path = save_model(weights, config, arrays)
+    }}, drop=() if pairs else ("pyramid.pairs",))
     log(f"pyramid: wrote {path} in {(time.time() - started) / 60:.1f} min")
     return path
 
@@ -411,18 +414,11 @@ def fit_rd(weights: Path, name: str, data: Path, max_images: int = RD_IMAGES, se
         log(f"rd refit: anchor {a + 1}/{len(anchors)} (q {quality}) fitted")
         return anchor_rows, cuts, offs
 
-    context = context_arrays(fit_one)
-    with np.load(weights / f"{name}.npz", allow_pickle=False) as stored:
-        arrays = {k: stored[k] for k in stored.files}
-    arrays.update(context)
-    config = json.loads(config_path.read_text())
-    config.pop("sha256", None)
-    config.setdefault("info", {})["rd_refit"] = {
+    rewrite_model(weights, name, context_arrays(fit_one), {"rd_refit": {
         "fitted_on": f"{len(latents)} photos of {data / 'train'} (seed {seed})",
         "fit_wall_minutes": round((time.time() - started) / 60, 1),
         "command": f"python -m walloc_cli.fit.ladder --data {data} --out {weights} --name {name} --rd-only",
-    }
-    save_model(weights, config, arrays)
+    }})
     log(f"rd refit: tables written in {(time.time() - started) / 60:.1f} min")
     return fit_pyramid(weights, name, data, rd=True)
 
@@ -471,17 +467,11 @@ def fit_filter(weights: Path, name: str, data: Path, max_images: int = FILTER_IM
         quality = quality_nearest(anchor_step)
         kernels.append(postfilter.fit_weight([coded_pair(model, rgb, quality, channels) for rgb in photos]))
         log(f"filter: anchor {a + 1}/{len(anchors)} (q {quality}) fitted")
-    with np.load(weights / f"{name}.npz", allow_pickle=False) as stored:
-        arrays = {k: stored[k] for k in stored.files}
-    arrays["quality.filter"] = np.stack(kernels).astype(np.float32)
-    config = json.loads(config_path.read_text())
-    config.pop("sha256", None)
-    config.setdefault("info", {})["filter"] = {
+    path = rewrite_model(weights, name, {"quality.filter": np.stack(kernels).astype(np.float32)}, {"filter": {
         "fitted_on": f"{len(photos)} photos of {data / 'train'} (seed {seed})", "channels": channels,
         "fit_wall_minutes": round((time.time() - started) / 60, 1),
         "command": f"python -m walloc_cli.fit.ladder --data {data} --out {weights} --name {name} --filter-only",
-    }
-    path = save_model(weights, config, arrays)
+    }})
     log(f"filter: wrote {path} in {(time.time() - started) / 60:.1f} min")
     return path
 

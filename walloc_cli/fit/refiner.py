@@ -17,17 +17,16 @@ Torch is imported here only: the decoder runs the fitted arrays in numpy.
 """
 from __future__ import annotations
 
-import json
 import time
 from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 
-from .ladder import log, coded_pair, quality_nearest, quality_steps, training_photos
+from .ladder import log, coded_pair, rewrite_model, quality_nearest, quality_steps, training_photos
 from ..media import read_image
-from ..model import load_config, save_model
-from ..postfilter import TAPS, correction, patches
+from ..model import load_config
+from ..postfilter import TAPS, correction
 
 HIDDEN = 64        # the refiner's hidden channels
 CROP = 32          # latent cells per side of a training crop
@@ -210,19 +209,14 @@ def fit_refiner(weights: Path, name: str, data: Path, photos: int = PHOTOS, seed
             gains[a] = 0.0
     log("refiner: gain over the linear filter per anchor (dB) " + " ".join(f"{e:.3f}" for e in extra))
     log("refiner: gains per anchor " + " ".join(f"{g:.2f}" for g in gains))
-    with np.load(weights / f"{name}.npz", allow_pickle=False) as stored:
-        arrays = {k: stored[k] for k in stored.files}
-    arrays.update({f"quality.{k}": v for k, v in export(net, log_steps, gains).items()})
-    config = json.loads(config_path.read_text())
-    config.pop("sha256", None)
-    config.setdefault("info", {})["refiner"] = {
+    arrays = {f"quality.{k}": v for k, v in export(net, log_steps, gains).items()}
+    path = rewrite_model(weights, name, arrays, {"refiner": {
         "fitted_on": f"{photos} photos of {data / 'train'} at {len(qualities)} qualities, gains on {GAIN_PHOTOS} "
                      f"more (seed {seed})",
         "hidden": hidden, "steps": steps, "batch": f"{BATCH} crops of {CROP}×{CROP} latent cells",
         "gain_db_over_filter": [round(float(e), 4) for e in extra], "min_gain_db": MIN_GAIN_DB,
         "fit_wall_minutes": round((time.time() - started) / 60, 1),
         "command": f"python -m walloc_cli.fit.ladder --data {data} --out {weights} --name {name} --refiner-only",
-    }
-    path = save_model(weights, config, arrays)
+    }})
     log(f"refiner: wrote {path} in {(time.time() - started) / 60:.1f} min")
     return path
