@@ -155,16 +155,39 @@ def test_beats_dead_zone_rounding_at_equal_rate(ladder_model, rgb, quality):
     assert psnr > reference + 0.05, (quality, bpp, psnr, reference)
 
 
-def test_a_second_pass_prices_choices_with_the_first_passs_contexts(ladder_model, rgb):
-    """``prior``: the contexts come from the given latents, not the dead-zone rounding — so the
-    choices may differ, and every value is still the nearest integer, one below, or dropped."""
+@pytest.mark.parametrize("quality", [25, 60, 95])
+def test_the_contexts_it_prices_with_are_the_coders(ladder_model, rgb, quality):
+    """The table index rd_round records for every coded value is the one the coder computes from
+    the final latents (the decoder's): the coder reuses them, so they must be exact."""
+    from walloc_cli import entropy
+
+    ladder = ladder_model.ladder
+    y = scaled_latents(ladder_model, rgb, quality)
+    contexts = np.full((y.shape[0], y[0].size), -1, np.int16)
+    out = rdoq.rd_round(y, ladder, quality, contexts=contexts)
+    coded = np.flatnonzero(out.reshape(out.shape[0], -1).any(axis=1))
+    coded = coded[coded >= ladder.lifted]
+    assert coded.size > 3
+    _, thresholds = ladder.table_sets(quality)[ladder.CHOICES.index(0)]
+    activity, magnitude = entropy.batch_contexts(out, 0, ladder.depth, coded)
+    which = entropy.batch_table_index(activity, magnitude, thresholds, thresholds.shape[1] + 1,
+                                      tuple(ladder.neighbour_cuts), coded)
+    np.testing.assert_array_equal(contexts[coded], which)
+    # and a file coded with them decodes to the same latents
+    payload = api._encode_latents(ladder_model, out, quality, contexts=contexts)
+    assert payload == api._encode_latents(ladder_model, out, quality)
+    np.testing.assert_array_equal(api._decode_latents(ladder_model, payload, quality, out.shape), out)
+
+
+def test_its_choices_are_priced_on_the_final_values_not_the_dead_zone_rounding(ladder_model, rgb):
+    """Rounding in coding order on the true contexts differs from pricing every choice with the
+    dead-zone rounding's contexts: a value's neighbours and predecessors are what the file holds."""
     ladder, q = ladder_model.ladder, 30
     y = scaled_latents(ladder_model, rgb, q)
-    first = rdoq.rd_round(y, ladder, q)
-    second = rdoq.rd_round(y, ladder, q, prior=first)
-    assert (second != first).any()
-    lifted = ladder.lifted  # the DC channels: floor or ceiling along the pyramid, whatever the prior
-    np.testing.assert_array_equal(second[:lifted], first[:lifted])
+    out = rdoq.rd_round(y, ladder, q)
+    lifted = ladder.lifted
+    dead = ladder.round_scaled(y).astype(np.int32)
+    assert (out[lifted:] != dead[lifted:]).mean() > 0.001
     nearest = np.floor(np.abs(y[lifted:]) + 0.5)
-    free = np.abs(second[lifted:]).astype(np.float64)
+    free = np.abs(out[lifted:]).astype(np.float64)
     assert np.all((free == nearest) | (free == nearest - 1) | (free == 0))

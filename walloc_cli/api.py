@@ -78,18 +78,22 @@ def image_to_latents(model: CodecModel, rgb: np.ndarray, quality: int | None = N
     Ladder models round each strip with that strip's contexts, as the file codes it
     (:mod:`walloc_cli.strips`), so these are exactly the latents :func:`file_latents` reads back."""
     cut, pad = image_strips(model, rgb, quality)
-    parts = [latents for _, latents in cut]
+    parts = [latents for _, latents, _ in cut]
     return (parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)), pad
 
 
 def image_strips(model: CodecModel, rgb: np.ndarray, quality: int | None = None, grey: bool | None = None,
-                 effort: int = 1) -> tuple[Iterator[tuple[tuple[int, int], np.ndarray]], tuple[int, int]]:
-    """uint8 (H, W, 3) -> (iterator of ((first, stop) latent rows, int32 latents of those rows),
-    padding).  Ladder models yield one strip at a time (:func:`walloc_cli.strips.rows_per_strip`),
-    so a huge photo never has all its latents in memory; other models yield the whole grid.
-    A grey image's (``grey``, default :func:`is_grey`) colour-only latents are zeroed, as its
-    file codes them (:attr:`CodecModel.colour_only_channels`).  ``effort`` 2 rounds twice, the
-    second time with the contexts of the first rounding (:func:`rdoq.rd_round`'s ``prior``)."""
+                 effort: int = 1) -> tuple[Iterator[tuple[tuple[int, int], np.ndarray, np.ndarray | None]],
+                                           tuple[int, int]]:
+    """uint8 (H, W, 3) -> (iterator of ((first, stop) latent rows, int32 latents of those rows,
+    their context table indices or None), padding).  Ladder models yield one strip at a time
+    (:func:`walloc_cli.strips.rows_per_strip`), so a huge photo never has all its latents in
+    memory; other models yield the whole grid.  A grey image's (``grey``, default
+    :func:`is_grey`) colour-only latents are zeroed, as its file codes them
+    (:attr:`CodecModel.colour_only_channels`).  The table indices (``effort`` 1, ladder
+    models) are those the rounding priced each value with (:func:`rdoq.rd_round`'s
+    ``contexts``): the coder reuses them; ``effort`` 2 lets the coder search other table
+    sets, which need their own."""
     block = model.config.block
     h, w = rgb.shape[:2]
     pad = image_padding(h, w, block)
@@ -101,7 +105,7 @@ def image_strips(model: CodecModel, rgb: np.ndarray, quality: int | None = None,
     def generate() -> Iterator[tuple[tuple[int, int], np.ndarray]]:
         if not model.has_quality:
             with one_blas_thread():  # bit-exact whatever the caller's BLAS threads (threads.py)
-                yield (0, rows), model.to_latents(read, h + pad[0], chunk, quality)
+                yield (0, rows), model.to_latents(read, h + pad[0], chunk, quality), None
             return
         q = model.ladder.check(quality)
         skip = skipped_channels(model, is_grey(rgb) if grey is None else grey)
@@ -111,13 +115,12 @@ def image_strips(model: CodecModel, rgb: np.ndarray, quality: int | None = None,
                 if skip is not None:  # zeroed before rounding, so the contexts it prices are the file's
                     scaled[skip] = 0
                 # rounding that knows what each value costs in its context (the strip's own)
-                latents = rdoq.rd_round(scaled, model.ladder, q)
-                if effort >= 2:
-                    latents = rdoq.rd_round(scaled, model.ladder, q, prior=latents)
+                contexts = np.empty((scaled.shape[0], scaled[0].size), np.int16) if effort < 2 else None
+                latents = rdoq.rd_round(scaled, model.ladder, q, contexts=contexts)
             del scaled
             if skip is not None:
                 latents[skip] = 0
-            yield (r0, r1), latents
+            yield (r0, r1), latents, contexts
 
     return generate(), pad
 
@@ -219,14 +222,16 @@ def quality_of(model: CodecModel, quality: int | None) -> int | None:
 
 
 def _encode_latents(model: CodecModel, latents: np.ndarray, quality: int | None, effort: int = 1,
-                    skip: np.ndarray | None = None) -> bytes:
+                    skip: np.ndarray | None = None, contexts: np.ndarray | None = None) -> bytes:
     """Entropy-code latents; ``effort`` 2 lets each channel search the neighbouring table sets;
-    ``skip``: channels known to be zero, not coded (ladder models)."""
+    ``skip``: channels known to be zero, not coded (ladder models); ``contexts``: their table
+    indices under the own set, as :func:`image_strips` yields them (effort 1 only)."""
     if model.has_quality:
         own = None if effort >= 2 else model.ladder.CHOICES.index(0)
         return entropy.encode_with_context(latents, model.ladder.tables, model.ladder.table_sets(quality),
                                            model.ladder.depth, model.ladder.lifted, own, model.ladder.neighbour_cuts,
-                                           skip, pyramid=model.ladder.dc_pyramid(quality))
+                                           skip, pyramid=model.ladder.dc_pyramid(quality),
+                                           contexts=None if effort >= 2 else contexts)
     return entropy.encode(latents, model.tables_for(0))
 
 
@@ -267,8 +272,8 @@ def encode_image_data(image: media.ImageData, model_name: str = DEFAULT_IMAGE_MO
     layout: dict[str, int] = {}
     correct_mean = model.has_quality and model.config.decoder_kind == "linear"
     skip = skipped_channels(model, grey)
-    for _, latents in parts:  # one strip in memory at a time
-        payloads.append(_encode_latents(model, latents, quality, effort, skip))
+    for _, latents, contexts in parts:  # one strip in memory at a time
+        payloads.append(_encode_latents(model, latents, quality, effort, skip, contexts))
         columns = latents.shape[2]
         del latents
     sections = {"latents": b"".join(payloads)}

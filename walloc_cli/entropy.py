@@ -314,6 +314,27 @@ class RaggedTables:
                     done.add(block)
         return cost
 
+    def dense_costs(self, first: int, count: int) -> tuple[np.ndarray, int, int]:
+        """Every value's cost under each of rows ``first`` … ``first + count − 1`` (one channel's
+        tables), as a dense (count · width) array: entry ``k · width + v − low`` is what
+        :func:`symbol_bits` gives value v with row ``first + k``, for ``low`` ≤ v < ``low + width``
+        — the smallest to the largest value any of the rows holds, 0 always included.  The
+        RD rounding prices two candidates per latent with it in one lookup each (kept: a file
+        uses one quality's rows, a batch of files the same ones; at most ~6 MB for a quality's
+        192 channels at q 100)."""
+        cache = self.__dict__.setdefault("_dense_costs", {})
+        key = (first, count)
+        if key not in cache:
+            if len(cache) > 2048:  # a few qualities' worth (a benchmark runs through them all)
+                cache.clear()
+            rows = np.arange(first, first + count)
+            lo = self.lo[rows].astype(np.int64)
+            low, high = min(int(lo.min()), 0), max(int((lo + self.size[rows] - 1).max()), 0)
+            values = np.arange(low, high + 1)
+            bits = symbol_bits(self, np.repeat(rows[:, None], values.size, axis=1), np.broadcast_to(values, (count, values.size)))
+            cache[key] = (bits.reshape(-1), low, values.size)
+        return cache[key]
+
     def extent(self) -> int:
         """Largest magnitude an in-range (not escaped) value of any row can have (kept)."""
         extent = self.__dict__.get("_extent")
@@ -747,7 +768,8 @@ def _decode_zero_flags(decoder, channels: int, skip: np.ndarray, lifted: int) ->
 def encode_with_context(latents: np.ndarray, tables: RaggedTables, candidates: list[Candidate],
                         depth: int, lifted: int = 0, default: int | None = None,
                         neighbour_cuts: tuple[int, ...] = (), skip: np.ndarray | None = None,
-                        zero_flags: bool = True, pyramid: DcPyramid | None = None) -> bytes:
+                        zero_flags: bool = True, pyramid: DcPyramid | None = None,
+                        contexts: np.ndarray | None = None) -> bytes:
     """Code int latents (L, H, W) channel by channel with context-selected tables.
 
     For each channel the encoder picks the cheapest of the ``candidates`` table sets
@@ -764,6 +786,9 @@ def encode_with_context(latents: np.ndarray, tables: RaggedTables, candidates: l
     2 and later): all-zero channels are flagged up front and skipped alike.  ``pyramid``
     (versions 3 and 4; 4 with its pair contexts): the ``lifted`` channels are coded through the
     interpolation pyramid with those tables (:func:`_encode_pyramid`), not the Haar levels.
+    ``contexts`` (L, H·W) int16, with ``default``: each coded channel's table indices under that
+    set, already known (:func:`walloc_cli.rdoq.rd_round` computes them as it rounds), used
+    instead of computing them again; they must be exactly what the decoder will compute.
     """
     channels = latents.shape[0]
     skip = _skip_mask(skip, channels)
@@ -784,7 +809,7 @@ def encode_with_context(latents: np.ndarray, tables: RaggedTables, candidates: l
         if skip[c0:c1].all():  # contexts come from the latents themselves: nothing to carry over
             continue
         _encode_channels(encoder, latents, c0, c1, tables, candidates, depth, lifted, default, neighbour_cuts,
-                         choice_model, skip[c0:c1])
+                         choice_model, skip[c0:c1], contexts)
     return encoder.get_compressed().astype("<u4").tobytes()
 
 
@@ -840,7 +865,8 @@ def _skip_mask(skip: np.ndarray | None, channels: int) -> np.ndarray:
 
 def _encode_channels(encoder, latents: np.ndarray, c0: int, c1: int, tables: RaggedTables,
                      candidates: list[Candidate], depth: int, lifted: int, default: int | None,
-                     neighbour_cuts: tuple[int, ...], choice_model, skip: np.ndarray) -> None:
+                     neighbour_cuts: tuple[int, ...], choice_model, skip: np.ndarray,
+                     contexts: np.ndarray | None = None) -> None:
     """Channels ``c0 … c1 − 1`` of :func:`encode_with_context`, appended to ``encoder``
     (those ``skip`` marks are left out)."""
     keep = np.flatnonzero(~skip)  # the coded channels: contexts of the others are never needed
@@ -848,11 +874,13 @@ def _encode_channels(encoder, latents: np.ndarray, c0: int, c1: int, tables: Rag
         return
     bins = candidates[0][1].shape[1] + 1
     per_channel = tables_per_channel(bins, neighbour_cuts)
-    lo = max(0, c0 - depth)
-    activity, magnitude = batch_contexts(latents[lo:c1], c0 - lo, depth, keep)
     coded = latents[c0 + keep].reshape(keep.size, -1).astype(np.int64)
     level_map = None
     lifted_here = int(np.count_nonzero(c0 + keep < lifted))  # lifted channels come first
+    known = contexts is not None and default is not None and not lifted_here
+    if not known:
+        lo = max(0, c0 - depth)
+        activity, magnitude = batch_contexts(latents[lo:c1], c0 - lo, depth, keep)
     if lifted_here:
         level_map = lift_level_map(*latents.shape[1:], bins - 1).reshape(-1)
         for c in range(lifted_here):
@@ -865,7 +893,8 @@ def _encode_channels(encoder, latents: np.ndarray, c0: int, c1: int, tables: Rag
     for j, (first_row, thresholds) in enumerate(candidates):
         if default is not None and j != default:
             continue
-        which = batch_table_index(activity, magnitude, thresholds[c0:c1], bins, neighbour_cuts, keep)
+        which = contexts[c0 + keep] if known else \
+            batch_table_index(activity, magnitude, thresholds[c0:c1], bins, neighbour_cuts, keep)
         if lifted_here:
             which[:lifted_here] = level_map
         if not search:
