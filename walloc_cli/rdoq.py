@@ -83,31 +83,30 @@ def rd_round(scaled: np.ndarray, ladder: "QualityLadder", quality: int, lam: flo
     if ladder.pyramid is not None and lifted:
         out[:lifted] = rd_round_dc(scaled[:lifted], ladder, q)
     # only channels with a value that rounds to nonzero have choices: past q 75's first ~100, none
-    live = np.flatnonzero(np.abs(scaled[lifted:]).reshape(channels - lifted, -1).max(axis=1, initial=0) >= 0.5)
+    magnitude = np.abs(scaled[lifted:]).reshape(channels - lifted, -1)
+    nearest = (magnitude + np.float32(0.5)).astype(np.int32)  # floor: the magnitudes are ≥ 0
+    live = np.flatnonzero(nearest.any(axis=1))
     if live.size == 0:
         return out
-    largest = max(int(np.abs(out[:lifted]).max(initial=0)), int(np.abs(scaled[lifted:]).max()) + 1)
+    largest = max(int(np.abs(out[:lifted]).max(initial=0)), int(nearest.max()))
     context = _Contexts(ladder, thresholds, out[max(0, lifted - depth) : lifted], height, width, largest)
     previous = lifted
     for c in (live + lifted).tolist():
         context.skip(c - previous)  # the all-zero channels in between
         previous = c + 1
         base, centre = first_row + c * per_channel, float(offset[c])
-        y = scaled[c].reshape(-1)
-        magnitude = np.abs(y)
-        nearest = np.floor(magnitude + 0.5).astype(np.int64)
-        values = context.start_channel(c)
+        a, n, y = magnitude[c - lifted], nearest[c - lifted], scaled[c].reshape(-1)
         costs = tables.dense_costs(base, per_channel)
-        for phase in context.phases:
-            which = context.tables(phase, values)
-            n = nearest[phase.positions]
-            keep = np.flatnonzero(n)
-            if keep.size:
-                where = phase.positions[keep]
-                values[where] = _choose(magnitude[where], n[keep], y[where] < 0, centre, which[keep], base, costs,
+        values = context.start_channel(c)
+        choices = np.flatnonzero(n)  # the positions with a choice, split by phase (black, white)
+        white = context.white.take(choices)
+        for phase, where in zip(context.phases, (choices[~white], choices[white]) if context.cuts else (choices,)):
+            context.tables(phase, values)
+            if where.size:
+                values[where] = _choose(a[where], n[where], y[where] < 0, centre, context.which[where], base, costs,
                                         tables, lam)
         final = values[: height * width]
-        if _not_worth_coding(final, magnitude, centre, base, context.which, tables, lam):
+        if _not_worth_coding(final, a, centre, base, context.which, tables, lam):
             final[:] = 0
         out[c] = final.reshape(height, width)
         if contexts is not None:
@@ -119,23 +118,27 @@ def rd_round(scaled: np.ndarray, ladder: "QualityLadder", quality: int, lam: flo
 def _choose(magnitude: np.ndarray, nearest: np.ndarray, negative: np.ndarray, centre: float, which: np.ndarray,
             base: int, costs: tuple[np.ndarray, int, int], tables: "entropy.RaggedTables", lam: float) -> np.ndarray:
     """Signed values: each ``nearest`` (≥ 1) or one less, whichever costs less in
-    (|y| − reconstruction)² + λ · bits with its table ``base + which`` (both candidates' bits
-    read from the channel's ``costs``, :meth:`entropy.RaggedTables.dense_costs`; values beyond
-    them, escapes, are priced by :func:`entropy.symbol_bits` itself)."""
+    (|y| − reconstruction)² + λ · bits with its table ``base + which``: one less when the
+    distortion it adds is below λ times the bits it saves.  Bits are read from the channel's
+    ``costs`` (:meth:`entropy.RaggedTables.dense_costs`); values beyond them, escapes, are
+    priced by :func:`entropy.symbol_bits` itself."""
     dense, low, width = costs
     step = np.where(negative, -1, 1)
     signed = step * nearest
     smaller = signed - step
     if int(nearest.max()) <= min(-low, low + width - 1):
         index = which.astype(np.int64) * width + (signed - low)
-        bits_nearest, bits_smaller = dense.take(index), dense.take(index - step)
+        saved = dense.take(index) - dense.take(index - step)
     else:
         rows = base + which.astype(np.int64)
-        bits_nearest, bits_smaller = entropy.symbol_bits(tables, rows, signed), entropy.symbol_bits(tables, rows, smaller)
+        saved = entropy.symbol_bits(tables, rows, signed) - entropy.symbol_bits(tables, rows, smaller)
     a = magnitude.astype(np.float64)
-    cost_nearest = (a - reconstruction(nearest, centre)) ** 2 + lam * bits_nearest
-    cost_smaller = (a - reconstruction(nearest - 1, centre)) ** 2 + lam * bits_smaller
-    return np.where(cost_smaller < cost_nearest, smaller, signed)
+    if centre < 1:  # always, for fitted centroids: then r(n) = n − centre for n ≥ 1, and r(n − 1) = r(n) − 1 for n ≥ 2
+        error = a - (nearest - centre)  # a − r(n)
+        added = np.where(nearest > 1, 2 * error + 1, (1 - centre) * (2 * error + 1 - centre))
+    else:
+        added = (a - reconstruction(nearest - 1, centre)) ** 2 - (a - reconstruction(nearest, centre)) ** 2
+    return np.where(added < lam * saved, smaller, signed)
 
 
 class _Phase:
@@ -166,8 +169,9 @@ class _Contexts:
         self.which = np.zeros(height * width, np.int16)
         for channel in before:
             self.push(channel.reshape(-1))
+        self.white = entropy.white_mask(height, width).reshape(-1)
         if self.cuts:
-            white = entropy.white_mask(height, width).reshape(-1)
+            white = self.white
             self.near_bin = entropy._white_bins(self.cuts, self.bins)
             self.phases = [_Phase(np.flatnonzero(~white), None),
                            _Phase(np.flatnonzero(white), entropy._white_neighbours(height, width))]
@@ -205,16 +209,15 @@ class _Contexts:
         self.values[:] = 0
         return self.values
 
-    def tables(self, phase: _Phase, values: np.ndarray) -> np.ndarray:
-        """Table indices of ``phase``'s positions (white squares: from their neighbours'
-        final values), recorded in :attr:`which`."""
+    def tables(self, phase: _Phase, values: np.ndarray) -> None:
+        """Record the table indices of ``phase``'s positions in :attr:`which` (black squares: their
+        activity bins, already there; white squares: refined by their neighbours' final values)."""
         if phase.neighbours is None:
-            return self.which[phase.positions]
+            return
         near = np.abs(values).take(phase.neighbours).sum(axis=0)
         np.minimum(near, self.near_bin.size - 1, out=near)
         which = self.which[phase.positions] * np.int16(len(self.cuts) + 1) + self.near_bin.take(near)
         self.which[phase.positions] = which
-        return which
 
 
 # The DC channels are coded as residuals from predictions made of values already coded
