@@ -116,6 +116,18 @@ def test_ladder_latents_decode_bit_exactly(small_path):
         np.testing.assert_array_equal(api.file_latents(wlc).latents, api.image_to_latents(model, rgb, quality)[0])
 
 
+@pytest.mark.parametrize("quality", [20, 75])
+def test_effort_2_codes_the_same_latents_in_no_more_bytes(photo_path, quality):
+    """--effort 2 only lets each channel pick a neighbouring anchor's tables (priced, the cheapest
+    kept): the rounding is effort 1's, so the file decodes to the same pixels, and the pick
+    may only save bits (the estimate it picks by is within a few bytes of the coder's)."""
+    data = photo_path.read_bytes()
+    plain, searched = (api.encode_image(data, quality=quality, effort=e).data for e in (1, 2))
+    np.testing.assert_array_equal(api.file_latents(searched).latents, api.file_latents(plain).latents)
+    assert np.array_equal(api.decode_image(searched).rgb, api.decode_image(plain).rgb)
+    assert len(searched) <= len(plain) + 4
+
+
 @pytest.mark.parametrize("size", [(1, 1), (2, 3), (7, 5), (9, 17), (64, 8)])
 def test_any_size(size):
     rng = np.random.default_rng(sum(size))
