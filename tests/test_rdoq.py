@@ -156,15 +156,16 @@ def test_beats_dead_zone_rounding_at_equal_rate(ladder_model, rgb, quality):
 
 
 @pytest.mark.parametrize("quality", [25, 60, 95])
-def test_the_contexts_it_prices_with_are_the_coders(ladder_model, rgb, quality):
-    """The table index rd_round records for every coded value is the one the coder computes from
-    the final latents (the decoder's): the coder reuses them, so they must be exact."""
-    from walloc_cli import entropy
+def test_the_tables_it_prices_with_are_the_coders(ladder_model, rgb, quality):
+    """The table index rd_round records for every coded value, and the DC pyramid's tables and
+    residuals, are what the coder computes from the final latents (the decoder's): the coder
+    reuses them, so they must be exact."""
+    from walloc_cli import entropy, pyramid
 
     ladder = ladder_model.ladder
     y = scaled_latents(ladder_model, rgb, quality)
-    contexts = np.full((y.shape[0], y[0].size), -1, np.int16)
-    out = rdoq.rd_round(y, ladder, quality, contexts=contexts)
+    known = entropy.KnownTables(np.full((y.shape[0], y[0].size), -1, np.int16), [])
+    out = rdoq.rd_round(y, ladder, quality, known=known)
     coded = np.flatnonzero(out.reshape(out.shape[0], -1).any(axis=1))
     coded = coded[coded >= ladder.lifted]
     assert coded.size > 3
@@ -172,9 +173,15 @@ def test_the_contexts_it_prices_with_are_the_coders(ladder_model, rgb, quality):
     activity, magnitude = entropy.batch_contexts(out, 0, ladder.depth, coded)
     which = entropy.batch_table_index(activity, magnitude, thresholds, thresholds.shape[1] + 1,
                                       tuple(ladder.neighbour_cuts), coded)
-    np.testing.assert_array_equal(contexts[coded], which)
-    # and a file coded with them decodes to the same latents
-    payload = api._encode_latents(ladder_model, out, quality, contexts=contexts)
+    np.testing.assert_array_equal(known.ac[coded], which)
+    for c in range(ladder.lifted):
+        steps = pyramid.analyse(out[c], ladder.pyramid_pairs)
+        assert len(steps) == len(known.dc)
+        for (tables, residuals), (dc_tables, dc_residuals) in zip(steps, known.dc):
+            np.testing.assert_array_equal(dc_tables[c], tables)
+            np.testing.assert_array_equal(dc_residuals[c], residuals)
+    # and a file coded with them is the file coded without them
+    payload = api._encode_latents(ladder_model, out, quality, known=known)
     assert payload == api._encode_latents(ladder_model, out, quality)
     np.testing.assert_array_equal(api._decode_latents(ladder_model, payload, quality, out.shape), out)
 

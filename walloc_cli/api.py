@@ -83,17 +83,17 @@ def image_to_latents(model: CodecModel, rgb: np.ndarray, quality: int | None = N
 
 
 def image_strips(model: CodecModel, rgb: np.ndarray, quality: int | None = None, grey: bool | None = None,
-                 effort: int = 1) -> tuple[Iterator[tuple[tuple[int, int], np.ndarray, np.ndarray | None]],
+                 effort: int = 1) -> tuple[Iterator[tuple[tuple[int, int], np.ndarray, entropy.KnownTables | None]],
                                            tuple[int, int]]:
     """uint8 (H, W, 3) -> (iterator of ((first, stop) latent rows, int32 latents of those rows,
-    their context table indices or None), padding).  Ladder models yield one strip at a time
+    the coder's table choices the rounding made or None), padding).  Ladder models yield one strip at a time
     (:func:`walloc_cli.strips.rows_per_strip`), so a huge photo never has all its latents in
     memory; other models yield the whole grid.  A grey image's (``grey``, default
     :func:`is_grey`) colour-only latents are zeroed, as its file codes them
-    (:attr:`CodecModel.colour_only_channels`).  The table indices (``effort`` 1, ladder
-    models) are those the rounding priced each value with (:func:`rdoq.rd_round`'s
-    ``contexts``): the coder reuses them; ``effort`` 2 lets the coder search other table
-    sets, which need their own."""
+    (:attr:`CodecModel.colour_only_channels`).  The table choices (``effort`` 1, ladder
+    models) are those the rounding priced each value with (:class:`entropy.KnownTables`):
+    the coder reuses them; ``effort`` 2 lets the coder search other table sets, which need
+    their own."""
     block = model.config.block
     h, w = rgb.shape[:2]
     pad = image_padding(h, w, block)
@@ -115,12 +115,13 @@ def image_strips(model: CodecModel, rgb: np.ndarray, quality: int | None = None,
                 if skip is not None:  # zeroed before rounding, so the contexts it prices are the file's
                     scaled[skip] = 0
                 # rounding that knows what each value costs in its context (the strip's own)
-                contexts = np.empty((scaled.shape[0], scaled[0].size), np.int16) if effort < 2 else None
-                latents = rdoq.rd_round(scaled, model.ladder, q, contexts=contexts)
+                known = entropy.KnownTables(np.empty((scaled.shape[0], scaled[0].size), np.int16), []) \
+                    if effort < 2 else None
+                latents = rdoq.rd_round(scaled, model.ladder, q, known=known)
             del scaled
             if skip is not None:
                 latents[skip] = 0
-            yield (r0, r1), latents, contexts
+            yield (r0, r1), latents, known
 
     return generate(), pad
 
@@ -222,16 +223,16 @@ def quality_of(model: CodecModel, quality: int | None) -> int | None:
 
 
 def _encode_latents(model: CodecModel, latents: np.ndarray, quality: int | None, effort: int = 1,
-                    skip: np.ndarray | None = None, contexts: np.ndarray | None = None) -> bytes:
+                    skip: np.ndarray | None = None, known: entropy.KnownTables | None = None) -> bytes:
     """Entropy-code latents; ``effort`` 2 lets each channel search the neighbouring table sets;
-    ``skip``: channels known to be zero, not coded (ladder models); ``contexts``: their table
-    indices under the own set, as :func:`image_strips` yields them (effort 1 only)."""
+    ``skip``: channels known to be zero, not coded (ladder models); ``known``: the table
+    choices under the own set, as :func:`image_strips` yields them (effort 1 only)."""
     if model.has_quality:
         own = None if effort >= 2 else model.ladder.CHOICES.index(0)
         return entropy.encode_with_context(latents, model.ladder.tables, model.ladder.table_sets(quality),
                                            model.ladder.depth, model.ladder.lifted, own, model.ladder.neighbour_cuts,
                                            skip, pyramid=model.ladder.dc_pyramid(quality),
-                                           contexts=None if effort >= 2 else contexts)
+                                           known=None if effort >= 2 else known)
     return entropy.encode(latents, model.tables_for(0))
 
 
@@ -272,8 +273,8 @@ def encode_image_data(image: media.ImageData, model_name: str = DEFAULT_IMAGE_MO
     layout: dict[str, int] = {}
     correct_mean = model.has_quality and model.config.decoder_kind == "linear"
     skip = skipped_channels(model, grey)
-    for _, latents, contexts in parts:  # one strip in memory at a time
-        payloads.append(_encode_latents(model, latents, quality, effort, skip, contexts))
+    for _, latents, known in parts:  # one strip in memory at a time
+        payloads.append(_encode_latents(model, latents, quality, effort, skip, known))
         columns = latents.shape[2]
         del latents
     sections = {"latents": b"".join(payloads)}

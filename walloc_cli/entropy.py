@@ -765,11 +765,24 @@ def _decode_zero_flags(decoder, channels: int, skip: np.ndarray, lifted: int) ->
     return zero
 
 
+@dataclass
+class KnownTables:
+    """The coder's table choices the encoder's rounding already made (:func:`walloc_cli.rdoq.rd_round`,
+    under the quality's own table set): ``ac`` (L, H·W) int16, each position's table index within
+    its channel, for every channel after the DC ones that holds a nonzero value (the other rows
+    are never read); ``dc``, per step of the DC pyramid (:func:`walloc_cli.pyramid.plan`), the
+    (table index within the channel, residual) arrays (lifted, n) of every DC channel.  Exactly
+    what :func:`encode_with_context` would compute from the latents, so it need not."""
+
+    ac: np.ndarray
+    dc: list[tuple[np.ndarray, np.ndarray]]
+
+
 def encode_with_context(latents: np.ndarray, tables: RaggedTables, candidates: list[Candidate],
                         depth: int, lifted: int = 0, default: int | None = None,
                         neighbour_cuts: tuple[int, ...] = (), skip: np.ndarray | None = None,
                         zero_flags: bool = True, pyramid: DcPyramid | None = None,
-                        contexts: np.ndarray | None = None) -> bytes:
+                        known: KnownTables | None = None) -> bytes:
     """Code int latents (L, H, W) channel by channel with context-selected tables.
 
     For each channel the encoder picks the cheapest of the ``candidates`` table sets
@@ -786,9 +799,9 @@ def encode_with_context(latents: np.ndarray, tables: RaggedTables, candidates: l
     2 and later): all-zero channels are flagged up front and skipped alike.  ``pyramid``
     (versions 3 and 4; 4 with its pair contexts): the ``lifted`` channels are coded through the
     interpolation pyramid with those tables (:func:`_encode_pyramid`), not the Haar levels.
-    ``contexts`` (L, H·W) int16, with ``default``: each coded channel's table indices under that
-    set, already known (:func:`walloc_cli.rdoq.rd_round` computes them as it rounds), used
-    instead of computing them again; they must be exactly what the decoder will compute.
+    ``known``, with ``default``: the table indices (and the DC pyramid's residuals) under that
+    set, already computed by the rounding (:class:`KnownTables`), used instead of computing
+    them again; they must be exactly what the decoder will compute.
     """
     channels = latents.shape[0]
     skip = _skip_mask(skip, channels)
@@ -800,7 +813,8 @@ def encode_with_context(latents: np.ndarray, tables: RaggedTables, candidates: l
     choice_model = constriction.stream.model.Uniform(len(candidates)) if len(candidates) > 1 else None
     start = 0
     if pyramid is not None:
-        _encode_pyramid(encoder, latents[:lifted], pyramid, default, choice_model, skip[:lifted])
+        _encode_pyramid(encoder, latents[:lifted], pyramid, default, choice_model, skip[:lifted],
+                        known.dc if known is not None and default is not None else None)
         start = lifted
     # A few channels at a time: the per-latent arrays below are int64, and a 12 MP photo
     # has 36 M latents; each batch reads the `depth` channels before it for its contexts.
@@ -809,7 +823,7 @@ def encode_with_context(latents: np.ndarray, tables: RaggedTables, candidates: l
         if skip[c0:c1].all():  # contexts come from the latents themselves: nothing to carry over
             continue
         _encode_channels(encoder, latents, c0, c1, tables, candidates, depth, lifted, default, neighbour_cuts,
-                         choice_model, skip[c0:c1], contexts)
+                         choice_model, skip[c0:c1], None if known is None else known.ac)
     return encoder.get_compressed().astype("<u4").tobytes()
 
 
@@ -817,13 +831,15 @@ _ENCODE_CHANNELS_PER_BATCH = 24
 
 
 def _encode_pyramid(encoder, latents: np.ndarray, pyramid: DcPyramid, default: int | None, choice_model,
-                    skip: np.ndarray) -> None:
+                    skip: np.ndarray, known: list[tuple[np.ndarray, np.ndarray]] | None = None) -> None:
     """The DC channels ``latents`` (lifted, H, W) through the interpolation pyramid, each after
-    its table-set choice (the cheapest set, or ``default``), as the other channels are."""
+    its table-set choice (the cheapest set, or ``default``), as the other channels are;
+    ``known``: :attr:`KnownTables.dc` (else each channel is analysed here)."""
     for c in range(latents.shape[0]):
         if skip[c]:
             continue
-        steps = dc_pyramid.analyse(latents[c], pyramid.pairs)
+        steps = dc_pyramid.analyse(latents[c], pyramid.pairs) if known is None else \
+            [(which[c], residuals[c]) for which, residuals in known]
         rows = [first + c * pyramid.tables_per_channel for first in pyramid.first_rows]
         pick = default
         if pick is None:  # argmin: ties keep the earlier set, as the other channels' search does

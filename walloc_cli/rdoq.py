@@ -27,7 +27,7 @@ contexts is not costed).  Until session 19 the choices were priced with the cont
 of the dead-zone rounding, all channels at once; the true contexts measured −0.75 %
 BD-rate (PSNR and MS-SSIM) on 24 validation photos, −1.8 % at q 3–35, and the
 coder reuses the table indices they yield instead of computing them again
-(``contexts``), which more than pays for the per-channel loop.
+(:class:`entropy.KnownTables`), which more than pays for the per-channel loop.
 """
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def reconstruction(magnitude: np.ndarray, centre: np.ndarray) -> np.ndarray:
 
 
 def rd_round(scaled: np.ndarray, ladder: "QualityLadder", quality: int, lam: float = LAMBDA,
-             contexts: np.ndarray | None = None) -> np.ndarray:
+             known: "entropy.KnownTables | None" = None) -> np.ndarray:
     """Scaled float latents (L, H, W) of one image -> int32 latents, rate–distortion optimised.
 
     ``scaled`` is ``z / step`` per channel (what :meth:`QualityLadder.quantize`
@@ -66,10 +66,10 @@ def rd_round(scaled: np.ndarray, ladder: "QualityLadder", quality: int, lam: flo
     dead-zone rounding.  The other channels are rounded in coding order on their true
     contexts (module docstring); a channel whose every value rounds to 0 costs nothing.
 
-    ``contexts`` (L, H·W) int16, optional: filled, for every channel after the DC ones that
-    holds a nonzero value, with each position's table index within the channel under the
-    own anchor's table set — what :func:`entropy.batch_table_index` would compute from the
-    result, handed to the coder (:func:`entropy.encode_with_context`) so it need not.
+    ``known`` (:class:`entropy.KnownTables`), optional: filled with the table index of every
+    position of every channel after the DC ones that holds a nonzero value, under the own
+    anchor's table set, and with the DC pyramid's steps — what :func:`entropy.encode_with_context`
+    would compute from the result, handed to it so it need not.
     """
     q = ladder.check(quality)
     first_row, thresholds = ladder.table_sets(q)[ladder.CHOICES.index(0)]
@@ -81,7 +81,7 @@ def rd_round(scaled: np.ndarray, ladder: "QualityLadder", quality: int, lam: flo
     out = np.zeros(scaled.shape, np.int32)
     out[:lifted] = ladder.round_scaled(scaled[:lifted])
     if ladder.pyramid is not None and lifted:
-        out[:lifted] = rd_round_dc(scaled[:lifted], ladder, q)
+        out[:lifted] = rd_round_dc(scaled[:lifted], ladder, q, steps=None if known is None else known.dc)
     # only channels with a value that rounds to nonzero have choices: past q 75's first ~100, none
     magnitude = np.abs(scaled[lifted:]).reshape(channels - lifted, -1)
     nearest = (magnitude + np.float32(0.5)).astype(np.int32)  # floor: the magnitudes are ≥ 0
@@ -109,8 +109,8 @@ def rd_round(scaled: np.ndarray, ladder: "QualityLadder", quality: int, lam: flo
         if _not_worth_coding(final, a, centre, base, context.which, tables, lam):
             final[:] = 0
         out[c] = final.reshape(height, width)
-        if contexts is not None:
-            contexts[c] = context.which
+        if known is not None:
+            known.ac[c] = context.which
         context.push(final)
     return out
 
@@ -230,9 +230,12 @@ class _Contexts:
 DC_LAMBDA = 0.11
 
 
-def rd_round_dc(scaled: np.ndarray, ladder: "QualityLadder", quality: int, lam: float = DC_LAMBDA) -> np.ndarray:
+def rd_round_dc(scaled: np.ndarray, ladder: "QualityLadder", quality: int, lam: float = DC_LAMBDA,
+                steps: list[tuple[np.ndarray, np.ndarray]] | None = None) -> np.ndarray:
     """Scaled DC latents (lifted, H, W) -> int32, rounded along the pyramid (the coarse grid,
-    coded raw, to the nearest integer)."""
+    coded raw, to the nearest integer).  ``steps``: a list that receives, step by step, the
+    (table index within the channel, residual) arrays (lifted, n) the coder will code
+    (:attr:`entropy.KnownTables.dc`)."""
     from . import pyramid
 
     dc = ladder.dc_pyramid(quality)
@@ -246,13 +249,18 @@ def rd_round_dc(scaled: np.ndarray, ladder: "QualityLadder", quality: int, lam: 
         target = y[:, positions]
         if neighbours is None:
             known[:, positions] = np.floor(target + 0.5)
+            if steps is not None:
+                steps.append((np.zeros(known[:, positions].shape, np.int64), known[:, positions]))
             continue
         prediction, which = pyramid.predict(known, neighbours, stage, dc.pairs)
         tables = rows + which
         below = np.floor(target).astype(np.int64)
         cost_below = (target - below) ** 2 + lam * entropy.symbol_bits(dc.tables, tables, below - prediction)
         cost_above = (below + 1 - target) ** 2 + lam * entropy.symbol_bits(dc.tables, tables, below + 1 - prediction)
-        known[:, positions] = np.where(cost_above < cost_below, below + 1, below)
+        chosen = np.where(cost_above < cost_below, below + 1, below)
+        known[:, positions] = chosen
+        if steps is not None:
+            steps.append((which, chosen - prediction))
     return known.reshape(channels, height, width).astype(np.int32)
 
 
