@@ -156,34 +156,46 @@ def test_beats_dead_zone_rounding_at_equal_rate(ladder_model, rgb, quality):
 
 
 @pytest.mark.parametrize("quality", [25, 60, 95])
-def test_the_tables_it_prices_with_are_the_coders(ladder_model, rgb, quality):
-    """The table index rd_round records for every coded value, and the DC pyramid's tables and
-    residuals, are what the coder computes from the final latents (the decoder's): the coder
-    reuses them, so they must be exact."""
+def test_the_tables_it_hands_the_coder_are_the_coders(ladder_model, rgb, quality):
+    """With ``search`` (``--effort 2``) the table set rd_round picks for each coded channel is the
+    one the coder's own search picks (which prices every set on the final latents), and the
+    table indices and DC pyramid steps it records, with or without it, are what the coder
+    computes from the final latents (the decoder's): the coder reuses them, so they must be
+    exact."""
     from walloc_cli import entropy, pyramid
 
     ladder = ladder_model.ladder
     y = scaled_latents(ladder_model, rgb, quality)
-    known = entropy.KnownTables(np.full((y.shape[0], y[0].size), -1, np.int16), [])
-    out = rdoq.rd_round(y, ladder, quality, known=known)
+    known = entropy.KnownTables.empty(y.shape[0], y[0].size)
+    out = rdoq.rd_round(y, ladder, quality, known=known, search=True)
     coded = np.flatnonzero(out.reshape(out.shape[0], -1).any(axis=1))
     coded = coded[coded >= ladder.lifted]
     assert coded.size > 3
-    _, thresholds = ladder.table_sets(quality)[ladder.CHOICES.index(0)]
+    own = entropy.KnownTables.empty(y.shape[0], y[0].size)
+    np.testing.assert_array_equal(rdoq.rd_round(y, ladder, quality, known=own), out)  # the search rounds alike
+    assert (own.choice[coded] == ladder.CHOICES.index(0)).all()
     activity, magnitude = entropy.batch_contexts(out, 0, ladder.depth, coded)
-    which = entropy.batch_table_index(activity, magnitude, thresholds, thresholds.shape[1] + 1,
-                                      tuple(ladder.neighbour_cuts), coded)
-    np.testing.assert_array_equal(known.ac[coded], which)
+    sets = ladder.table_sets(quality)
+    for s, (_, thresholds) in enumerate(sets):
+        which = entropy.batch_table_index(activity, magnitude, thresholds, thresholds.shape[1] + 1,
+                                          tuple(ladder.neighbour_cuts), coded)
+        mine = known.choice[coded] == s
+        np.testing.assert_array_equal(known.ac[coded][mine], which[mine])
+    assert len(set(known.choice[coded].tolist())) > 1  # channels do pick other sets
     for c in range(ladder.lifted):
         steps = pyramid.analyse(out[c], ladder.pyramid_pairs)
         assert len(steps) == len(known.dc)
         for (tables, residuals), (dc_tables, dc_residuals) in zip(steps, known.dc):
             np.testing.assert_array_equal(dc_tables[c], tables)
             np.testing.assert_array_equal(dc_residuals[c], residuals)
-    # and a file coded with them is the file coded without them
+    # the file coded with them is the file the coder's search codes (up to ties in its estimate)
+    searched = api._encode_latents(ladder_model, out, quality, effort=2)
     payload = api._encode_latents(ladder_model, out, quality, known=known)
-    assert payload == api._encode_latents(ladder_model, out, quality)
+    assert abs(len(payload) - len(searched)) <= 8
+    assert len(payload) < len(api._encode_latents(ladder_model, out, quality))
     np.testing.assert_array_equal(api._decode_latents(ladder_model, payload, quality, out.shape), out)
+    plain = api._encode_latents(ladder_model, out, quality, known=own)  # the own set's, as without known
+    assert plain == api._encode_latents(ladder_model, out, quality)
 
 
 def test_its_choices_are_priced_on_the_final_values_not_the_dead_zone_rounding(ladder_model, rgb):

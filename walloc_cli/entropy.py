@@ -314,24 +314,26 @@ class RaggedTables:
                     done.add(block)
         return cost
 
-    def dense_costs(self, first: int, count: int) -> tuple[np.ndarray, int, int]:
-        """Every value's cost under each of rows ``first`` … ``first + count − 1`` (one channel's
-        tables), as a dense (count · width) array: entry ``k · width + v − low`` is what
-        :func:`symbol_bits` gives value v with row ``first + k``, for ``low`` ≤ v < ``low + width``
-        — the smallest to the largest value any of the rows holds, 0 always included.  The
-        RD rounding prices two candidates per latent with it in one lookup each (kept: a file
-        uses one quality's rows, a batch of files the same ones; at most ~6 MB for a quality's
-        192 channels at q 100)."""
+    def dense_costs(self, firsts: tuple[int, ...], count: int) -> tuple[np.ndarray, int, int]:
+        """Every value's cost under each of rows ``first … first + count − 1`` for each of
+        ``firsts`` (one channel's tables in each of several table sets), as a dense
+        (sets · count · width) array: entry ``(s · count + k) · width + v − low`` is what
+        :func:`symbol_bits` gives value v with row ``firsts[s] + k``, for ``low`` ≤ v <
+        ``low + width`` — the smallest to the largest value any of the rows holds, 0 always
+        included.  The RD rounding prices two candidates per latent with it in one lookup each,
+        and a whole channel under every set in one more (kept: a file uses one quality's rows,
+        a batch of files the same ones; about 30 MB for a quality's five sets at q 100)."""
         cache = self.__dict__.setdefault("_dense_costs", {})
-        key = (first, count)
+        key = (firsts, count)
         if key not in cache:
-            if len(cache) > 2048:  # a few qualities' worth (a benchmark runs through them all)
+            if len(cache) > 1024:  # a few qualities' worth (a benchmark runs through them all)
                 cache.clear()
-            rows = np.arange(first, first + count)
+            rows = (np.asarray(firsts, np.int64)[:, None] + np.arange(count)).reshape(-1)
             lo = self.lo[rows].astype(np.int64)
             low, high = min(int(lo.min()), 0), max(int((lo + self.size[rows] - 1).max()), 0)
             values = np.arange(low, high + 1)
-            bits = symbol_bits(self, np.repeat(rows[:, None], values.size, axis=1), np.broadcast_to(values, (count, values.size)))
+            bits = symbol_bits(self, np.repeat(rows[:, None], values.size, axis=1),
+                               np.broadcast_to(values, (rows.size, values.size)))
             cache[key] = (bits.reshape(-1), low, values.size)
         return cache[key]
 
@@ -767,15 +769,21 @@ def _decode_zero_flags(decoder, channels: int, skip: np.ndarray, lifted: int) ->
 
 @dataclass
 class KnownTables:
-    """The coder's table choices the encoder's rounding already made (:func:`walloc_cli.rdoq.rd_round`,
-    under the quality's own table set): ``ac`` (L, H·W) int16, each position's table index within
-    its channel, for every channel after the DC ones that holds a nonzero value (the other rows
-    are never read); ``dc``, per step of the DC pyramid (:func:`walloc_cli.pyramid.plan`), the
-    (table index within the channel, residual) arrays (lifted, n) of every DC channel.  Exactly
-    what :func:`encode_with_context` would compute from the latents, so it need not."""
+    """The coder's table choices the encoder's rounding already made (:func:`walloc_cli.rdoq.rd_round`):
+    for every channel after the DC ones that holds a nonzero value (the other rows are never
+    read), ``choice`` (L,) its table set (an index into the candidates) and ``ac`` (L, H·W) int16
+    each position's table index within the channel under that set; ``dc``, per step of the DC
+    pyramid (:func:`walloc_cli.pyramid.plan`), the (table index within the channel, residual)
+    arrays (lifted, n) of every DC channel (they do not depend on the set).  Exactly what
+    :func:`encode_with_context`'s search would compute from the latents, so it need not."""
 
     ac: np.ndarray
+    choice: np.ndarray
     dc: list[tuple[np.ndarray, np.ndarray]]
+
+    @classmethod
+    def empty(cls, channels: int, positions: int) -> "KnownTables":
+        return cls(np.zeros((channels, positions), np.int16), np.zeros(channels, np.int64), [])
 
 
 def encode_with_context(latents: np.ndarray, tables: RaggedTables, candidates: list[Candidate],
@@ -799,9 +807,11 @@ def encode_with_context(latents: np.ndarray, tables: RaggedTables, candidates: l
     2 and later): all-zero channels are flagged up front and skipped alike.  ``pyramid``
     (versions 3 and 4; 4 with its pair contexts): the ``lifted`` channels are coded through the
     interpolation pyramid with those tables (:func:`_encode_pyramid`), not the Haar levels.
-    ``known``, with ``default``: the table indices (and the DC pyramid's residuals) under that
-    set, already computed by the rounding (:class:`KnownTables`), used instead of computing
-    them again; they must be exactly what the decoder will compute.
+    ``known``: the table sets, table indices and the DC pyramid's residuals the rounding already
+    chose and computed (:class:`KnownTables`), used instead of computing them again (and, for
+    the channels after the DC ones, instead of ``default``: the DC channels' sets are searched
+    here when ``default`` is None, three channels); they must be exactly what the decoder will
+    compute.
     """
     channels = latents.shape[0]
     skip = _skip_mask(skip, channels)
@@ -814,7 +824,7 @@ def encode_with_context(latents: np.ndarray, tables: RaggedTables, candidates: l
     start = 0
     if pyramid is not None:
         _encode_pyramid(encoder, latents[:lifted], pyramid, default, choice_model, skip[:lifted],
-                        known.dc if known is not None and default is not None else None)
+                        None if known is None else known.dc)
         start = lifted
     # A few channels at a time: the per-latent arrays below are int64, and a 12 MP photo
     # has 36 M latents; each batch reads the `depth` channels before it for its contexts.
@@ -823,7 +833,7 @@ def encode_with_context(latents: np.ndarray, tables: RaggedTables, candidates: l
         if skip[c0:c1].all():  # contexts come from the latents themselves: nothing to carry over
             continue
         _encode_channels(encoder, latents, c0, c1, tables, candidates, depth, lifted, default, neighbour_cuts,
-                         choice_model, skip[c0:c1], None if known is None else known.ac)
+                         choice_model, skip[c0:c1], known)
     return encoder.get_compressed().astype("<u4").tobytes()
 
 
@@ -882,7 +892,7 @@ def _skip_mask(skip: np.ndarray | None, channels: int) -> np.ndarray:
 def _encode_channels(encoder, latents: np.ndarray, c0: int, c1: int, tables: RaggedTables,
                      candidates: list[Candidate], depth: int, lifted: int, default: int | None,
                      neighbour_cuts: tuple[int, ...], choice_model, skip: np.ndarray,
-                     contexts: np.ndarray | None = None) -> None:
+                     known: KnownTables | None = None) -> None:
     """Channels ``c0 … c1 − 1`` of :func:`encode_with_context`, appended to ``encoder``
     (those ``skip`` marks are left out)."""
     keep = np.flatnonzero(~skip)  # the coded channels: contexts of the others are never needed
@@ -893,8 +903,8 @@ def _encode_channels(encoder, latents: np.ndarray, c0: int, c1: int, tables: Rag
     coded = latents[c0 + keep].reshape(keep.size, -1).astype(np.int64)
     level_map = None
     lifted_here = int(np.count_nonzero(c0 + keep < lifted))  # lifted channels come first
-    known = contexts is not None and default is not None and not lifted_here
-    if not known:
+    given = known is not None and not lifted_here
+    if not given:
         lo = max(0, c0 - depth)
         activity, magnitude = batch_contexts(latents[lo:c1], c0 - lo, depth, keep)
     if lifted_here:
@@ -906,11 +916,12 @@ def _encode_channels(encoder, latents: np.ndarray, c0: int, c1: int, tables: Rag
     best = np.zeros(keep.size, np.int64)
     best_bits = np.full(keep.size, np.inf)
     best_which = None
+    if given:
+        best, best_which = known.choice[c0 + keep], known.ac[c0 + keep]
     for j, (first_row, thresholds) in enumerate(candidates):
-        if default is not None and j != default:
+        if given or (default is not None and j != default):
             continue
-        which = contexts[c0 + keep] if known else \
-            batch_table_index(activity, magnitude, thresholds[c0:c1], bins, neighbour_cuts, keep)
+        which = batch_table_index(activity, magnitude, thresholds[c0:c1], bins, neighbour_cuts, keep)
         if lifted_here:
             which[:lifted_here] = level_map
         if not search:
