@@ -86,9 +86,9 @@ def image_strips(model: CodecModel, rgb: np.ndarray, quality: int | None = None,
                  effort: int = 1) -> tuple[Iterator[tuple[tuple[int, int], np.ndarray, entropy.KnownTables | None]],
                                            tuple[int, int]]:
     """uint8 (H, W, 3) -> (iterator of ((first, stop) latent rows, int32 latents of those rows,
-    the coder's table choices the rounding made or None), padding).  Ladder models yield one strip at a time
-    (:func:`walloc_cli.strips.rows_per_strip`), so a huge photo never has all its latents in
-    memory; other models yield the whole grid.  A grey image's (``grey``, default
+    the coder's table choices the rounding made or None), padding).  Ladder models yield one
+    strip at a time (:func:`walloc_cli.strips.rows_per_strip`), so a huge photo never has all
+    its latents in memory; other models yield the whole grid.  A grey image's (``grey``, default
     :func:`is_grey`) colour-only latents are zeroed, as its file codes them
     (:attr:`CodecModel.colour_only_channels`).  Ladder models also yield the coder's table
     choices, made as the latents were rounded (:class:`entropy.KnownTables`: each channel's
@@ -102,7 +102,7 @@ def image_strips(model: CodecModel, rgb: np.ndarray, quality: int | None = None,
     chunk = max(8, ENCODE_WINDOW_SAMPLES // (3 * padded_w * block))
     read = image_reader(rgb, padded_w)
 
-    def generate() -> Iterator[tuple[tuple[int, int], np.ndarray]]:
+    def generate() -> Iterator[tuple[tuple[int, int], np.ndarray, entropy.KnownTables | None]]:
         if not model.has_quality:
             with one_blas_thread():  # bit-exact whatever the caller's BLAS threads (threads.py)
                 yield (0, rows), model.to_latents(read, h + pad[0], chunk, quality), None

@@ -90,12 +90,13 @@ def rd_round(scaled: np.ndarray, ladder: "QualityLadder", quality: int, lam: flo
     if ladder.pyramid is not None and lifted:
         out[:lifted] = rd_round_dc(scaled[:lifted], ladder, q, steps=None if known is None else known.dc)
     # only channels with a value that rounds to nonzero have choices: past q 75's first ~100, none
-    magnitude = np.abs(scaled[lifted:]).reshape(channels - lifted, -1)
-    nearest = (magnitude + np.float32(0.5)).astype(np.int32)  # floor: the magnitudes are ≥ 0
-    live = np.flatnonzero(nearest.any(axis=1))
+    # (found from each channel's extremes: no copy of a strip's 12 M latents)
+    flat = scaled[lifted:].reshape(channels - lifted, -1)
+    highest, lowest = flat.max(axis=1, initial=0), flat.min(axis=1, initial=0)
+    live = np.flatnonzero((highest >= 0.5) | (lowest <= -0.5))
     if live.size == 0:
         return out
-    largest = max(int(np.abs(out[:lifted]).max(initial=0)), int(nearest.max()))
+    largest = max(int(np.abs(out[:lifted]).max(initial=0)), int(max(highest.max(), -lowest.min())) + 1)
     context = _Contexts(ladder, [t for _, t in sets], out[max(0, lifted - depth) : lifted], height, width, largest)
     firsts = [first for first, _ in sets]
     previous = lifted
@@ -103,7 +104,9 @@ def rd_round(scaled: np.ndarray, ladder: "QualityLadder", quality: int, lam: flo
         context.skip(c - previous)  # the all-zero channels in between
         previous = c + 1
         base, centre = firsts[own] + c * per_channel, float(offset[c])
-        a, n, y = magnitude[c - lifted], nearest[c - lifted], scaled[c].reshape(-1)
+        y = scaled[c].reshape(-1)
+        a = np.abs(y)
+        n = (a + np.float32(0.5)).astype(np.int32)  # floor: the magnitudes are ≥ 0
         costs = tables.dense_costs(tuple(f + c * per_channel for f in firsts), per_channel)
         values = context.start_channel(c, own)
         which = context.which
