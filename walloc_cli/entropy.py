@@ -672,7 +672,7 @@ def batch_table_index(activity: np.ndarray, magnitude: np.ndarray, thresholds: n
     rows = np.arange(count) if rows is None else np.asarray(rows)
     cap = max(int(thresholds.max(initial=0)), 0)
     if cap < _LOOKUP_LIMIT:
-        table = _channel_lookup(thresholds.astype(np.int64).tobytes(), thresholds.shape)
+        table = channel_lookup(thresholds.astype(np.int64).tobytes(), thresholds.shape)
         index = np.minimum(activity, cap)
         index += (rows.astype(index.dtype) * (cap + 1))[:, None, None]
         which = table.take(index)
@@ -683,7 +683,7 @@ def batch_table_index(activity: np.ndarray, magnitude: np.ndarray, thresholds: n
         for k in range(cuts.shape[1]):
             which += activity >= cuts[:, k]
     if neighbour_cuts:
-        near_bin = _white_bins(tuple(neighbour_cuts), bins)
+        near_bin = white_bins(tuple(neighbour_cuts), bins)
         height, width = activity.shape[1:]
         p = magnitude
         for r, c in ((0, 1), (1, 0)):  # the white squares ((i + j) odd) of even, then of odd rows
@@ -699,7 +699,7 @@ def batch_table_index(activity: np.ndarray, magnitude: np.ndarray, thresholds: n
 
 
 @lru_cache(maxsize=8)
-def _white_bins(neighbour_cuts: tuple[int, ...], bins: int) -> np.ndarray:
+def white_bins(neighbour_cuts: tuple[int, ...], bins: int) -> np.ndarray:
     """``bins`` + :func:`_count_at_most` of the neighbour cuts: a white square's table index
     less its activity bin's share."""
     return _count_at_most(np.asarray(neighbour_cuts, np.int64)) + np.int16(bins)
@@ -709,7 +709,7 @@ _LOOKUP_LIMIT = 1 << 14
 
 
 @lru_cache(maxsize=64)
-def _channel_lookup(thresholds: bytes, shape: tuple[int, int]) -> np.ndarray:
+def channel_lookup(thresholds: bytes, shape: tuple[int, int]) -> np.ndarray:
     """Flat (channels · (cap + 1)) int16: row c is :func:`_count_at_most` of channel c's
     thresholds, all rows as long as the largest (kept: every batch of a file, and the next
     file, use the same thresholds)."""
@@ -979,7 +979,7 @@ def _symbols_of_groups(tables: RaggedTables, rows: np.ndarray, sizes: np.ndarray
     return symbols.astype(np.int32), [beyond[a:b] for a, b in zip(cuts[:-1].tolist(), cuts[1:].tolist())]
 
 
-def _white_neighbours(height: int, width: int) -> np.ndarray:
+def white_neighbours(height: int, width: int) -> np.ndarray:
     """(4, white squares) flat indices of each white square's four neighbours, in raster order of
     the squares; a neighbour outside the map is index ``height·width`` (a zero kept there)."""
     white = np.flatnonzero(white_mask(height, width).reshape(-1))
@@ -1146,7 +1146,7 @@ def decode_with_context(data: bytes, tables: RaggedTables, candidates: list[Cand
     white = white_mask(height, width).reshape(-1)
     phases = [np.flatnonzero(~white), np.flatnonzero(white)] if neighbour_cuts else [np.arange(positions)]
     near_bin = _count_at_most(np.asarray(neighbour_cuts, np.int64))
-    neighbours = _white_neighbours(height, width) if neighbour_cuts else None
+    neighbours = white_neighbours(height, width) if neighbour_cuts else None
     with decoding_failures():
         if zero_flags:
             skip = _decode_zero_flags(decoder, channels, skip, lifted)

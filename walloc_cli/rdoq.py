@@ -35,7 +35,6 @@ instructions instead of several times the entropy coding's.
 """
 from __future__ import annotations
 
-from collections import deque
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -96,8 +95,7 @@ def rd_round(scaled: np.ndarray, ladder: "QualityLadder", quality: int, lam: flo
     live = np.flatnonzero((highest >= 0.5) | (lowest <= -0.5))
     if live.size == 0:
         return out
-    largest = max(int(np.abs(out[:lifted]).max(initial=0)), int(max(highest.max(), -lowest.min())) + 1)
-    context = _Contexts(ladder, [t for _, t in sets], out[max(0, lifted - depth) : lifted], height, width, largest)
+    context = _Contexts(ladder, [t for _, t in sets], out[max(0, lifted - depth) : lifted], height, width)
     firsts = [first for first, _ in sets]
     previous = lifted
     for c in (live + lifted).tolist():
@@ -183,70 +181,54 @@ class _Phase:
 
 
 class _Contexts:
-    """The coder's context state as the rounding proceeds (what the decoder keeps while it
-    decodes, :class:`entropy.ActivityContext`): the summed |final values| of the last
-    ``depth`` channels; for the current channel each position's activity bin under each of
-    the table sets whose context ``thresholds`` it was given (:attr:`bins`, sets × H·W), its
-    white-square refinement (:attr:`refine`), and its table index under the set the rounding
+    """The coder's context state as the rounding proceeds: the decoder's own
+    :class:`entropy.ActivityContext` over the final values, and for the current channel each
+    position's activity bin under each of the table sets whose context ``thresholds`` it was
+    given (:attr:`bins`, sets × H·W), its white-square refinement (:attr:`refine`), and its table index under the set the rounding
     prices with (:attr:`which`).  A position's table under set s is
     ``bins[s] · mult + refine`` (``mult``: 1 on black squares, one more than the neighbour
     cuts on white ones), as :func:`entropy.batch_table_index` computes it."""
 
     def __init__(self, ladder: "QualityLadder", thresholds: list[np.ndarray], before: np.ndarray,
-                 height: int, width: int, largest: int) -> None:
-        self.depth, self.cuts = ladder.depth, tuple(ladder.neighbour_cuts)
+                 height: int, width: int) -> None:
+        self.cuts = tuple(ladder.neighbour_cuts)
         stacked = np.concatenate(thresholds).astype(np.int64)  # (sets · L, bins − 1)
-        self.lookup = entropy._channel_lookup(stacked.tobytes(), stacked.shape)
+        self.lookup = entropy.channel_lookup(stacked.tobytes(), stacked.shape)
         self.cap = self.lookup.size // stacked.shape[0] - 1
         self.set_rows = (np.arange(len(thresholds)) * thresholds[0].shape[0] * (self.cap + 1))[:, None]
-        # the running total in a zero border; int32 unless a total of 9·depth values could overflow it
-        # (the coder reuses these indices: they must be exact, as entropy._context_dtype's are)
-        self.dtype = np.int32 if largest * 9 * max(self.depth, 1) < np.iinfo(np.int32).max else np.int64
-        self.padded = np.zeros((height + 2, width + 2), self.dtype)
-        self.history: deque[np.ndarray | None] = deque()
+        # the activity exactly as the decoder keeps it (int64: no sum can overflow)
+        self.activity = entropy.ActivityContext((height, width), ladder.depth)
+        self.zero = np.zeros(height * width, np.int64)
         self.values = np.zeros(height * width + 1, np.int64)  # the last entry: a zero for neighbours outside
         self.bins = np.zeros((len(thresholds), height * width), np.int16)
         self.which = np.zeros(height * width, np.int16)
         self.refine = np.zeros(height * width, np.int64)
         for channel in before:
-            self.push(channel.reshape(-1))
+            self.activity.push(channel.reshape(-1))
         self.white = entropy.white_mask(height, width).reshape(-1)
         self.mult = np.where(self.white, len(self.cuts) + 1, 1).astype(np.int64) if self.cuts else \
             np.ones(height * width, np.int64)
         if self.cuts:
             white = self.white
-            self.near_bin = entropy._white_bins(self.cuts, thresholds[0].shape[1] + 1)
+            self.near_bin = entropy.white_bins(self.cuts, thresholds[0].shape[1] + 1)
             self.phases = [_Phase(np.flatnonzero(~white), None),
-                           _Phase(np.flatnonzero(white), entropy._white_neighbours(height, width))]
+                           _Phase(np.flatnonzero(white), entropy.white_neighbours(height, width))]
         else:
             self.phases = [_Phase(np.arange(height * width), None)]
 
     def skip(self, count: int) -> None:
-        """``count`` all-zero channels."""
-        for _ in range(min(count, self.depth + 1)):
-            self.push(None)
+        """``count`` all-zero channels (only the last ``depth`` of them still count)."""
+        for _ in range(min(count, self.activity.depth)):
+            self.activity.push(self.zero)
 
-    def push(self, channel: np.ndarray | None) -> None:
-        """A channel's final values (flat; None: all zero) join the activity."""
-        total = self.padded[1:-1, 1:-1]
-        magnitude = None if channel is None or not channel.any() else \
-            np.abs(channel).astype(self.dtype).reshape(total.shape)
-        self.history.append(magnitude)
-        if magnitude is not None:
-            total += magnitude
-        if len(self.history) > self.depth:
-            dropped = self.history.popleft()
-            if dropped is not None:
-                total -= dropped
+    def push(self, channel: np.ndarray) -> None:
+        """A channel's final values (flat) join the activity."""
+        self.activity.push(channel)
 
     def start_channel(self, c: int, priced: int) -> np.ndarray:
         """Channel ``c`` begins, priced with set ``priced``: its activity bins are fixed; returns
         its (zeroed) values."""
-        p = self.padded
-        rows = p[:-2] + p[1:-1]
-        rows += p[2:]
-        activity = rows[:, :-2] + rows[:, 1:-1]
-        activity += rows[:, 2:]
+        activity = self.activity.current()
         np.minimum(activity, self.cap, out=activity)
         activity += c * (self.cap + 1)
         if self.bins.shape[0] > 1:
