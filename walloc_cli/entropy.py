@@ -450,12 +450,18 @@ class ActivityContext:
         box += rows[:, 2:]
         return box
 
-    def push(self, channel: np.ndarray) -> None:
-        magnitude = np.abs(channel if channel.dtype == np.int64 else channel.astype(np.int64)).reshape(self.total.shape)
+    def push(self, channel: np.ndarray | None) -> None:
+        """The next channel's values (None: all zero, which adds nothing: over half of a photo's
+        channels at q 75)."""
+        magnitude = None if channel is None else \
+            np.abs(channel if channel.dtype == np.int64 else channel.astype(np.int64)).reshape(self.total.shape)
         self.history.append(magnitude)
-        self.total += magnitude
+        if magnitude is not None:
+            self.total += magnitude
         if len(self.history) > self.depth:
-            self.total -= self.history.popleft()
+            dropped = self.history.popleft()
+            if dropped is not None:
+                self.total -= dropped
 
 
 def context_bins(activity: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
@@ -1155,7 +1161,7 @@ def decode_with_context(data: bytes, tables: RaggedTables, candidates: list[Cand
         for c in range(coded[-1] + 1 if coded.size else 0):
             if skip[c]:
                 out[c] = 0
-                context.push(out[c])
+                context.push(None)
                 continue
             choice = int(decoder.decode(choice_model, 1)[0]) if len(candidates) > 1 else 0
             first_row, thresholds = candidates[choice]

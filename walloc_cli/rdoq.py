@@ -198,7 +198,6 @@ class _Contexts:
         self.set_rows = (np.arange(len(thresholds)) * thresholds[0].shape[0] * (self.cap + 1))[:, None]
         # the activity exactly as the decoder keeps it (int64: no sum can overflow)
         self.activity = entropy.ActivityContext((height, width), ladder.depth)
-        self.zero = np.zeros(height * width, np.int64)
         self.values = np.zeros(height * width + 1, np.int64)  # the last entry: a zero for neighbours outside
         self.bins = np.zeros((len(thresholds), height * width), np.int16)
         self.which = np.zeros(height * width, np.int16)
@@ -219,11 +218,11 @@ class _Contexts:
     def skip(self, count: int) -> None:
         """``count`` all-zero channels (only the last ``depth`` of them still count)."""
         for _ in range(min(count, self.activity.depth)):
-            self.activity.push(self.zero)
+            self.activity.push(None)
 
     def push(self, channel: np.ndarray) -> None:
         """A channel's final values (flat) join the activity."""
-        self.activity.push(channel)
+        self.activity.push(channel if channel.any() else None)
 
     def start_channel(self, c: int, priced: int) -> np.ndarray:
         """Channel ``c`` begins, priced with set ``priced``: its activity bins are fixed; returns
