@@ -164,7 +164,9 @@ def _choose(magnitude: np.ndarray, nearest: np.ndarray, negative: np.ndarray, ce
         rows = base + which.astype(np.int64)
         saved = entropy.symbol_bits(tables, rows, signed) - entropy.symbol_bits(tables, rows, smaller)
     a = magnitude.astype(np.float64)
-    if centre < 1:  # always, for fitted centroids: then r(n) = n − centre for n ≥ 1, and r(n − 1) = r(n) − 1 for n ≥ 2
+    # centre < 1 always, for fitted centroids: then r(n) = n − centre for n ≥ 1, and r(n − 1) =
+    # r(n) − 1 for n ≥ 2, so the distortion one step down adds is linear in the error
+    if centre < 1:
         error = a - (nearest - centre)  # a − r(n)
         added = np.where(nearest > 1, 2 * error + 1, (1 - centre) * (2 * error + 1 - centre))
     else:
@@ -184,8 +186,8 @@ class _Contexts:
     """The coder's context state as the rounding proceeds: the decoder's own
     :class:`entropy.ActivityContext` over the final values, and for the current channel each
     position's activity bin under each of the table sets whose context ``thresholds`` it was
-    given (:attr:`bins`, sets × H·W), its white-square refinement (:attr:`refine`), and its table index under the set the rounding
-    prices with (:attr:`which`).  A position's table under set s is
+    given (:attr:`bins`, sets × H·W), its white-square refinement (:attr:`refine`), and its table
+    index under the set the rounding prices with (:attr:`which`).  A position's table under set s is
     ``bins[s] · mult + refine`` (``mult``: 1 on black squares, one more than the neighbour
     cuts on white ones), as :func:`entropy.batch_table_index` computes it."""
 
