@@ -97,6 +97,7 @@ def rd_round(scaled: np.ndarray, ladder: "QualityLadder", quality: int, lam: flo
         return out
     context = _Contexts(ladder, [t for _, t in sets], out[max(0, lifted - depth) : lifted], height, width)
     firsts = [first for first, _ in sets]
+    values = context.values
     previous = lifted
     for c in (live + lifted).tolist():
         context.skip(c - previous)  # the all-zero channels in between
@@ -104,35 +105,89 @@ def rd_round(scaled: np.ndarray, ladder: "QualityLadder", quality: int, lam: flo
         base, centre = firsts[own] + c * per_channel, float(offset[c])
         y = scaled[c].reshape(-1)
         a = np.abs(y)
-        n = (a + np.float32(0.5)).astype(np.int32)  # floor: the magnitudes are ≥ 0
-        costs = tables.dense_costs(tuple(f + c * per_channel for f in firsts), per_channel)
-        values = context.start_channel(c, own)
-        which = context.which
-        choices = np.flatnonzero(n)  # the positions with a choice, split by phase (black, white)
-        white = context.white.take(choices)
-        for phase, where in zip(context.phases, (choices[~white], choices[white]) if context.cuts else (choices,)):
-            context.tables(phase, values)
-            if where.size:
-                values[where] = _choose(a[where], n[where], y[where] < 0, centre, which[where], own * per_channel,
-                                        base, costs, tables, lam)
+        choices = np.flatnonzero(a + _HALF >= 1)  # the positions whose nearest integer is not 0
+        pick = _Picks(a, y, choices, centre, own * per_channel, base,
+                      tables.dense_costs(tuple(f + c * per_channel for f in firsts), per_channel), tables, lam)
+        if choices.size <= context.sparse_limit and not context.round_sparse(c, own, pick):
+            context.clear(choices)  # every value rounded to 0: nothing to code, nothing to remember
+            context.push(None)
+            continue
+        which = context.round_full(c, own, pick)  # (or, after round_sparse, the tables the coder needs)
         final = values[: height * width]
-        if _not_worth_coding(final, a, centre, base, which, tables, lam):
-            final[:] = 0
+        if _not_worth_coding(final, a, centre, pick, which):
+            final[choices] = 0
         out[c] = final.reshape(height, width)
         if known is not None and final.any():
-            pick = _fewest_bits(final, context, firsts, c * per_channel, per_channel, costs, tables) \
+            chosen = _fewest_bits(final, context, firsts, c * per_channel, per_channel, pick.costs, tables) \
                 if len(used) > 1 else own
-            known.choice[c], known.ac[c] = used[pick], which if pick == own else context.which_of(pick)
+            known.choice[c], known.ac[c] = used[chosen], which if chosen == own else context.which_of(chosen)
         context.push(final)
+        context.clear(choices)
     return out
 
 
+_HALF = np.float32(0.5)
+
+
+class _Picks:
+    """One channel's rounding decisions, made a phase at a time (:meth:`choose`): each candidate
+    (``choices``: the positions whose nearest integer n is not 0) becomes n or n − 1 toward zero,
+    whichever costs less in (|y| − reconstruction)² + λ · bits with its table: n − 1 when the
+    distortion that adds is below λ times the bits it saves.  Everything but the bits is computed
+    here once per channel; the bits of each phase's candidates are read from the channel's
+    ``costs`` (:meth:`entropy.RaggedTables.dense_costs`, the priced set's tables from row
+    ``set_row``) once their tables are known; values beyond those tables, escapes, are priced by
+    :func:`entropy.symbol_bits` itself (table ``base + which``)."""
+
+    def __init__(self, magnitude: np.ndarray, scaled: np.ndarray, choices: np.ndarray, centre: float, set_row: int,
+                 base: int, costs: tuple[np.ndarray, np.ndarray, int, int], tables: "entropy.RaggedTables",
+                 lam: float) -> None:
+        self.choices, self.base, self.costs, self.tables, self.lam = choices, base, costs, tables, lam
+        self.set_row = set_row
+        a = magnitude.take(choices)
+        nearest = (a + _HALF).astype(np.int64)
+        negative = scaled.take(choices) < 0
+        self.signed = np.where(negative, -nearest, nearest)
+        self.smaller = np.where(negative, self.signed + 1, self.signed - 1)
+        a = a.astype(np.float64)
+        # centre < 1 always, for fitted centroids: then r(n) = n − centre for n ≥ 1, and r(n − 1) =
+        # r(n) − 1 for n ≥ 2, so the distortion one step down adds is linear in the error
+        if centre < 1:
+            error = a - (nearest - centre)  # a − r(n)
+            self.added = np.where(nearest > 1, 2 * error + 1, (1 - centre) * (2 * error + 1 - centre))
+        else:
+            self.added = (a - reconstruction(nearest - 1, centre)) ** 2 - (a - reconstruction(nearest, centre)) ** 2
+        _, _, low, width = costs
+        inside = choices.size == 0 or int(nearest.max()) <= min(-low, low + width - 1)
+        # each candidate's entry in the priced set's row 0 of ``costs``, less its table's rows
+        self.entry = set_row * width + (self.signed - low) if inside else None
+
+    def choose(self, subset: np.ndarray | None, which: np.ndarray) -> np.ndarray:
+        """Signed values of the candidates ``subset`` (indices into ``choices``; None: all), priced
+        with their table indices ``which``."""
+        take = (lambda x: x) if subset is None else (lambda x: x.take(subset))
+        if self.entry is not None:
+            saved = self.costs[1].take(which.astype(np.int64) * self.costs[3] + take(self.entry))
+        else:
+            rows = self.base + which.astype(np.int64)
+            saved = entropy.symbol_bits(self.tables, rows, take(self.signed)) - \
+                entropy.symbol_bits(self.tables, rows, take(self.smaller))
+        return np.where(take(self.added) < self.lam * saved, take(self.smaller), take(self.signed))
+
+    def bits(self, which: np.ndarray, values: np.ndarray) -> float:
+        """The channel's bits: its final ``values`` (every position, flat) with tables ``which``."""
+        dense, _, low, width = self.costs
+        if self.entry is not None:  # every value inside the dense rows (none is beyond its nearest)
+            return float(dense.take((which.astype(np.int64) + self.set_row) * width + (values - low)).sum())
+        return float(entropy.symbol_bits(self.tables, self.base + which.astype(np.int64), values).sum())
+
+
 def _fewest_bits(values: np.ndarray, context: "_Contexts", firsts: list[int], channel_row: int, per_channel: int,
-                 costs: tuple[np.ndarray, int, int], tables: "entropy.RaggedTables") -> int:
+                 costs: tuple[np.ndarray, np.ndarray, int, int], tables: "entropy.RaggedTables") -> int:
     """The table set (index into ``firsts``) that codes a channel's final ``values`` in the fewest
     (estimated) bits, ties to the earlier set — the coder's own search (``--effort 2`` before
     session 19), from the channel's context under every set (``context``)."""
-    dense, low, width = costs
+    dense, _, low, width = costs
     if max(int(values.max()), -int(values.min())) <= min(-low, low + width - 1):
         # entry (set · per_channel + bin · mult + refine) · width + value − low, for all sets at once
         position = context.refine * width + (values - low)
@@ -145,43 +200,6 @@ def _fewest_bits(values: np.ndarray, context: "_Contexts", firsts: list[int], ch
     return int(np.argmin(bits))
 
 
-def _choose(magnitude: np.ndarray, nearest: np.ndarray, negative: np.ndarray, centre: float, which: np.ndarray,
-            set_row: int, base: int, costs: tuple[np.ndarray, int, int], tables: "entropy.RaggedTables",
-            lam: float) -> np.ndarray:
-    """Signed values: each ``nearest`` (≥ 1) or one less, whichever costs less in
-    (|y| − reconstruction)² + λ · bits with its table ``base + which``: one less when the
-    distortion it adds is below λ times the bits it saves.  Bits are read from the channel's
-    ``costs`` (:meth:`entropy.RaggedTables.dense_costs`, that set's tables from row ``set_row``);
-    values beyond them, escapes, are priced by :func:`entropy.symbol_bits` itself."""
-    dense, low, width = costs
-    step = np.where(negative, -1, 1)
-    signed = step * nearest
-    smaller = signed - step
-    if int(nearest.max()) <= min(-low, low + width - 1):
-        index = (which.astype(np.int64) + set_row) * width + (signed - low)
-        saved = dense.take(index) - dense.take(index - step)
-    else:
-        rows = base + which.astype(np.int64)
-        saved = entropy.symbol_bits(tables, rows, signed) - entropy.symbol_bits(tables, rows, smaller)
-    a = magnitude.astype(np.float64)
-    # centre < 1 always, for fitted centroids: then r(n) = n − centre for n ≥ 1, and r(n − 1) =
-    # r(n) − 1 for n ≥ 2, so the distortion one step down adds is linear in the error
-    if centre < 1:
-        error = a - (nearest - centre)  # a − r(n)
-        added = np.where(nearest > 1, 2 * error + 1, (1 - centre) * (2 * error + 1 - centre))
-    else:
-        added = (a - reconstruction(nearest - 1, centre)) ** 2 - (a - reconstruction(nearest, centre)) ** 2
-    return np.where(added < lam * saved, smaller, signed)
-
-
-class _Phase:
-    """One pass over a channel in coding order: its flat positions (black squares, then white
-    ones) and, for white squares, their four neighbours' flat positions."""
-
-    def __init__(self, positions: np.ndarray, neighbours: np.ndarray | None) -> None:
-        self.positions, self.neighbours = positions, neighbours
-
-
 class _Contexts:
     """The coder's context state as the rounding proceeds: the decoder's own
     :class:`entropy.ActivityContext` over the final values, and for the current channel each
@@ -189,7 +207,12 @@ class _Contexts:
     given (:attr:`bins`, sets × H·W), its white-square refinement (:attr:`refine`), and its table
     index under the set the rounding prices with (:attr:`which`).  A position's table under set s is
     ``bins[s] · mult + refine`` (``mult``: 1 on black squares, one more than the neighbour
-    cuts on white ones), as :func:`entropy.batch_table_index` computes it."""
+    cuts on white ones), as :func:`entropy.batch_table_index` computes it.
+
+    A channel with few candidates (:attr:`sparse_limit`) is first rounded on the tables of its
+    candidates alone (:meth:`round_sparse`, gathered from the activity around each); about half
+    of the channels with a candidate end all zero (q 75), and then nothing is computed over the
+    whole channel."""
 
     def __init__(self, ladder: "QualityLadder", thresholds: list[np.ndarray], before: np.ndarray,
                  height: int, width: int) -> None:
@@ -209,26 +232,59 @@ class _Contexts:
         self.white = entropy.white_mask(height, width).reshape(-1)
         self.mult = np.where(self.white, len(self.cuts) + 1, 1).astype(np.int64) if self.cuts else \
             np.ones(height * width, np.int64)
+        # each position's 3×3 box in the activity's zero-bordered total (flat indices)
+        i, j = np.divmod(np.arange(height * width), width)
+        centre = (i + 1) * (width + 2) + j + 1
+        self.box = centre[:, None] + ((np.arange(3) - 1)[:, None] * (width + 2) + np.arange(3) - 1).reshape(1, 9)
+        self.sparse_limit = height * width // SPARSE_FRACTION
         if self.cuts:
             white = self.white
             self.near_bin = entropy.white_bins(self.cuts, thresholds[0].shape[1] + 1)
-            self.phases = [_Phase(np.flatnonzero(~white), None),
-                           _Phase(np.flatnonzero(white), entropy.white_neighbours(height, width))]
-        else:
-            self.phases = [_Phase(np.arange(height * width), None)]
+            self.black_positions, self.white_positions = np.flatnonzero(~white), np.flatnonzero(white)
+            self.neighbours = entropy.white_neighbours(height, width)
+            self.white_rank = np.cumsum(white) - 1  # a white square's column in ``neighbours``
 
     def skip(self, count: int) -> None:
         """``count`` all-zero channels (only the last ``depth`` of them still count)."""
         for _ in range(min(count, self.activity.depth)):
             self.activity.push(None)
 
-    def push(self, channel: np.ndarray) -> None:
-        """A channel's final values (flat) join the activity."""
-        self.activity.push(channel if channel.any() else None)
+    def push(self, channel: np.ndarray | None) -> None:
+        """A channel's final values (flat; None: all zero) join the activity."""
+        self.activity.push(channel if channel is not None and channel.any() else None)
 
-    def start_channel(self, c: int, priced: int) -> np.ndarray:
-        """Channel ``c`` begins, priced with set ``priced``: its activity bins are fixed; returns
-        its (zeroed) values."""
+    def clear(self, positions: np.ndarray) -> None:
+        """The channel is done: its values (nonzero only at ``positions``) back to zero."""
+        self.values[positions] = 0
+
+    def round_sparse(self, c: int, priced: int, pick: "_Picks") -> bool:
+        """Round channel ``c``'s candidates into :attr:`values`, pricing with set ``priced``, from the
+        tables of the candidates alone; True when a value is left nonzero (:meth:`round_full` then
+        records every position's table)."""
+        choices, values = pick.choices, self.values
+        activity = self.activity.padded.reshape(-1).take(self.box[choices]).sum(axis=1)
+        np.minimum(activity, self.cap, out=activity)
+        bins = self.lookup.take(activity + (c * (self.cap + 1) + int(self.set_rows[priced, 0])))
+        if not self.cuts:
+            values[choices] = pick.choose(None, bins)
+            return bool(values[choices].any())
+        white = self.white.take(choices)
+        black = np.flatnonzero(~white)
+        if black.size:
+            values[choices[black]] = pick.choose(black, bins[black])
+        white = np.flatnonzero(white)
+        if white.size:
+            squares = choices[white]
+            near = np.abs(values).take(self.neighbours[:, self.white_rank[squares]]).sum(axis=0)
+            np.minimum(near, self.near_bin.size - 1, out=near)
+            values[squares] = pick.choose(white, bins[white] * np.int16(len(self.cuts) + 1) + self.near_bin.take(near))
+        return bool(values[choices].any())
+
+    def round_full(self, c: int, priced: int, pick: "_Picks") -> np.ndarray:
+        """Every position's activity bins under every set and table index under set ``priced``
+        (:attr:`which`, returned), with channel ``c``'s candidates rounded into :attr:`values` in
+        coding order — black squares, then white ones refined by their final neighbours — unless
+        :meth:`round_sparse` already did (the tables are the same)."""
         activity = self.activity.current()
         np.minimum(activity, self.cap, out=activity)
         activity += c * (self.cap + 1)
@@ -236,25 +292,38 @@ class _Contexts:
             self.lookup.take(activity.reshape(-1) + self.set_rows, out=self.bins)
         else:
             self.lookup.take(activity.reshape(-1), out=self.bins[0])
-        self.which[:] = self.bins[priced]
-        self.refine[:] = 0
-        self.values[:] = 0
-        return self.values
-
-    def tables(self, phase: _Phase, values: np.ndarray) -> None:
-        """Record the table indices of ``phase``'s positions in :attr:`which` (black squares: their
-        activity bins, already there; white squares: refined by their neighbours' final values)."""
-        if phase.neighbours is None:
-            return
-        near = np.abs(values).take(phase.neighbours).sum(axis=0)
+        which, values, choices = self.which, self.values, pick.choices
+        which[:] = self.bins[priced]
+        rounded = choices.size <= self.sparse_limit  # round_sparse has set the values
+        if not self.cuts:
+            if not rounded:
+                values[choices] = pick.choose(None, which.take(choices))
+            return which
+        if not rounded:
+            black = np.flatnonzero(~self.white.take(choices))
+            if black.size:
+                values[choices[black]] = pick.choose(black, which.take(choices[black]))
+        # white squares: refined by their four neighbours (black squares: final now)
+        near = np.abs(values).take(self.neighbours).sum(axis=0)
         np.minimum(near, self.near_bin.size - 1, out=near)
         refine = self.near_bin.take(near)
-        self.refine[phase.positions] = refine
-        self.which[phase.positions] = self.which[phase.positions] * np.int16(len(self.cuts) + 1) + refine
+        self.refine[self.white_positions] = refine
+        squares = self.white_positions
+        which[squares] = which[squares] * np.int16(len(self.cuts) + 1) + refine
+        if not rounded:
+            white = np.flatnonzero(self.white.take(choices))
+            if white.size:
+                values[choices[white]] = pick.choose(white, which.take(choices[white]))
+        return which
 
     def which_of(self, s: int) -> np.ndarray:
         """The current channel's table indices under set ``s`` (int16, H·W)."""
         return (self.bins[s] * self.mult + self.refine).astype(np.int16)
+
+
+# A channel with at most H·W / SPARSE_FRACTION candidates is rounded on its candidates' own
+# tables first (:meth:`_Contexts.round_sparse`).
+SPARSE_FRACTION = 16
 
 
 # The DC channels are coded as residuals from predictions made of values already coded
@@ -311,15 +380,15 @@ def rd_round_dc(scaled: np.ndarray, ladder: "QualityLadder", quality: int, lam: 
 SPARSE_CHANNEL = 64  # most nonzero latents a channel may have and still be considered for zeroing
 
 
-def _not_worth_coding(values: np.ndarray, magnitude: np.ndarray, centre: float, base: int, which: np.ndarray,
-                      tables: "entropy.RaggedTables", lam: float) -> bool:
-    """True for a sparse channel (flat final ``values``, |scaled| ``magnitude``, tables
-    ``base + which``) whose bits cost more than the distortion they remove."""
-    if not 0 < np.count_nonzero(values) <= SPARSE_CHANNEL:
+def _not_worth_coding(values: np.ndarray, magnitude: np.ndarray, centre: float, pick: _Picks,
+                      which: np.ndarray) -> bool:
+    """True for a sparse channel (flat final ``values``, |scaled| ``magnitude``, table indices
+    ``which``, priced as ``pick`` prices) whose bits cost more than the distortion they remove."""
+    count = np.count_nonzero(values)
+    if not 0 < count <= SPARSE_CHANNEL:
         return False
     nonzero = np.flatnonzero(values)
     a = magnitude[nonzero].astype(np.float64)
     kept = reconstruction(np.abs(values[nonzero]), centre)
     added = float((a ** 2 - (a - kept) ** 2).sum())  # step², from zeroing
-    bits = float(entropy.symbol_bits(tables, base + which.astype(np.int64), values).sum()) - 1.0  # less the zero flag
-    return added < lam * bits
+    return added < pick.lam * (pick.bits(which, values) - 1.0)  # less the zero flag
