@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -184,3 +185,35 @@ def test_a_header_naming_odd_weights_is_refused_in_one_line(weights):
     box = container.unpack(api.encode_audio(_clip(), "stereo-1x", quality=20).data)
     with pytest.raises(WallocError):
         api.decode_audio(container.pack(dict(box.header, weights=weights), box.sections))
+
+
+@pytest.mark.parametrize("path", sorted(SHIPPED.rglob("*.npz")), ids=lambda p: p.name)
+def test_weights_read_as_np_load_reads_them(path):
+    """model.read_npz (ISA-L where installed) gives every shipped array exactly as np.load."""
+    ours = model.read_npz(path)
+    with np.load(path, allow_pickle=False) as z:
+        assert sorted(ours) == sorted(z.files)
+        for key in z.files:
+            assert ours[key].dtype == z[key].dtype and ours[key].shape == z[key].shape, key
+            np.testing.assert_array_equal(ours[key], z[key])
+
+
+def test_a_damaged_deflate_stream_is_one_line_naming_the_file(registry):
+    """Bytes flipped inside a compressed member, the hash recorded again: one line, no traceback."""
+    folder = registry("rgb-16x")
+    npz = folder / "rgb-16x.npz"
+    data = bytearray(npz.read_bytes())
+    with zipfile.ZipFile(npz) as archive:
+        member = max(archive.infolist(), key=lambda m: m.compress_size)
+    h = member.header_offset  # its deflate stream starts after the local header's name and extra field
+    start = h + 30 + int.from_bytes(data[h + 26 : h + 28], "little") + int.from_bytes(data[h + 28 : h + 30], "little")
+    data[start : start + 16] = b"\xff" * 16  # an invalid block type: the inflater itself fails
+    npz.write_bytes(bytes(data))
+    config = json.loads((folder / "rgb-16x.json").read_text())
+    config["sha256"] = model.file_sha256(npz)
+    (folder / "rgb-16x.json").write_text(json.dumps(config))
+    model.load_model.cache_clear()
+    with pytest.raises(WallocError) as caught:
+        model.load_model("rgb-16x")
+    assert "rgb-16x.npz" in str(caught.value) and member.filename in str(caught.value)
+    assert "\n" not in str(caught.value)

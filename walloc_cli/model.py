@@ -851,7 +851,10 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
                     raise zipfile.BadZipFile(f"bad local header for {m.filename}")
                 f.seek(int.from_bytes(local[26:28], "little") + int.from_bytes(local[28:30], "little"), 1)
                 raw = f.read(m.compress_size)
-                data = isal_zlib.decompress(raw, wbits=-15) if m.compress_type == zipfile.ZIP_DEFLATED else raw
+                try:
+                    data = isal_zlib.decompress(raw, wbits=-15) if m.compress_type == zipfile.ZIP_DEFLATED else raw
+                except isal_zlib.error as exc:  # not an OSError or ValueError: said the same way as theirs
+                    raise zipfile.BadZipFile(f"{m.filename}: {exc}") from None
                 if len(data) != m.file_size:
                     raise zipfile.BadZipFile(f"{m.filename}: {len(data)} bytes, not {m.file_size}")
                 arrays[m.filename[: -len(".npy")]] = np.lib.format.read_array(io.BytesIO(data), allow_pickle=False)
