@@ -210,3 +210,28 @@ def test_its_choices_are_priced_on_the_final_values_not_the_dead_zone_rounding(l
     nearest = np.floor(np.abs(y[lifted:]) + 0.5)
     free = np.abs(out[lifted:]).astype(np.float64)
     assert np.all((free == nearest) | (free == nearest - 1) | (free == 0))
+
+
+@pytest.mark.parametrize("quality", [35, 60, 90])
+def test_sparse_channels_round_as_the_whole_channel_pass_rounds_them(ladder_model, rgb, quality, monkeypatch):
+    """A channel with few candidates is rounded on its candidates' own tables first
+    (_Contexts.round_sparse): the same values and the same tables handed to the coder as the
+    whole-channel pass gives every channel (SPARSE_FRACTION so large that none is sparse), and
+    as rounding every channel that way first (SPARSE_FRACTION 1)."""
+    from walloc_cli import entropy
+
+    ladder = ladder_model.ladder
+    y = scaled_latents(ladder_model, rgb, quality)
+    results = []
+    for fraction in (rdoq.SPARSE_FRACTION, 1 << 40, 1):
+        monkeypatch.setattr(rdoq, "SPARSE_FRACTION", fraction)
+        for search in (False, True):
+            known = entropy.KnownTables.empty(y.shape[0], y[0].size)
+            out = rdoq.rd_round(y, ladder, quality, known=known, search=search)
+            results.append((search, out, known))
+    for search, out, known in results[2:]:
+        first = results[int(search)]
+        np.testing.assert_array_equal(out, first[1])
+        np.testing.assert_array_equal(known.choice, first[2].choice)
+        np.testing.assert_array_equal(known.ac, first[2].ac)
+    assert np.count_nonzero(results[0][1][ladder.lifted:].reshape(y.shape[0] - ladder.lifted, -1).any(axis=1)) > 3
