@@ -361,6 +361,17 @@ class RaggedTables:
             model = cache[r] = constriction.stream.model.Categorical(probabilities, perfect=True)
         return model
 
+    def models(self, rows: list[int]) -> list:
+        """:meth:`model` of each of ``rows``: one call per batch of groups instead of one per group
+        (about 2,000 groups a 768×512 photo, where the calls were 2 ms of the encoder's 57)."""
+        cache = self.__dict__.get("_models")
+        if cache is not None:
+            try:
+                return [cache[r] for r in rows]
+            except KeyError:
+                pass
+        return [self.model(r) for r in rows]
+
     @classmethod
     def from_rows(cls, rows: list[tuple[int, np.ndarray]]) -> "RaggedTables":
         """From (lo, frequencies including the escape) pairs."""
@@ -962,10 +973,10 @@ def _encode_channels(encoder, latents: np.ndarray, c0: int, c1: int, tables: Rag
     ends = np.cumsum(sizes).tolist()
     starts = [0] + ends[:-1]
     new_channel = np.concatenate(([True], np.diff(kept_channel) != 0)).tolist()
-    for i, (r, a, b) in enumerate(zip(rows.tolist(), starts, ends)):
+    for i, (model, a, b) in enumerate(zip(tables.models(rows.tolist()), starts, ends)):
         if choice_model is not None and new_channel[i]:
             encoder.encode(np.array([best[kept_channel[i]]], np.int32), choice_model)
-        encoder.encode(symbols[a:b], tables.model(r))
+        encoder.encode(symbols[a:b], model)
         if escapes is not None and escapes[i].size:
             _encode_escapes(encoder, escapes[i])
 
@@ -1039,8 +1050,8 @@ def _decode_groups(decoder, tables: RaggedTables, first_row: int, which: np.ndar
     rows, sizes = first_row + present, tables.size[first_row + present]
     parts = []
     escaped = False
-    for r, size, count in zip(rows.tolist(), sizes.tolist(), counts[present].tolist()):
-        symbols = decoder.decode(tables.model(r), count)
+    for model, size, count in zip(tables.models(rows.tolist()), sizes.tolist(), counts[present].tolist()):
+        symbols = decoder.decode(model, count)
         if _largest(symbols) == size:  # escapes: their distances beyond the range follow the group
             symbols = symbols.astype(np.int64)
             escape = symbols == size
@@ -1218,8 +1229,8 @@ def encode_grouped(encoder, tables: RaggedTables, first_row: int, which: np.ndar
     rows = first_row + present
     symbols, escapes = _symbols_of_groups(tables, rows, sizes, values[order])
     ends = np.cumsum(sizes).tolist()
-    for i, (r, a, b) in enumerate(zip(rows.tolist(), [0] + ends[:-1], ends)):
-        encoder.encode(symbols[a:b], tables.model(r))
+    for i, (model, a, b) in enumerate(zip(tables.models(rows.tolist()), [0] + ends[:-1], ends)):
+        encoder.encode(symbols[a:b], model)
         if escapes is not None and escapes[i].size:
             _encode_escapes(encoder, escapes[i])
 

@@ -35,6 +35,7 @@ instructions instead of several times the entropy coding's.
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -200,6 +201,22 @@ def _fewest_bits(values: np.ndarray, context: "_Contexts", firsts: list[int], ch
     return int(np.argmin(bits))
 
 
+@lru_cache(maxsize=8)
+def _grid(height: int, width: int) -> tuple[np.ndarray, ...]:
+    """The index arrays of an H × W latent grid, read-only and kept (a batch's photos share a size):
+    the white-square mask (flat), each position's 3×3 box in the activity's zero-bordered total
+    (flat indices, (H·W, 9)), the white squares' positions, their four neighbours
+    (:func:`entropy.white_neighbours`) and each white square's column there."""
+    white = entropy.white_mask(height, width).reshape(-1)
+    i, j = np.divmod(np.arange(height * width), width)
+    centre = (i + 1) * (width + 2) + j + 1
+    box = centre[:, None] + ((np.arange(3) - 1)[:, None] * (width + 2) + np.arange(3) - 1).reshape(1, 9)
+    arrays = (white, box, np.flatnonzero(white), entropy.white_neighbours(height, width), np.cumsum(white) - 1)
+    for a in arrays:
+        a.setflags(write=False)
+    return arrays
+
+
 class _Contexts:
     """The coder's context state as the rounding proceeds: the decoder's own
     :class:`entropy.ActivityContext` over the final values, and for the current channel each
@@ -229,20 +246,12 @@ class _Contexts:
         self.refine = np.zeros(height * width, np.int64)
         for channel in before:
             self.activity.push(channel.reshape(-1))
-        self.white = entropy.white_mask(height, width).reshape(-1)
+        self.white, self.box, self.white_positions, self.neighbours, self.white_rank = _grid(height, width)
         self.mult = np.where(self.white, len(self.cuts) + 1, 1).astype(np.int64) if self.cuts else \
             np.ones(height * width, np.int64)
-        # each position's 3×3 box in the activity's zero-bordered total (flat indices)
-        i, j = np.divmod(np.arange(height * width), width)
-        centre = (i + 1) * (width + 2) + j + 1
-        self.box = centre[:, None] + ((np.arange(3) - 1)[:, None] * (width + 2) + np.arange(3) - 1).reshape(1, 9)
         self.sparse_limit = height * width // SPARSE_FRACTION
         if self.cuts:
-            white = self.white
             self.near_bin = entropy.white_bins(self.cuts, thresholds[0].shape[1] + 1)
-            self.black_positions, self.white_positions = np.flatnonzero(~white), np.flatnonzero(white)
-            self.neighbours = entropy.white_neighbours(height, width)
-            self.white_rank = np.cumsum(white) - 1  # a white square's column in ``neighbours``
 
     def skip(self, count: int) -> None:
         """``count`` all-zero channels (only the last ``depth`` of them still count)."""
