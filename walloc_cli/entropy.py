@@ -314,17 +314,15 @@ class RaggedTables:
                     done.add(block)
         return cost
 
-    def dense_costs(self, firsts: tuple[int, ...], count: int) -> tuple[np.ndarray, np.ndarray, int, int]:
+    def dense_costs(self, firsts: tuple[int, ...], count: int) -> tuple[np.ndarray, int, int]:
         """Every value's cost under each of rows ``first … first + count − 1`` for each of
         ``firsts`` (one channel's tables in each of several table sets), as a dense
         (sets · count · width) array: entry ``(s · count + k) · width + v − low`` is what
         :func:`symbol_bits` gives value v with row ``firsts[s] + k``, for ``low`` ≤ v <
         ``low + width`` — the smallest to the largest value any of the rows holds, 0 always
-        included.  Returned with the bits each entry saves by stepping one toward zero (cost of
-        v less that of v − 1 for v > 0, of v + 1 for v < 0; 0 at v = 0), laid out alike: the RD
-        rounding prices its two candidates per latent with one lookup, and a whole channel
-        under every set in one more (kept: a file uses one quality's rows, a batch of files the
-        same ones; about 60 MB for a quality's five sets at q 100)."""
+        included.  The RD rounding prices a whole channel under every set with one lookup
+        (kept: a file uses one quality's rows, a batch of files the same ones; about 30 MB for
+        a quality's five sets at q 100)."""
         cache = self.__dict__.setdefault("_dense_costs", {})
         key = (firsts, count)
         if key not in cache:
@@ -336,11 +334,27 @@ class RaggedTables:
             values = np.arange(low, high + 1)
             bits = symbol_bits(self, np.repeat(rows[:, None], values.size, axis=1),
                                np.broadcast_to(values, (rows.size, values.size)))
+            cache[key] = (bits.reshape(-1), low, values.size)
+        return cache[key]
+
+    def step_savings(self, firsts: tuple[int, ...], count: int, priced: int) -> np.ndarray:
+        """For set ``priced`` of :meth:`dense_costs` (``firsts``, ``count``), the bits each entry
+        saves by stepping one toward zero: the cost of v less that of v − 1 for v > 0, of v + 1
+        for v < 0, 0 at v = 0 (a step toward zero stays inside a row: 0 is in every one), laid
+        out as that set's part of the dense array ((k · width + v − low)).  The RD rounding prices
+        its two candidates for a latent with one lookup here (kept beside the dense costs)."""
+        cache = self.__dict__.setdefault("_step_savings", {})
+        key = (firsts, count, priced)
+        if key not in cache:
+            if len(cache) > 1024:
+                cache.clear()
+            dense, low, width = self.dense_costs(firsts, count)
+            bits = dense[priced * count * width : (priced + 1) * count * width].reshape(count, width)
+            zero = -low
             saved = np.zeros_like(bits)
-            up, down = values > 0, values < 0  # a step toward zero stays inside the row: 0 is in it
-            saved[:, up] = bits[:, up] - bits[:, np.flatnonzero(up) - 1]
-            saved[:, down] = bits[:, down] - bits[:, np.flatnonzero(down) + 1]
-            cache[key] = (bits.reshape(-1), saved.reshape(-1), low, values.size)
+            saved[:, zero + 1 :] = bits[:, zero + 1 :] - bits[:, zero : width - 1]
+            saved[:, :zero] = bits[:, :zero] - bits[:, 1 : zero + 1]
+            cache[key] = saved.reshape(-1)
         return cache[key]
 
     def extent(self) -> int:

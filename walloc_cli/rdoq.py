@@ -107,8 +107,9 @@ def rd_round(scaled: np.ndarray, ladder: "QualityLadder", quality: int, lam: flo
         y = scaled[c].reshape(-1)
         a = np.abs(y)
         choices = np.flatnonzero(a + _HALF >= 1)  # the positions whose nearest integer is not 0
-        pick = _Picks(a, y, choices, centre, own * per_channel, base,
-                      tables.dense_costs(tuple(f + c * per_channel for f in firsts), per_channel), tables, lam)
+        rows = tuple(f + c * per_channel for f in firsts)
+        pick = _Picks(a, y, choices, centre, own * per_channel, base, tables.dense_costs(rows, per_channel),
+                      tables.step_savings(rows, per_channel, own), tables, lam)
         if choices.size <= context.sparse_limit and not context.round_sparse(c, own, pick):
             context.clear(choices)  # every value rounded to 0: nothing to code, nothing to remember
             context.push(None)
@@ -135,15 +136,17 @@ class _Picks:
     (``choices``: the positions whose nearest integer n is not 0) becomes n or n − 1 toward zero,
     whichever costs less in (|y| − reconstruction)² + λ · bits with its table: n − 1 when the
     distortion that adds is below λ times the bits it saves.  Everything but the bits is computed
-    here once per channel; the bits of each phase's candidates are read from the channel's
-    ``costs`` (:meth:`entropy.RaggedTables.dense_costs`, the priced set's tables from row
-    ``set_row``) once their tables are known; values beyond those tables, escapes, are priced by
+    here once per channel; the bits a phase's candidates save are read from ``savings``
+    (:meth:`entropy.RaggedTables.step_savings` of the priced set) once their tables are known, and
+    a channel's bits from ``costs`` (:meth:`entropy.RaggedTables.dense_costs`, the priced set's
+    tables from row ``set_row``); values beyond those tables, escapes, are priced by
     :func:`entropy.symbol_bits` itself (table ``base + which``)."""
 
     def __init__(self, magnitude: np.ndarray, scaled: np.ndarray, choices: np.ndarray, centre: float, set_row: int,
-                 base: int, costs: tuple[np.ndarray, np.ndarray, int, int], tables: "entropy.RaggedTables",
+                 base: int, costs: tuple[np.ndarray, int, int], savings: np.ndarray, tables: "entropy.RaggedTables",
                  lam: float) -> None:
-        self.choices, self.base, self.costs, self.tables, self.lam = choices, base, costs, tables, lam
+        self.choices, self.base, self.costs, self.savings, self.tables, self.lam = \
+            choices, base, costs, savings, tables, lam
         self.set_row = set_row
         a = magnitude.take(choices)
         nearest = (a + _HALF).astype(np.int64)
@@ -158,17 +161,18 @@ class _Picks:
             self.added = np.where(nearest > 1, 2 * error + 1, (1 - centre) * (2 * error + 1 - centre))
         else:
             self.added = (a - reconstruction(nearest - 1, centre)) ** 2 - (a - reconstruction(nearest, centre)) ** 2
-        _, _, low, width = costs
+        _, low, width = costs
+        self.width = width
         inside = choices.size == 0 or int(nearest.max()) <= min(-low, low + width - 1)
-        # each candidate's entry in the priced set's row 0 of ``costs``, less its table's rows
-        self.entry = set_row * width + (self.signed - low) if inside else None
+        # each candidate's entry in row 0 of ``savings``, less its table's rows (None: escapes)
+        self.entry = self.signed - low if inside else None
 
     def choose(self, subset: np.ndarray | None, which: np.ndarray) -> np.ndarray:
         """Signed values of the candidates ``subset`` (indices into ``choices``; None: all), priced
         with their table indices ``which``."""
         take = (lambda x: x) if subset is None else (lambda x: x.take(subset))
         if self.entry is not None:
-            saved = self.costs[1].take(which.astype(np.int64) * self.costs[3] + take(self.entry))
+            saved = self.savings.take(which.astype(np.int64) * self.width + take(self.entry))
         else:
             rows = self.base + which.astype(np.int64)
             saved = entropy.symbol_bits(self.tables, rows, take(self.signed)) - \
@@ -177,18 +181,18 @@ class _Picks:
 
     def bits(self, which: np.ndarray, values: np.ndarray) -> float:
         """The channel's bits: its final ``values`` (every position, flat) with tables ``which``."""
-        dense, _, low, width = self.costs
+        dense, low, width = self.costs
         if self.entry is not None:  # every value inside the dense rows (none is beyond its nearest)
             return float(dense.take((which.astype(np.int64) + self.set_row) * width + (values - low)).sum())
         return float(entropy.symbol_bits(self.tables, self.base + which.astype(np.int64), values).sum())
 
 
 def _fewest_bits(values: np.ndarray, context: "_Contexts", firsts: list[int], channel_row: int, per_channel: int,
-                 costs: tuple[np.ndarray, np.ndarray, int, int], tables: "entropy.RaggedTables") -> int:
+                 costs: tuple[np.ndarray, int, int], tables: "entropy.RaggedTables") -> int:
     """The table set (index into ``firsts``) that codes a channel's final ``values`` in the fewest
     (estimated) bits, ties to the earlier set — the coder's own search (``--effort 2`` before
     session 19), from the channel's context under every set (``context``)."""
-    dense, _, low, width = costs
+    dense, low, width = costs
     if max(int(values.max()), -int(values.min())) <= min(-low, low + width - 1):
         # entry (set · per_channel + bin · mult + refine) · width + value − low, for all sets at once
         position = context.refine * width + (values - low)
