@@ -49,6 +49,7 @@ if TYPE_CHECKING:  # imported only for the type hint: model imports nothing from
 # (D = step²/12 · 2^(−2ΔR)) gives −dD/dR = 2·ln 2 / 12 ≈ 0.12; measured on validation
 # photos every value from 0.10 to 0.20 helps and 0.15 is best over q 30…85.
 LAMBDA = 0.15
+_HALF = np.float32(0.5)  # float32 like the scaled latents: their nearest integer is floor(|y| + _HALF)
 
 def reconstruction(magnitude: np.ndarray, centre: np.ndarray) -> np.ndarray:
     """|value| the decoder rebuilds for integer magnitudes ≥ 0, in steps: 0 for 0, else
@@ -110,11 +111,12 @@ def rd_round(scaled: np.ndarray, ladder: "QualityLadder", quality: int, lam: flo
         rows = tuple(f + c * per_channel for f in firsts)
         pick = _Picks(a, y, choices, centre, own * per_channel, base, tables.dense_costs(rows, per_channel),
                       tables.step_savings(rows, per_channel, own), tables, lam)
-        if choices.size <= context.sparse_limit and not context.round_sparse(c, own, pick):
+        sparse = choices.size <= context.sparse_limit
+        if sparse and not context.round_sparse(c, own, pick):
             context.clear(choices)  # every value rounded to 0: nothing to code, nothing to remember
             context.push(None)
             continue
-        which = context.round_full(c, own, pick)  # (or, after round_sparse, the tables the coder needs)
+        which = context.round_full(c, own, pick, rounded=sparse)  # after round_sparse: the tables the coder needs
         final = values[: height * width]
         if _not_worth_coding(final, a, centre, pick, which):
             final[choices] = 0
@@ -126,9 +128,6 @@ def rd_round(scaled: np.ndarray, ladder: "QualityLadder", quality: int, lam: flo
         context.push(final)
         context.clear(choices)
     return out
-
-
-_HALF = np.float32(0.5)
 
 
 class _Picks:
@@ -293,11 +292,11 @@ class _Contexts:
             values[squares] = pick.choose(white, bins[white] * np.int16(len(self.cuts) + 1) + self.near_bin.take(near))
         return bool(values[choices].any())
 
-    def round_full(self, c: int, priced: int, pick: "_Picks") -> np.ndarray:
+    def round_full(self, c: int, priced: int, pick: "_Picks", rounded: bool = False) -> np.ndarray:
         """Every position's activity bins under every set and table index under set ``priced``
         (:attr:`which`, returned), with channel ``c``'s candidates rounded into :attr:`values` in
         coding order — black squares, then white ones refined by their final neighbours — unless
-        :meth:`round_sparse` already did (the tables are the same)."""
+        ``rounded``: :meth:`round_sparse` already did (on the same tables)."""
         activity = self.activity.current()
         np.minimum(activity, self.cap, out=activity)
         activity += c * (self.cap + 1)
@@ -307,7 +306,6 @@ class _Contexts:
             self.lookup.take(activity.reshape(-1), out=self.bins[0])
         which, values, choices = self.which, self.values, pick.choices
         which[:] = self.bins[priced]
-        rounded = choices.size <= self.sparse_limit  # round_sparse has set the values
         if not self.cuts:
             if not rounded:
                 values[choices] = pick.choose(None, which.take(choices))
