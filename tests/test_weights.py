@@ -198,6 +198,19 @@ def test_weights_read_as_np_load_reads_them(path):
             np.testing.assert_array_equal(ours[key], z[key])
 
 
+def test_weights_read_without_isal_go_through_np_load(monkeypatch):
+    """Where ISA-L has no wheel, read_npz falls back to np.load: the same arrays."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "isal", None)  # `from isal import ...` now raises ImportError
+    path = SHIPPED / "rgb-16x.npz"
+    ours = model.read_npz(path)
+    with np.load(path, allow_pickle=False) as z:
+        assert sorted(ours) == sorted(z.files)
+        for key in z.files:
+            np.testing.assert_array_equal(ours[key], z[key])
+
+
 def test_a_damaged_deflate_stream_is_one_line_naming_the_file(registry):
     """Bytes flipped inside a compressed member, the hash recorded again: one line, no traceback."""
     folder = registry("rgb-16x")

@@ -341,7 +341,7 @@ class RaggedTables:
         """For set ``priced`` of :meth:`dense_costs` (``firsts``, ``count``), the bits each entry
         saves by stepping one toward zero: the cost of v less that of v − 1 for v > 0, of v + 1
         for v < 0, 0 at v = 0 (a step toward zero stays inside a row: 0 is in every one), laid
-        out as that set's part of the dense array ((k · width + v − low)).  The RD rounding prices
+        out as that set's part of the dense array (entry k · width + v − low).  The RD rounding prices
         its two candidates for a latent with one lookup here (kept beside the dense costs)."""
         cache = self.__dict__.setdefault("_step_savings", {})
         key = (firsts, count, priced)
