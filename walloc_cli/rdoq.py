@@ -149,15 +149,15 @@ class _Picks:
         self.set_row = set_row
         a = magnitude.take(choices)
         nearest = (a + _HALF).astype(np.int64)
-        negative = scaled.take(choices) < 0
-        self.signed = np.where(negative, -nearest, nearest)
-        self.smaller = np.where(negative, self.signed + 1, self.signed - 1)
+        self.step = np.where(scaled.take(choices) < 0, -1, 1)  # a step away from zero
+        self.signed = self.step * nearest
         a = a.astype(np.float64)
         # centre < 1 always, for fitted centroids: then r(n) = n − centre for n ≥ 1, and r(n − 1) =
         # r(n) − 1 for n ≥ 2, so the distortion one step down adds is linear in the error
         if centre < 1:
-            error = a - (nearest - centre)  # a − r(n)
-            self.added = np.where(nearest > 1, 2 * error + 1, (1 - centre) * (2 * error + 1 - centre))
+            twice = 2 * (a - (nearest - centre))  # 2 (a − r(n))
+            twice += 1
+            self.added = np.where(nearest > 1, twice, (1 - centre) * (twice - centre))
         else:
             self.added = (a - reconstruction(nearest - 1, centre)) ** 2 - (a - reconstruction(nearest, centre)) ** 2
         _, low, width = costs
@@ -173,10 +173,10 @@ class _Picks:
         if self.entry is not None:
             saved = self.savings.take(which.astype(np.int64) * self.width + take(self.entry))
         else:
-            rows = self.base + which.astype(np.int64)
-            saved = entropy.symbol_bits(self.tables, rows, take(self.signed)) - \
-                entropy.symbol_bits(self.tables, rows, take(self.smaller))
-        return np.where(take(self.added) < self.lam * saved, take(self.smaller), take(self.signed))
+            rows, signed = self.base + which.astype(np.int64), take(self.signed)
+            saved = entropy.symbol_bits(self.tables, rows, signed) - \
+                entropy.symbol_bits(self.tables, rows, signed - take(self.step))
+        return take(self.signed) - take(self.step) * (take(self.added) < self.lam * saved)
 
     def bits(self, which: np.ndarray, values: np.ndarray) -> float:
         """The channel's bits: its final ``values`` (every position, flat) with tables ``which``."""
