@@ -22,7 +22,7 @@ from __future__ import annotations
 from .errors import WallocError
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -894,8 +894,8 @@ def _encode_pyramid(encoder, latents: np.ndarray, pyramid: DcPyramid, default: i
             pick = int(np.argmin([symbol_bits(pyramid.tables, r + which, residuals).sum() for r in rows]))
         if choice_model is not None:
             encoder.encode(np.array([pick], np.int32), choice_model)
-        for which, residuals in steps:  # step by step: each step's tables depend on the steps before
-            encode_grouped(encoder, pyramid.tables, rows[pick], which, residuals)
+        # step by step (each step's tables depend on the steps before), sorted and counted at once
+        encode_grouped_runs(encoder, pyramid.tables, rows[pick], steps)
 
 
 def _decode_pyramid(decoder, pyramid: DcPyramid, choice: int, channel: int, height: int, width: int,
@@ -1232,15 +1232,28 @@ def decode_with_context(data: bytes, tables: RaggedTables, candidates: list[Cand
 # always computed from integers already decoded.
 def encode_grouped(encoder, tables: RaggedTables, first_row: int, which: np.ndarray, values: np.ndarray) -> None:
     """Append ``values`` (flat ints) coded with tables ``first_row + which`` to ``encoder``."""
-    which = np.asarray(which).reshape(-1)
-    values = np.asarray(values, np.int64).reshape(-1)
-    if which.size == 0:
+    encode_grouped_runs(encoder, tables, first_row, [(which, values)])
+
+
+def encode_grouped_runs(encoder, tables: RaggedTables, first_row: int,
+                        runs: Sequence[tuple[np.ndarray, np.ndarray]]) -> None:
+    """:func:`encode_grouped` of each (``which``, ``values``) of ``runs`` in turn — the same stream
+    — with one sort for all of them: each value's key is its run's index times the runs' span of
+    ``which`` plus its own, so a stable sort puts runs in order, tables in order within a run and
+    raster order within a table.  The DC pyramid's 14 steps a channel are such runs: sorting and
+    counting them once instead of 14 times saved about 1 ms of a 768×512 photo's encode."""
+    whiches = [np.asarray(which).reshape(-1) for which, _ in runs]
+    if not any(w.size for w in whiches):
         return
-    order = np.argsort(which.astype(np.int16), kind="stable")
-    counts = np.bincount(which)
+    span = max(int(w.max()) for w in whiches if w.size) + 1
+    key = np.concatenate([w.astype(np.int64) + i * span for i, w in enumerate(whiches)])
+    values = np.concatenate([np.asarray(v, np.int64).reshape(-1) for _, v in runs])
+    # small keys: numpy's stable sort is then a radix sort
+    order = np.argsort(key.astype(np.int16) if len(runs) * span < 1 << 15 else key, kind="stable")
+    counts = np.bincount(key)
     present = np.flatnonzero(counts)
     sizes = counts[present]
-    rows = first_row + present
+    rows = first_row + present % span
     symbols, escapes = _symbols_of_groups(tables, rows, sizes, values[order])
     ends = np.cumsum(sizes).tolist()
     for i, (model, a, b) in enumerate(zip(tables.models(rows.tolist()), [0] + ends[:-1], ends)):
