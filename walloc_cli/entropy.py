@@ -982,14 +982,24 @@ def _encode_channels(encoder, latents: np.ndarray, c0: int, c1: int, tables: Rag
     kept_channel = present // per_channel
     first_rows = np.array([candidates[int(b)][0] for b in best], np.int64)
     rows = first_rows[kept_channel] + (c0 + keep[kept_channel]) * per_channel + present % per_channel
-    values = coded.reshape(-1)[order]
+    choices = None
+    if choice_model is not None:  # each channel's table set, coded before its first group
+        firsts = np.flatnonzero(np.concatenate(([True], np.diff(kept_channel) != 0)))
+        choices = dict(zip(firsts.tolist(), best[kept_channel[firsts]].tolist()))
+    _code_groups(encoder, tables, rows, sizes, coded.reshape(-1)[order], choices, choice_model)
+
+
+def _code_groups(encoder, tables: RaggedTables, rows: np.ndarray, sizes: np.ndarray, values: np.ndarray,
+                 choices: dict[int, int] | None = None, choice_model=None) -> None:
+    """Append ``values``, in runs of ``sizes`` already in coding order, each run coded with table
+    ``rows`` and followed by its escapes (one constriction call a run); ``choices``: {run: table
+    set} coded with ``choice_model`` just before the runs it names.  What both grouped encoders
+    (:func:`_encode_channels`, :func:`encode_grouped_runs`) end with."""
     symbols, escapes = _symbols_of_groups(tables, rows, sizes, values)
     ends = np.cumsum(sizes).tolist()
-    starts = [0] + ends[:-1]
-    new_channel = np.concatenate(([True], np.diff(kept_channel) != 0)).tolist()
-    for i, (model, a, b) in enumerate(zip(tables.models(rows.tolist()), starts, ends)):
-        if choice_model is not None and new_channel[i]:
-            encoder.encode(np.array([best[kept_channel[i]]], np.int32), choice_model)
+    for i, (model, a, b) in enumerate(zip(tables.models(rows.tolist()), [0] + ends[:-1], ends)):
+        if choices is not None and i in choices:
+            encoder.encode(np.array([choices[i]], np.int32), choice_model)
         encoder.encode(symbols[a:b], model)
         if escapes is not None and escapes[i].size:
             _encode_escapes(encoder, escapes[i])
@@ -1253,13 +1263,7 @@ def encode_grouped_runs(encoder, tables: RaggedTables, first_row: int,
     counts = np.bincount(key)
     present = np.flatnonzero(counts)
     sizes = counts[present]
-    rows = first_row + present % span
-    symbols, escapes = _symbols_of_groups(tables, rows, sizes, values[order])
-    ends = np.cumsum(sizes).tolist()
-    for i, (model, a, b) in enumerate(zip(tables.models(rows.tolist()), [0] + ends[:-1], ends)):
-        encoder.encode(symbols[a:b], model)
-        if escapes is not None and escapes[i].size:
-            _encode_escapes(encoder, escapes[i])
+    _code_groups(encoder, tables, first_row + present % span, sizes, values[order])
 
 
 def decode_grouped(decoder, tables: RaggedTables, first_row: int, which: np.ndarray,
