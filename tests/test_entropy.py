@@ -133,6 +133,53 @@ def test_checkerboard_table_index():
     assert entropy.tables_per_channel(8, (1, 2, 4, 8)) == 48 and entropy.tables_per_channel(8, ()) == 8
 
 
+def test_diagonal_phase_table_index():
+    """Coder version 5: odd/odd squares refine their table by their 4 diagonal (even/even, already
+    known) neighbours, and the white squares' tables come after theirs."""
+    values = np.zeros((1, 4, 5), np.int64)
+    values[0, 0, 0] = 2   # even/even
+    values[0, 2, 2] = -3  # even/even
+    values[0, 1, 2] = 7   # white: a neighbour of neither an odd/odd nor an even/even square's table
+    activity_bin = np.full((1, 4, 5), 1, np.int64)
+    index = entropy.table_index(activity_bin, values, 8, (1, 2, 4, 8), (1, 4))
+    assert entropy.white_offset(8, (1, 4)) == 8 + 8 * 3
+    assert entropy.tables_per_channel(8, (1, 2, 4, 8), (1, 4)) == 8 + 8 * 3 + 8 * 5
+    assert index[0, 2, 2] == 1 and index[0, 0, 4] == 1    # even/even: activity bin only
+    assert index[0, 1, 1] == 8 + 1 * 3 + 2                # diagonals 2 + 3 = 5 -> bin 2 (cuts 1, 4)
+    assert index[0, 3, 3] == 8 + 1 * 3 + 1                # diagonal 3 -> bin 1
+    assert index[0, 1, 3] == 8 + 1 * 3 + 1                # diagonal 3 (the white 7 is no diagonal)
+    assert index[0, 1, 0] == 32 + 1 * 5 + 2               # white: neighbour 2 -> bin 2 (cuts 1, 2, 4, 8)
+    assert index[0, 2, 1] == 32 + 1 * 5 + 2               # white: neighbours 3 (and 0) -> bin 2
+
+
+@pytest.mark.parametrize("diagonal", [(), (1, 4)])
+@pytest.mark.parametrize("shape", [(4, 5), (5, 4), (1, 3), (3, 1), (2, 2)])
+def test_phases_partition_the_grid_in_coding_order(shape, diagonal):
+    """Every position is in exactly one phase; a phase's neighbours are all in earlier phases (or
+    outside the map), and its table rule is :func:`entropy.table_index`'s."""
+    height, width = shape
+    phases = entropy.phases(height, width, 8, (1, 2, 4, 8), diagonal)
+    assert len(phases) == (3 if diagonal else 2)
+    phase_of = np.full(height * width + 1, -1)
+    for k, phase in enumerate(phases):
+        assert (phase_of[phase.positions] == -1).all() and (np.diff(phase.positions) > 0).all()
+        phase_of[phase.positions] = k
+    assert (phase_of[:-1] >= 0).all()
+    rng = np.random.default_rng(8)
+    values = rng.integers(-4, 5, size=(height, width))
+    activity_bin = rng.integers(0, 8, size=(height, width))
+    expected = entropy.table_index(activity_bin, values, 8, (1, 2, 4, 8), diagonal).reshape(-1)
+    known = np.append(np.abs(values).reshape(-1), 0)
+    for k, phase in enumerate(phases):
+        which = activity_bin.reshape(-1)[phase.positions]
+        if phase.neighbours is not None:
+            inside = phase.neighbours[phase.neighbours < height * width]
+            assert (phase_of[inside] < k).all()
+            near = known.take(phase.neighbours).sum(axis=0)
+            which = which * phase.mult + phase.refined[np.minimum(near, phase.refined.size - 1)]
+        np.testing.assert_array_equal(which, expected[phase.positions])
+
+
 def _plain_activity(latents: np.ndarray, depth: int) -> np.ndarray:
     """The context's definition, loop by loop: |latents| summed over each position's 3×3
     neighbourhood in the previous ``depth`` channels."""
@@ -171,16 +218,17 @@ def test_every_form_of_the_context_matches_its_definition(scale):
         np.testing.assert_array_equal(magnitude[:, 1:-1, 1:-1], np.abs(latents[c0 + wanted]))
 
 
-def test_batch_table_index_matches_the_per_channel_rule():
+@pytest.mark.parametrize("diagonal", [(), (1, 2, 4, 8)])
+def test_batch_table_index_matches_the_per_channel_rule(diagonal):
     rng = np.random.default_rng(6)
     latents = rng.integers(-3, 4, size=(10, 6, 8)) * (rng.random((10, 6, 8)) < 0.4)
     thresholds = np.sort(rng.integers(0, 40, size=(10, 7)), axis=1)
     thresholds[0, -1] = 2**40  # beyond int32: a comparison that is never true
     cuts = (1, 2, 4, 8)
     activity, magnitude = entropy.batch_contexts(latents, 0, 8)
-    which = entropy.batch_table_index(activity, magnitude, thresholds, 8, cuts)
+    which = entropy.batch_table_index(activity, magnitude, thresholds, 8, cuts, diagonal_cuts=diagonal)
     bins = entropy.context_bins_per_channel(entropy.activity_of_all(latents, 8).reshape(10, -1), thresholds)
-    expected = entropy.table_index(bins.reshape(latents.shape), latents, 8, cuts).reshape(10, -1)
+    expected = entropy.table_index(bins.reshape(latents.shape), latents, 8, cuts, diagonal).reshape(10, -1)
     np.testing.assert_array_equal(which, expected)
     for c in range(10):
         np.testing.assert_array_equal(entropy.context_bins(activity[c], thresholds[c]), bins[c].reshape(6, 8))

@@ -82,17 +82,50 @@ def test_the_coder_version_follows_the_weights():
     from walloc_cli.model import _load_previous, previous_weights
 
     model = load_model(LADDER)
-    assert model.ladder.pyramid_pairs and api._coder(model) == entropy.CONTEXT_CODER
+    assert model.ladder.pyramid_pairs and api._coder(model) == entropy.CONTEXT_CODER_V4
     assert entropy.CONTEXT_CODER_V3 not in api._coders(model)
+    assert entropy.CONTEXT_CODER not in api._coders(model)       # no diagonal cuts: never version 5
     old = _load_previous(previous_weights(LADDER, "900fc330744aeb4b"), LADDER)
     assert not old.ladder.pyramid_pairs and api._coder(old) == entropy.CONTEXT_CODER_V3
-    assert entropy.CONTEXT_CODER not in api._coders(old)
+    assert entropy.CONTEXT_CODER_V4 not in api._coders(old)
     golden = (DATA / "golden" / "v6-rgb-1x-ctx3-900fc330-q20.wlc").read_bytes()
     assert api.decode_image(golden).rgb.size > 0                     # as written: it decodes
     box = container.unpack(golden)
-    forged = container.pack({**box.header, "coder": entropy.CONTEXT_CODER}, box.sections)
+    forged = container.pack({**box.header, "coder": entropy.CONTEXT_CODER_V4}, box.sections)
     with pytest.raises(WallocError, match="unsupported entropy coder"):
         api.decode_image(forged)
+
+
+def _tables_for_layout(tables: entropy.RaggedTables, candidates: list, channels: int, old: int, new: int):
+    """The same integer tables laid out with ``new`` tables a channel instead of ``old`` (table t
+    of a channel reuses its table t mod ``old``): any valid tables will do for a round trip."""
+    rows = np.array([(r // new) * old + (r % new) % old for r in range(tables.lo.size // old * new)])
+    size = tables.size[rows]
+    freqs = np.concatenate([tables.row(r) for r in rows])
+    offset = np.concatenate(([0], np.cumsum(size + 1))).astype(np.int64)
+    moved = entropy.RaggedTables(tables.lo[rows], size, offset, freqs)
+    moved.validate()
+    return moved, [(first // (channels * old) * channels * new, thresholds) for first, thresholds in candidates]
+
+
+def test_diagonal_phase_round_trips_a_photo(photo):
+    """Coder version 5 (entropy.phases: even/even, then odd/odd on their diagonal neighbours, then
+    the white squares) codes a photo's latents exactly, and differently from version 4."""
+    model = load_model(LADDER)
+    ladder = model.ladder
+    latents, _ = api.image_to_latents(model, photo[1], 50)
+    sets, dc = ladder.table_sets(50), ladder.dc_pyramid(50)
+    cuts, diagonal, bins = ladder.neighbour_cuts, (1, 2, 4, 8), ladder.depth
+    old = entropy.tables_per_channel(bins, cuts)
+    tables, candidates = _tables_for_layout(ladder.tables, sets, latents.shape[0], old,
+                                            entropy.tables_per_channel(bins, cuts, diagonal))
+    data = entropy.encode_with_context(latents, tables, candidates, bins, ladder.lifted, None, cuts, pyramid=dc,
+                                       diagonal_cuts=diagonal)
+    back = entropy.decode_with_context(data, tables, candidates, bins, latents.shape, ladder.lifted, cuts,
+                                       pyramid=dc, diagonal_cuts=diagonal)
+    np.testing.assert_array_equal(back, latents)
+    assert data != entropy.encode_with_context(latents, ladder.tables, sets, bins, ladder.lifted, None, cuts,
+                                               pyramid=dc)
 
 
 def test_smooth_channels_leave_small_residuals():
@@ -114,7 +147,7 @@ def test_the_pyramid_round_trips_and_beats_the_haar_levels_on_a_photo(photo):
     """The shipped model writes context coder version 4 (the pyramid); its DC channels cost less than
     through the Haar levels (version 2), and both decode to the same latents."""
     model = load_model(LADDER)
-    assert api._coder(model) == entropy.CONTEXT_CODER
+    assert api._coder(model) == entropy.CONTEXT_CODER_V4
     ladder = model.ladder
     latents, _ = api.image_to_latents(model, photo[1], 20)
     sets, dc = ladder.table_sets(20), ladder.dc_pyramid(20)
@@ -122,9 +155,11 @@ def test_the_pyramid_round_trips_and_beats_the_haar_levels_on_a_photo(photo):
     for name, tables in (("haar", None), ("pyramid", dc)):
         for default in (None, 2):
             data = entropy.encode_with_context(latents, ladder.tables, sets, ladder.depth, ladder.lifted, default,
-                                               ladder.neighbour_cuts, pyramid=tables)
+                                               ladder.neighbour_cuts, pyramid=tables,
+                                               diagonal_cuts=ladder.diagonal_cuts)
             back = entropy.decode_with_context(data, ladder.tables, sets, ladder.depth, latents.shape, ladder.lifted,
-                                               ladder.neighbour_cuts, pyramid=tables)
+                                               ladder.neighbour_cuts, pyramid=tables,
+                                               diagonal_cuts=ladder.diagonal_cuts)
             np.testing.assert_array_equal(back, latents)
             sizes[name, default] = len(data)
     assert sizes["pyramid", 2] < sizes["haar", 2]
@@ -139,17 +174,19 @@ def test_version_3_codes_extreme_values_and_skips_grey_channels():
     latents[0, 0, 0], latents[0, 5, 8], latents[1, 3, 4] = 2**31 - 1, -(2**31) + 1, 99999
     sets, dc = ladder.table_sets(60), ladder.dc_pyramid(60)
     data = entropy.encode_with_context(latents, ladder.tables, sets, ladder.depth, ladder.lifted, None,
-                                       ladder.neighbour_cuts, pyramid=dc)
+                                       ladder.neighbour_cuts, pyramid=dc, diagonal_cuts=ladder.diagonal_cuts)
     back = entropy.decode_with_context(data, ladder.tables, sets, ladder.depth, latents.shape, ladder.lifted,
-                                       ladder.neighbour_cuts, pyramid=dc)
+                                       ladder.neighbour_cuts, pyramid=dc, diagonal_cuts=ladder.diagonal_cuts)
     np.testing.assert_array_equal(back, latents)
     skip = model.colour_only_channels
     grey = latents.copy()
     grey[skip] = 0
     data = entropy.encode_with_context(grey, ladder.tables, sets, ladder.depth, ladder.lifted, 2,
-                                       ladder.neighbour_cuts, skip, pyramid=dc)
+                                       ladder.neighbour_cuts, skip, pyramid=dc,
+                                       diagonal_cuts=ladder.diagonal_cuts)
     back = entropy.decode_with_context(data, ladder.tables, sets, ladder.depth, grey.shape, ladder.lifted,
-                                       ladder.neighbour_cuts, skip, pyramid=dc)
+                                       ladder.neighbour_cuts, skip, pyramid=dc,
+                                       diagonal_cuts=ladder.diagonal_cuts)
     np.testing.assert_array_equal(back, grey)
 
 
@@ -159,7 +196,8 @@ def test_version_3_payload_floor_still_stops_decompression_bombs():
     shape = (model.config.latent_channels, 2048, 2048)
     with pytest.raises(entropy.EntropyError, match="payload too short"):
         entropy.check_context_payload(8, ladder.tables, ladder.table_sets(50), shape, ladder.neighbour_cuts, None,
-                                      True, ladder.lifted, ladder.dc_pyramid(50))
+                                      True, ladder.lifted, ladder.dc_pyramid(50),
+                                      diagonal_cuts=ladder.diagonal_cuts)
 
 
 def test_garbled_version_3_payload_is_a_clean_error(photo):
@@ -168,14 +206,16 @@ def test_garbled_version_3_payload_is_a_clean_error(photo):
     latents, _ = api.image_to_latents(model, photo[1], 30)
     sets, dc = ladder.table_sets(30), ladder.dc_pyramid(30)
     data = bytearray(entropy.encode_with_context(latents, ladder.tables, sets, ladder.depth, ladder.lifted, 2,
-                                                 ladder.neighbour_cuts, pyramid=dc))
+                                                 ladder.neighbour_cuts, pyramid=dc,
+                                                 diagonal_cuts=ladder.diagonal_cuts))
     rng = np.random.default_rng(3)
     for _ in range(20):
         garbled = bytearray(data)
         garbled[int(rng.integers(0, 16))] ^= 1 << int(rng.integers(0, 8))
         try:
             back = entropy.decode_with_context(bytes(garbled), ladder.tables, sets, ladder.depth, latents.shape,
-                                               ladder.lifted, ladder.neighbour_cuts, pyramid=dc)
+                                               ladder.lifted, ladder.neighbour_cuts, pyramid=dc,
+                                               diagonal_cuts=ladder.diagonal_cuts)
         except entropy.EntropyError:
             continue
         assert back.shape == latents.shape

@@ -64,9 +64,10 @@ def test_context_coding_round_trips_exactly(photo):
         ladder = model.ladder
         for lifted, cuts in ((0, ()), (ladder.lifted, ladder.neighbour_cuts)):
             for default in (None, 2):
-                data = entropy.encode_with_context(latents, ladder.tables, sets, ladder.depth, lifted, default, cuts)
+                data = entropy.encode_with_context(latents, ladder.tables, sets, ladder.depth, lifted, default, cuts,
+                                                   diagonal_cuts=ladder.diagonal_cuts)
                 back = entropy.decode_with_context(data, ladder.tables, sets, ladder.depth, latents.shape, lifted,
-                                                   cuts)
+                                                   cuts, diagonal_cuts=ladder.diagonal_cuts)
                 np.testing.assert_array_equal(back, latents)
 
 
@@ -84,9 +85,11 @@ def test_zero_channel_flags_round_trip_and_save_bytes(photo):
     sizes = {}
     for flags in (False, True):
         data = entropy.encode_with_context(latents, ladder.tables, sets, ladder.depth, ladder.lifted, None,
-                                           ladder.neighbour_cuts, skip, flags)
+                                           ladder.neighbour_cuts, skip, flags,
+                                           diagonal_cuts=ladder.diagonal_cuts)
         back = entropy.decode_with_context(data, ladder.tables, sets, ladder.depth, latents.shape, ladder.lifted,
-                                           ladder.neighbour_cuts, skip, flags)
+                                           ladder.neighbour_cuts, skip, flags,
+                                           diagonal_cuts=ladder.diagonal_cuts)
         np.testing.assert_array_equal(back, latents)
         sizes[flags] = len(data)
     assert sizes[True] < sizes[False], sizes
@@ -106,10 +109,11 @@ def test_zero_channel_flags_never_leave_out_the_dc_channels():
     data = encoder.get_compressed().astype("<u4").tobytes()
     with pytest.raises(entropy.EntropyError, match="always coded"):
         entropy.decode_with_context(data, ladder.tables, ladder.table_sets(50), ladder.depth, shape, ladder.lifted,
-                                    ladder.neighbour_cuts)
+                                    ladder.neighbour_cuts, diagonal_cuts=ladder.diagonal_cuts)
     with pytest.raises(entropy.EntropyError, match="payload too short"):
         entropy.check_context_payload(8, ladder.tables, ladder.table_sets(50), (shape[0], 2048, 2048),
-                                      ladder.neighbour_cuts, None, True, ladder.lifted)
+                                      ladder.neighbour_cuts, None, True, ladder.lifted,
+                                      diagonal_cuts=ladder.diagonal_cuts)
 
 
 def test_channels_pick_the_cheaper_table_set(photo):
@@ -119,8 +123,10 @@ def test_channels_pick_the_cheaper_table_set(photo):
     sets = model.ladder.table_sets(50)
     ladder = model.ladder
     cuts = ladder.neighbour_cuts
-    chosen = entropy.encode_with_context(latents, ladder.tables, sets, ladder.depth, ladder.lifted, None, cuts)
-    own = entropy.encode_with_context(latents, ladder.tables, sets, ladder.depth, ladder.lifted, 2, cuts)
+    chosen = entropy.encode_with_context(latents, ladder.tables, sets, ladder.depth, ladder.lifted, None, cuts,
+                                         diagonal_cuts=ladder.diagonal_cuts)
+    own = entropy.encode_with_context(latents, ladder.tables, sets, ladder.depth, ladder.lifted, 2, cuts,
+                                      diagonal_cuts=ladder.diagonal_cuts)
     assert len(chosen) <= len(own)
 
 
@@ -133,8 +139,10 @@ def test_context_coding_codes_any_int32():
     latents[0, 0, 0], latents[7, 2, 3], latents[100, 4, 6] = 2**31 - 1, -(2**31) + 1, 77777
     ladder = model.ladder
     cuts = ladder.neighbour_cuts
-    data = entropy.encode_with_context(latents, ladder.tables, sets, ladder.depth, ladder.lifted, None, cuts)
-    back = entropy.decode_with_context(data, ladder.tables, sets, ladder.depth, latents.shape, ladder.lifted, cuts)
+    data = entropy.encode_with_context(latents, ladder.tables, sets, ladder.depth, ladder.lifted, None, cuts,
+                                       diagonal_cuts=ladder.diagonal_cuts)
+    back = entropy.decode_with_context(data, ladder.tables, sets, ladder.depth, latents.shape, ladder.lifted, cuts,
+                                       diagonal_cuts=ladder.diagonal_cuts)
     np.testing.assert_array_equal(back, latents)
 
 
@@ -200,7 +208,7 @@ def test_context_coding_does_not_depend_on_its_channel_batches(photo, monkeypatc
     for batch in (5, 24, latents.shape[0]):
         monkeypatch.setattr(entropy, "_ENCODE_CHANNELS_PER_BATCH", batch)
         coded[batch] = entropy.encode_with_context(latents, ladder.tables, sets, ladder.depth, ladder.lifted, None,
-                                                   ladder.neighbour_cuts)
+                                                   ladder.neighbour_cuts, diagonal_cuts=ladder.diagonal_cuts)
     assert coded[5] == coded[24] == coded[latents.shape[0]]
 
 

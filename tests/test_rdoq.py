@@ -178,7 +178,8 @@ def test_the_tables_it_hands_the_coder_are_the_coders(ladder_model, rgb, quality
     sets = ladder.table_sets(quality)
     for s, (_, thresholds) in enumerate(sets):
         which = entropy.batch_table_index(activity, magnitude, thresholds, thresholds.shape[1] + 1,
-                                          tuple(ladder.neighbour_cuts), coded)
+                                          tuple(ladder.neighbour_cuts), coded,
+                                          diagonal_cuts=ladder.diagonal_cuts)
         mine = known.choice[coded] == s
         np.testing.assert_array_equal(known.ac[coded][mine], which[mine])
     assert len(set(known.choice[coded].tolist())) > 1  # channels do pick other sets

@@ -232,7 +232,7 @@ def _encode_latents(model: CodecModel, latents: np.ndarray, quality: int | None,
         return entropy.encode_with_context(latents, model.ladder.tables, model.ladder.table_sets(quality),
                                            model.ladder.depth, model.ladder.lifted, own, model.ladder.neighbour_cuts,
                                            skip, pyramid=model.ladder.dc_pyramid(quality),
-                                           known=known)
+                                           known=known, diagonal_cuts=model.ladder.diagonal_cuts)
     return entropy.encode(latents, model.tables_for(0))
 
 
@@ -243,7 +243,8 @@ def _decode_latents(model: CodecModel, payload: bytes, quality: int | None, shap
     if model.has_quality:
         return entropy.decode_with_context(payload, model.ladder.tables, model.ladder.table_sets(quality),
                                            model.ladder.depth, shape, model.ladder.lifted, model.ladder.neighbour_cuts,
-                                           skip, entropy.zero_flags_of(coder), _dc_pyramid(model, quality, coder))
+                                           skip, entropy.zero_flags_of(coder), _dc_pyramid(model, quality, coder),
+                                           model.ladder.diagonal_cuts)
     return entropy.decode(payload, model.tables_for(0), shape)
 
 
@@ -423,11 +424,14 @@ def _coders(model: CodecModel) -> tuple[str, ...]:
     if not model.has_quality:
         return (entropy.CODER,)
     # versions 3 and 4 need the pyramid's tables, each its own kind (4: with pair contexts): weights
-    # fitted before them write and read up to version 2
+    # fitted before them write and read up to version 2; version 5 is the only one of weights
+    # with diagonal contexts (their table layout is version 5's)
+    if model.ladder.diagonal_cuts:
+        return (entropy.CONTEXT_CODER,)
     older = entropy.CONTEXT_CODERS[:2]
     if model.ladder.pyramid is None:
         return older
-    return (*older, entropy.CONTEXT_CODER if model.ladder.pyramid_pairs else entropy.CONTEXT_CODER_V3)
+    return (*older, entropy.CONTEXT_CODER_V4 if model.ladder.pyramid_pairs else entropy.CONTEXT_CODER_V3)
 
 
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> media.ImageData:
@@ -478,7 +482,8 @@ def _image_latents(box: container.Container, model: CodecModel, shape: tuple[int
     sets = model.ladder.table_sets(quality)
     for payload, strip_shape in zip(payloads, shapes):  # a decompression bomb stops here
         entropy.check_context_payload(len(payload), model.ladder.tables, sets, strip_shape, model.ladder.neighbour_cuts,
-                                      skip, flags, model.ladder.lifted, _dc_pyramid(model, quality, coder))
+                                      skip, flags, model.ladder.lifted, _dc_pyramid(model, quality, coder),
+                                      model.ladder.diagonal_cuts)
 
     def decode(payload: bytes, strip_shape: tuple[int, int, int]) -> np.ndarray:
         return _decode_latents(model, payload, quality, strip_shape, skip, coder)

@@ -76,6 +76,7 @@ class ModelConfig:
     context_bins: int = 1    # context models: tables per (quality anchor, channel)
     lifted_channels: int = 0  # context models: leading (DC) channels, coded apart (Haar levels / pyramid)
     neighbour_cuts: tuple = ()  # context models: checkerboard refinement of white squares' tables
+    diagonal_cuts: tuple = ()   # context models: odd/odd squares' refinement by their diagonals (coder v5)
     family: str = "autoencoder"  # which module codes it: "autoencoder" (this file) or "audio-ladder"
     info: dict = field(default_factory=dict, compare=False)  # training facts, measured quality
 
@@ -134,12 +135,15 @@ class ModelConfig:
             wavelets.filter_bank(fields["wavelet"])
         except Exception:  # pywt raises ValueError for unknown names, others for odd input
             raise ValueError(f"field 'wavelet' names no usable wavelet ({fields['wavelet']!r})") from None
-        cuts = fields.get("neighbour_cuts", ())
-        if (not isinstance(cuts, (list, tuple)) or len(cuts) > 16
-                or any(not isinstance(v, int) or isinstance(v, bool) or not 0 < v < 2**31 for v in cuts)
-                or any(b <= a for a, b in zip(cuts, cuts[1:]))):
-            raise ValueError("field 'neighbour_cuts' is not a list of increasing positive integers")
-        fields["neighbour_cuts"] = tuple(cuts)
+        for key in ("neighbour_cuts", "diagonal_cuts"):
+            cuts = fields.get(key, ())
+            if (not isinstance(cuts, (list, tuple)) or len(cuts) > 16
+                    or any(not isinstance(v, int) or isinstance(v, bool) or not 0 < v < 2**31 for v in cuts)
+                    or any(b <= a for a, b in zip(cuts, cuts[1:]))):
+                raise ValueError(f"field {key!r} is not a list of increasing positive integers")
+            fields[key] = tuple(cuts)
+        if fields["diagonal_cuts"] and not fields["neighbour_cuts"]:
+            raise ValueError("field 'diagonal_cuts' needs 'neighbour_cuts' (a checkerboard)")
         config = cls(**fields)
         if config.context_depth > config.latent_channels or config.lifted_channels > config.latent_channels:
             raise ValueError("fields 'context_depth'/'lifted_channels' exceed 'latent_channels'")
@@ -631,11 +635,12 @@ class QualityLadder:
                  offset: np.ndarray, thresholds: np.ndarray, tables: "RaggedTables", depth: int,
                  lifted: int, neighbour_cuts: tuple[int, ...], filter: np.ndarray | None = None,
                  pyramid: "RaggedTables | None" = None, refiner: "Refiner | None" = None,
-                 pyramid_pairs: bool = False) -> None:
+                 pyramid_pairs: bool = False, diagonal_cuts: tuple[int, ...] = ()) -> None:
         self.step, self.anchor, self.gain = step, anchor, gain
         self.deadzone, self.offset = deadzone, offset
         self.thresholds, self.tables, self.depth, self.lifted = thresholds, tables, depth, lifted
         self.neighbour_cuts = neighbour_cuts
+        self.diagonal_cuts = diagonal_cuts  # context coder version 5 (entropy.phases)
         self.filter = filter
         self.pyramid = pyramid
         self.pyramid_pairs = pyramid_pairs  # context coder version 4 (pyramid.PAIR_CUTS)
@@ -673,9 +678,10 @@ class QualityLadder:
             raise ModelError("arrays 'quality.step' and 'quality.gain' must be positive")
         if not 0 <= float(deadzone) < 0.5 or offset.min() <= -0.5 or offset.max() >= 1:
             raise ModelError("array 'quality.deadzone' must lie in [0, 0.5) and 'quality.offset' in (-0.5, 1)")
-        if tables_per_channel(bins, config.neighbour_cuts) >= 1 << 15:  # table indices are int16 (entropy)
+        per_channel = tables_per_channel(bins, config.neighbour_cuts, config.diagonal_cuts)
+        if per_channel >= 1 << 15:  # table indices are int16 (entropy)
             raise ModelError("more than 32767 context tables per channel")
-        rows = anchors * channels * tables_per_channel(bins, config.neighbour_cuts)
+        rows = anchors * channels * per_channel
         if tables.lo.shape[0] != rows:
             raise ModelError(f"context tables have {tables.lo.shape[0]} rows, the config asks for {rows}")
         filter = None
@@ -713,7 +719,7 @@ class QualityLadder:
             if pyramid.lo.shape[0] != rows or rows == 0:
                 raise ModelError(f"pyramid tables have {pyramid.lo.shape[0]} rows, the config asks for {rows}")
         return cls(step, anchor, gain, float(deadzone), offset, thresholds, tables, config.context_depth,
-                   config.lifted_channels, config.neighbour_cuts, filter, pyramid, refiner, pairs)
+                   config.lifted_channels, config.neighbour_cuts, filter, pyramid, refiner, pairs, config.diagonal_cuts)
 
     def check(self, quality: int | None) -> int:
         return check_quality(quality)
@@ -768,7 +774,7 @@ class QualityLadder:
         from .entropy import tables_per_channel
 
         anchors, channels, cuts = self.thresholds.shape
-        per_channel = tables_per_channel(cuts + 1, self.neighbour_cuts)
+        per_channel = tables_per_channel(cuts + 1, self.neighbour_cuts, self.diagonal_cuts)
         return [(p * channels * per_channel, self.thresholds[p]) for p in self._picks(quality)]
 
     def _picks(self, quality: int) -> list[int]:

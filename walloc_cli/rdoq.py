@@ -83,8 +83,8 @@ def rd_round(scaled: np.ndarray, ladder: "QualityLadder", quality: int, lam: flo
     used = list(range(len(candidates))) if known is not None and search else [ladder.CHOICES.index(0)]
     sets, own = [candidates[i] for i in used], used.index(ladder.CHOICES.index(0))
     tables, offset, depth, lifted = ladder.tables, ladder.offset[ladder.anchor[q]], ladder.depth, ladder.lifted
-    cuts = tuple(ladder.neighbour_cuts)
-    per_channel = entropy.tables_per_channel(sets[0][1].shape[1] + 1, cuts)
+    per_channel = entropy.tables_per_channel(sets[0][1].shape[1] + 1, tuple(ladder.neighbour_cuts),
+                                             tuple(ladder.diagonal_cuts))
     channels, height, width = scaled.shape
     out = np.zeros(scaled.shape, np.int32)
     out[:lifted] = ladder.round_scaled(scaled[:lifted])
@@ -205,16 +205,24 @@ def _fewest_bits(values: np.ndarray, context: "_Contexts", firsts: list[int], ch
 
 
 @lru_cache(maxsize=8)
-def _grid(height: int, width: int) -> tuple[np.ndarray, ...]:
-    """The index arrays of an H × W latent grid, read-only and kept (a batch's photos share a size):
-    the white-square mask (flat), each position's 3×3 box in the activity's zero-bordered total
-    (flat indices, (H·W, 9)), the white squares' positions, their four neighbours
-    (:func:`entropy.white_neighbours`) and each white square's column there."""
-    white = entropy.white_mask(height, width).reshape(-1)
+def _grid(height: int, width: int, bins: int, neighbour_cuts: tuple[int, ...],
+          diagonal_cuts: tuple[int, ...]) -> tuple[np.ndarray, ...]:
+    """The index arrays of an H × W latent grid coded in :func:`entropy.phases`, read-only and kept (a batch's
+    photos share a size): each position's 3×3 box in the activity's zero-bordered total (flat
+    indices, (H·W, 9)), its phase (int8) and its rank among its phase's positions (the column of
+    its neighbours in :attr:`entropy.Phase.neighbours`), and each position's tables per activity
+    bin (``mult``, 1 in the first phase)."""
     i, j = np.divmod(np.arange(height * width), width)
     centre = (i + 1) * (width + 2) + j + 1
     box = centre[:, None] + ((np.arange(3) - 1)[:, None] * (width + 2) + np.arange(3) - 1).reshape(1, 9)
-    arrays = (white, box, np.flatnonzero(white), entropy.white_neighbours(height, width), np.cumsum(white) - 1)
+    phase_of = np.zeros(height * width, np.int8)
+    rank = np.zeros(height * width, np.int64)
+    mult = np.ones(height * width, np.int64)
+    for k, phase in enumerate(entropy.phases(height, width, bins, neighbour_cuts, diagonal_cuts)):
+        phase_of[phase.positions] = k
+        rank[phase.positions] = np.arange(phase.positions.size)
+        mult[phase.positions] = phase.mult
+    arrays = (box, phase_of, rank, mult)
     for a in arrays:
         a.setflags(write=False)
     return arrays
@@ -224,10 +232,11 @@ class _Contexts:
     """The coder's context state as the rounding proceeds: the decoder's own
     :class:`entropy.ActivityContext` over the final values, and for the current channel each
     position's activity bin under each of the table sets whose context ``thresholds`` it was
-    given (:attr:`bins`, sets × H·W), its white-square refinement (:attr:`refine`), and its table
-    index under the set the rounding prices with (:attr:`which`).  A position's table under set s is
-    ``bins[s] · mult + refine`` (``mult``: 1 on black squares, one more than the neighbour
-    cuts on white ones), as :func:`entropy.batch_table_index` computes it.
+    given (:attr:`bins`, sets × H·W), its refinement by its neighbours in earlier phases
+    (:attr:`refine`, 0 in the first phase) and its table index under the set the rounding prices
+    with (:attr:`which`).  A position's table under set s is ``bins[s] · mult + refine`` (``mult``:
+    its phase's tables per activity bin, :class:`entropy.Phase`), as
+    :func:`entropy.batch_table_index` computes it.
 
     A channel with few candidates (:attr:`sparse_limit`) is first rounded on the tables of its
     candidates alone (:meth:`round_sparse`, gathered from the activity around each); about half
@@ -236,7 +245,6 @@ class _Contexts:
 
     def __init__(self, ladder: "QualityLadder", thresholds: list[np.ndarray], before: np.ndarray,
                  height: int, width: int) -> None:
-        self.cuts = tuple(ladder.neighbour_cuts)
         stacked = np.concatenate(thresholds).astype(np.int64)  # (sets · L, bins − 1)
         self.lookup = entropy.channel_lookup(stacked.tobytes(), stacked.shape)
         self.cap = self.lookup.size // stacked.shape[0] - 1
@@ -249,12 +257,10 @@ class _Contexts:
         self.refine = np.zeros(height * width, np.int64)
         for channel in before:
             self.activity.push(channel.reshape(-1))
-        self.white, self.box, self.white_positions, self.neighbours, self.white_rank = _grid(height, width)
-        self.mult = np.where(self.white, len(self.cuts) + 1, 1).astype(np.int64) if self.cuts else \
-            np.ones(height * width, np.int64)
+        layout = (height, width, thresholds[0].shape[1] + 1, tuple(ladder.neighbour_cuts), tuple(ladder.diagonal_cuts))
+        self.phases = entropy.phases(*layout)
+        self.box, self.phase_of, self.rank, self.mult = _grid(*layout)
         self.sparse_limit = height * width // SPARSE_FRACTION
-        if self.cuts:
-            self.near_bin = entropy.white_bins(self.cuts, thresholds[0].shape[1] + 1)
 
     def skip(self, count: int) -> None:
         """``count`` all-zero channels (only the last ``depth`` of them still count)."""
@@ -277,25 +283,27 @@ class _Contexts:
         activity = self.activity.padded.reshape(-1).take(self.box[choices]).sum(axis=1)
         np.minimum(activity, self.cap, out=activity)
         bins = self.lookup.take(activity + (c * (self.cap + 1) + int(self.set_rows[priced, 0])))
-        if not self.cuts:
+        if len(self.phases) == 1:
             values[choices] = pick.choose(None, bins)
             return bool(values[choices].any())
-        white = self.white.take(choices)
-        black = np.flatnonzero(~white)
-        if black.size:
-            values[choices[black]] = pick.choose(black, bins[black])
-        white = np.flatnonzero(white)
-        if white.size:
-            squares = choices[white]
-            near = np.abs(values).take(self.neighbours[:, self.white_rank[squares]]).sum(axis=0)
-            np.minimum(near, self.near_bin.size - 1, out=near)
-            values[squares] = pick.choose(white, bins[white] * np.int16(len(self.cuts) + 1) + self.near_bin.take(near))
+        phase_of = self.phase_of.take(choices)
+        for k, phase in enumerate(self.phases):  # in coding order: earlier phases' values are final
+            subset = np.flatnonzero(phase_of == k)
+            if not subset.size:
+                continue
+            squares = choices[subset]
+            which = bins[subset]
+            if phase.neighbours is not None:
+                near = np.abs(values).take(phase.neighbours[:, self.rank[squares]]).sum(axis=0)
+                np.minimum(near, phase.refined.size - 1, out=near)
+                which = which * np.int16(phase.mult) + phase.refined.take(near)
+            values[squares] = pick.choose(subset, which)
         return bool(values[choices].any())
 
     def round_full(self, c: int, priced: int, pick: "_Picks", rounded: bool = False) -> np.ndarray:
         """Every position's activity bins under every set and table index under set ``priced``
         (:attr:`which`, returned), with channel ``c``'s candidates rounded into :attr:`values` in
-        coding order — black squares, then white ones refined by their final neighbours — unless
+        coding order — phase by phase, each refined by its neighbours' final values — unless
         ``rounded``: :meth:`round_sparse` already did (on the same tables)."""
         activity = self.activity.current()
         np.minimum(activity, self.cap, out=activity)
@@ -306,25 +314,23 @@ class _Contexts:
             self.lookup.take(activity.reshape(-1), out=self.bins[0])
         which, values, choices = self.which, self.values, pick.choices
         which[:] = self.bins[priced]
-        if not self.cuts:
+        if len(self.phases) == 1:
             if not rounded:
                 values[choices] = pick.choose(None, which.take(choices))
             return which
-        if not rounded:
-            black = np.flatnonzero(~self.white.take(choices))
-            if black.size:
-                values[choices[black]] = pick.choose(black, which.take(choices[black]))
-        # white squares: refined by their four neighbours (black squares: final now)
-        near = np.abs(values).take(self.neighbours).sum(axis=0)
-        np.minimum(near, self.near_bin.size - 1, out=near)
-        refine = self.near_bin.take(near)
-        self.refine[self.white_positions] = refine
-        squares = self.white_positions
-        which[squares] = which[squares] * np.int16(len(self.cuts) + 1) + refine
-        if not rounded:
-            white = np.flatnonzero(self.white.take(choices))
-            if white.size:
-                values[choices[white]] = pick.choose(white, which.take(choices[white]))
+        phase_of = None if rounded else self.phase_of.take(choices)
+        for k, phase in enumerate(self.phases):
+            if phase.neighbours is not None:  # the earlier phases' values are final now
+                near = np.abs(values).take(phase.neighbours).sum(axis=0)
+                np.minimum(near, phase.refined.size - 1, out=near)
+                refine = phase.refined.take(near)
+                squares = phase.positions
+                self.refine[squares] = refine
+                which[squares] = which[squares] * np.int16(phase.mult) + refine
+            if not rounded:
+                subset = np.flatnonzero(phase_of == k)
+                if subset.size:
+                    values[choices[subset]] = pick.choose(subset, which.take(choices[subset]))
         return which
 
     def which_of(self, s: int) -> np.ndarray:
