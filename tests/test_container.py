@@ -136,22 +136,24 @@ def test_the_current_version_is_smaller_than_version_3_and_reads_the_same():
     assert (new_box.version, old_box.version) == (container.VERSION, 3)
 
 
-def test_versions_5_to_8_differ_from_4_only_in_their_dictionaries():
-    """Version 4 to 7 files still read; the same header and sections packed as version 4 to 8
+def test_versions_5_to_9_differ_from_4_only_in_their_dictionaries():
+    """Version 4 to 8 files still read; the same header and sections packed as version 4 to 9
     differ only in the version byte, the deflated header and the checksum; each dictionary
     begins with the one before."""
-    for version in (4, 5, 6, 7, 8):
+    for version in (4, 5, 6, 7, 8, 9):
         box = container.unpack(container.pack(HEADER, SECTIONS, version=version))
         assert (box.version, box.header, box.sections) == (version, HEADER, SECTIONS)
     assert container.HEADER_DICTIONARY_V5.startswith(container.HEADER_DICTIONARY_V4)
     assert container.HEADER_DICTIONARY_V6.startswith(container.HEADER_DICTIONARY_V5)
     assert container.HEADER_DICTIONARY_V7.startswith(container.HEADER_DICTIONARY_V6)
     assert container.HEADER_DICTIONARY_V8.startswith(container.HEADER_DICTIONARY_V7)
+    assert container.HEADER_DICTIONARY_V9.startswith(container.HEADER_DICTIONARY_V8)
+    assert container._dictionary(8) == container.HEADER_DICTIONARY_V8
     assert container._dictionary(7) == container.HEADER_DICTIONARY_V7
     assert container._dictionary(6) == container.HEADER_DICTIONARY_V6
     assert container._dictionary(4) == container.HEADER_DICTIONARY_V4
     assert container._dictionary(5) == container.HEADER_DICTIONARY_V5
-    assert container._dictionary(container.VERSION) == container.HEADER_DICTIONARY_V8
+    assert container._dictionary(container.VERSION) == container.HEADER_DICTIONARY_V9
 
 
 def test_the_current_dictionary_knows_the_current_photo_header():
@@ -160,10 +162,12 @@ def test_the_current_dictionary_knows_the_current_photo_header():
     before the refit, spends about 16 bytes more on it."""
     import json
 
+    from walloc_cli import api
     from walloc_cli.model import load_model
 
-    weights = load_model("rgb-1x").config.short_hash
-    header = {"coder": "constriction.queue.RangeEncoder/u32/p24/context-v4", "height": 481,
+    model = load_model("rgb-1x")
+    weights = model.config.short_hash
+    header = {"coder": api._coder(model), "height": 481,
               "latent_shape": [192, 61, 41], "mean": [1405, 1641, 1295], "modality": "image", "mode": "RGB",
               "model": "rgb-1x", "pad": [7, 7], "quality": 5, "weights": weights, "width": 321,
               "sections": [["latents", 416]]}

@@ -74,26 +74,31 @@ def test_pair_contexts_split_each_spread_bin_by_the_pairs_disagreement():
 
 
 def test_the_coder_version_follows_the_weights():
-    """The shipped weights have pair contexts: they write version 4 and do not read version 3
-    (their tables are not version 3's); the weights before them (kept for their files) read and
-    write version 3 only.  A header that names the older weights with version 4 is refused."""
+    """The shipped weights have diagonal cuts: they write version 5 and read no other (their tables
+    are laid out for it); the weights before them (pair contexts, kept for their files) read and
+    write version 4 only, and those before pair contexts version 3.  A header that names older
+    weights with a newer coder is refused."""
     from walloc_cli import container
     from walloc_cli.errors import WallocError
     from walloc_cli.model import _load_previous, previous_weights
 
     model = load_model(LADDER)
-    assert model.ladder.pyramid_pairs and api._coder(model) == entropy.CONTEXT_CODER_V4
-    assert entropy.CONTEXT_CODER_V3 not in api._coders(model)
-    assert entropy.CONTEXT_CODER not in api._coders(model)       # no diagonal cuts: never version 5
+    assert model.ladder.diagonal_cuts and api._coders(model) == (entropy.CONTEXT_CODER,)
+    pairs = _load_previous(previous_weights(LADDER, "fb8588d7708dac72"), LADDER)
+    assert pairs.ladder.pyramid_pairs and not pairs.ladder.diagonal_cuts
+    assert api._coder(pairs) == entropy.CONTEXT_CODER_V4
+    assert entropy.CONTEXT_CODER not in api._coders(pairs) and entropy.CONTEXT_CODER_V3 not in api._coders(pairs)
     old = _load_previous(previous_weights(LADDER, "900fc330744aeb4b"), LADDER)
     assert not old.ladder.pyramid_pairs and api._coder(old) == entropy.CONTEXT_CODER_V3
     assert entropy.CONTEXT_CODER_V4 not in api._coders(old)
-    golden = (DATA / "golden" / "v6-rgb-1x-ctx3-900fc330-q20.wlc").read_bytes()
-    assert api.decode_image(golden).rgb.size > 0                     # as written: it decodes
-    box = container.unpack(golden)
-    forged = container.pack({**box.header, "coder": entropy.CONTEXT_CODER_V4}, box.sections)
-    with pytest.raises(WallocError, match="unsupported entropy coder"):
-        api.decode_image(forged)
+    for name, newer in (("v6-rgb-1x-ctx3-900fc330-q20", entropy.CONTEXT_CODER_V4),
+                        ("v8-rgb-1x-ctx4-fb8588d7-q20", entropy.CONTEXT_CODER)):
+        golden = (DATA / "golden" / f"{name}.wlc").read_bytes()
+        assert api.decode_image(golden).rgb.size > 0                     # as written: it decodes
+        box = container.unpack(golden)
+        forged = container.pack({**box.header, "coder": newer}, box.sections)
+        with pytest.raises(WallocError, match="unsupported entropy coder"):
+            api.decode_image(forged)
 
 
 def _tables_for_layout(tables: entropy.RaggedTables, candidates: list, channels: int, old: int, new: int):
@@ -110,21 +115,34 @@ def _tables_for_layout(tables: entropy.RaggedTables, candidates: list, channels:
 
 def test_diagonal_phase_round_trips_a_photo(photo):
     """Coder version 5 (entropy.phases: even/even, then odd/odd on their diagonal neighbours, then
-    the white squares) codes a photo's latents exactly, and differently from version 4."""
+    the white squares) codes a photo's latents exactly with the shipped tables, and with any
+    valid tables of its layout: here the previous weights' (version 4) tables laid out anew,
+    whose bytes then differ from version 4's."""
+    from walloc_cli.model import _load_previous, previous_weights
+
     model = load_model(LADDER)
     ladder = model.ladder
     latents, _ = api.image_to_latents(model, photo[1], 50)
     sets, dc = ladder.table_sets(50), ladder.dc_pyramid(50)
-    cuts, diagonal, bins = ladder.neighbour_cuts, (1, 2, 4, 8), ladder.depth
+    args = ladder.depth, ladder.lifted
+    data = entropy.encode_with_context(latents, ladder.tables, sets, *args, None, ladder.neighbour_cuts,
+                                       pyramid=dc, diagonal_cuts=ladder.diagonal_cuts)
+    back = entropy.decode_with_context(data, ladder.tables, sets, ladder.depth, latents.shape, ladder.lifted,
+                                       ladder.neighbour_cuts, pyramid=dc, diagonal_cuts=ladder.diagonal_cuts)
+    np.testing.assert_array_equal(back, latents)
+
+    previous = _load_previous(previous_weights(LADDER, "fb8588d7708dac72"), LADDER).ladder
+    sets, dc = previous.table_sets(50), previous.dc_pyramid(50)
+    cuts, diagonal, bins = previous.neighbour_cuts, (1, 2, 4, 8), previous.depth
     old = entropy.tables_per_channel(bins, cuts)
-    tables, candidates = _tables_for_layout(ladder.tables, sets, latents.shape[0], old,
+    tables, candidates = _tables_for_layout(previous.tables, sets, latents.shape[0], old,
                                             entropy.tables_per_channel(bins, cuts, diagonal))
-    data = entropy.encode_with_context(latents, tables, candidates, bins, ladder.lifted, None, cuts, pyramid=dc,
+    data = entropy.encode_with_context(latents, tables, candidates, bins, previous.lifted, None, cuts, pyramid=dc,
                                        diagonal_cuts=diagonal)
-    back = entropy.decode_with_context(data, tables, candidates, bins, latents.shape, ladder.lifted, cuts,
+    back = entropy.decode_with_context(data, tables, candidates, bins, latents.shape, previous.lifted, cuts,
                                        pyramid=dc, diagonal_cuts=diagonal)
     np.testing.assert_array_equal(back, latents)
-    assert data != entropy.encode_with_context(latents, ladder.tables, sets, bins, ladder.lifted, None, cuts,
+    assert data != entropy.encode_with_context(latents, previous.tables, sets, bins, previous.lifted, None, cuts,
                                                pyramid=dc)
 
 
@@ -144,10 +162,10 @@ def test_out_of_range_values_are_refused():
 
 
 def test_the_pyramid_round_trips_and_beats_the_haar_levels_on_a_photo(photo):
-    """The shipped model writes context coder version 4 (the pyramid); its DC channels cost less than
-    through the Haar levels (version 2), and both decode to the same latents."""
+    """The shipped model writes context coder version 5 (the pyramid, with pair contexts); its DC
+    channels cost less than through the Haar levels (version 2), and both decode to the same latents."""
     model = load_model(LADDER)
-    assert api._coder(model) == entropy.CONTEXT_CODER_V4
+    assert api._coder(model) == entropy.CONTEXT_CODER
     ladder = model.ladder
     latents, _ = api.image_to_latents(model, photo[1], 20)
     sets, dc = ladder.table_sets(20), ladder.dc_pyramid(20)

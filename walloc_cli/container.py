@@ -4,14 +4,14 @@ Layout (all integers little-endian)::
 
     offset   size  field
     0        4     magic b"WLOC"
-    4        1     format version (8; versions 1 to 7 are still read)
+    4        1     format version (9; versions 1 to 8 are still read)
     5        1     modality: b"i" image, b"a" audio, b"r" raster, b"-" other
     6        2     header length H (at most 65535)
-    8        H     header: UTF-8 JSON object, raw-DEFLATEd against HEADER_DICTIONARY_V8
+    8        H     header: UTF-8 JSON object, raw-DEFLATEd against HEADER_DICTIONARY_V9
     8+H      P     payload: the sections listed in header["sections"], in order (P is their sum)
     8+H+P    4     CRC-32 of every byte before it
 
-(Versions 4 to 7: the same layout, the header deflated against HEADER_DICTIONARY_V4 / _V5 / _V6 / _V7.  Version 3: a
+(Versions 4 to 8: the same layout, the header deflated against HEADER_DICTIONARY_V4 / _V5 / _V6 / _V7 / _V8.  Version 3: a
 4-byte header length, the header deflated against HEADER_DICTIONARY, and an
 8-byte payload length P before the payload.  Versions 1 and 2: no modality byte either, and
 the header is the plain JSON text.)
@@ -55,8 +55,10 @@ MAGIC = b"WLOC"
 # tables also follow the neighbour pairs' disagreement (context coder version 4).
 # Version 8 (session 17): version 7 with the headers of the rgb-1x weights whose tables were
 # refitted on the encoder's RD rounding (and whose reconstruction offsets may be negative).
-VERSION = 8
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8)
+# Version 9 (session 22): version 8 with the headers of the rgb-1x weights whose white squares
+# also see a diagonal phase (context coder version 5), refitted on the RD rounding.
+VERSION = 9
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9)
 MODALITY_CODES = {"image": b"i", "audio": b"a", "raster": b"r"}
 # Fixed forever for version 3: a decoder inflates against exactly these bytes.  Samples of the
 # headers walloc writes, rarest first (DEFLATE reaches back 32 KB, nearer matches cost less).
@@ -149,7 +151,17 @@ HEADER_DICTIONARY_V8 = HEADER_DICTIONARY_V7 + b"".join((
     b'"mean":[1894,1986,1789],"modality":"image","mode":"RGB","model":"rgb-1x","quality":50,'
     b'"sections":[["latents",12345]],"weights":"fb8588d7708dac72","width":481}',
 ))
-_PREFIX_V4 = struct.Struct("<4sBcH")  # versions 4 to 8
+# Fixed forever for version 9: version 8's dictionary, then the rgb-1x headers of session 22's
+# weights (context coder version 5: the diagonal phase), grey then colour.
+HEADER_DICTIONARY_V9 = HEADER_DICTIONARY_V8 + b"".join((
+    b'{"coder":"constriction.queue.RangeEncoder/u32/p24/context-v5","grey":true,"height":512,'
+    b'"mean":[1894,1986,1789],"modality":"image","mode":"L","model":"rgb-1x",'
+    b'"quality":25,"sections":[["latents",12345]],"weights":"6f3442b1bf78b61e","width":768}',
+    b'{"coder":"constriction.queue.RangeEncoder/u32/p24/context-v5","height":321,'
+    b'"mean":[1894,1986,1789],"modality":"image","mode":"RGB","model":"rgb-1x","quality":50,'
+    b'"sections":[["latents",12345]],"weights":"6f3442b1bf78b61e","width":481}',
+))
+_PREFIX_V4 = struct.Struct("<4sBcH")  # versions 4 to 9
 _PREFIX_V3 = struct.Struct("<4sBcI")
 MAX_HEADER = 1 << 16
 MAX_HEADER_DEPTH = 32  # JSON nesting; walloc writes 3 levels ("sections": [[name, length], ...])
@@ -199,7 +211,9 @@ def pack(header: dict[str, Any], sections: dict[str, bytes], version: int = VERS
 
 
 def _dictionary(version: int) -> bytes:
-    if version >= 8:
+    if version >= 9:
+        return HEADER_DICTIONARY_V9
+    if version == 8:
         return HEADER_DICTIONARY_V8
     if version == 7:
         return HEADER_DICTIONARY_V7
