@@ -281,7 +281,7 @@ class RaggedTables:
             raise ValueError("entropy table offsets do not match their sizes")
         if (self.size < 1).any() or self.freqs.min(initial=1) < 1:
             raise ValueError("entropy tables contain empty or zero-probability entries")
-        sums = np.add.reduceat(self.freqs.astype(np.int64), self.offset[:-1])
+        sums = np.add.reduceat(self.freqs, self.offset[:-1], dtype=np.int64)  # no int64 copy of freqs
         if (sums != TOTAL).any():
             raise ValueError(f"an entropy table is not a valid 2^{PRECISION} distribution")
 
@@ -293,7 +293,7 @@ class RaggedTables:
         row can cost fewer bits (computed once and kept)."""
         bits = self.__dict__.get("_fewest_bits")
         if bits is None:
-            most = np.maximum.reduceat(self.freqs.astype(np.int64), self.offset[:-1]) if self.freqs.size else self.size
+            most = np.maximum.reduceat(self.freqs, self.offset[:-1]) if self.freqs.size else self.size
             bits = self.__dict__["_fewest_bits"] = -np.log2(np.asarray(most, np.float64) / TOTAL)
         return bits
 
@@ -302,11 +302,13 @@ class RaggedTables:
         computed for the blocks of :data:`_COST_BLOCK` rows from the smallest to the largest
         of ``rows`` and kept: one file uses one quality's tables, a sixteenth of rgb-1x's
         960,000 entries, and computing all of them was 20 ms of a one-photo ``walloc encode``.
-        Entries not yet computed are NaN and never read (every row asked for lies inside a
-        computed block).  Only encoder choices use these floats (:func:`symbol_bits`)."""
+        Entries not yet computed are 0 and never read (every row asked for lies inside a
+        computed block); zeros, not NaN, so that the array's untouched pages are never
+        written (filling 2 M entries was 5 ms of every command).  Only encoder choices use
+        these floats (:func:`symbol_bits`)."""
         cache = self.__dict__.get("_cost")
         if cache is None:
-            cache = self.__dict__["_cost"] = (np.full(self.freqs.shape, np.nan), set())
+            cache = self.__dict__["_cost"] = (np.zeros(self.freqs.shape), set())
         cost, done = cache
         if rows.size:
             first, last = int(rows.min()) // _COST_BLOCK, int(rows.max()) // _COST_BLOCK
