@@ -54,11 +54,14 @@ def test_grey_files_leave_the_colour_latents_out(grey_rgb: np.ndarray, mode: str
     latents = api.file_latents(wlc).latents
     assert not latents[model.colour_only_channels].any()
     np.testing.assert_array_equal(latents, api.image_to_latents(model, grey_rgb, 30)[0])
+    grey_file = api.encode_image(data, quality=50).data
     monkeypatch.setattr(api, "is_grey", lambda rgb: False)  # coded as a colour photo, as before
-    as_colour = api.encode_image(data, quality=30).data
+    as_colour = api.encode_image(data, quality=50).data
     # smaller, if only just: since coder version 3 a grey photo's near-constant colour DC costs
-    # next to nothing even when coded (0.7 % here; 3 % and more through the Haar levels)
-    assert len(wlc) < len(as_colour)
+    # next to nothing even when coded (0.3 % here at q 50; 3 % and more through the Haar levels),
+    # and since every effort searches the DC channels' table sets, at q 30 the two files differ
+    # by under one 32-bit word of the range coder
+    assert len(grey_file) < len(as_colour)
 
 
 def test_colour_only_channels_are_the_colour_half_of_the_klt() -> None:

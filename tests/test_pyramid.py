@@ -249,3 +249,28 @@ def test_weights_without_pyramid_tables_keep_writing_version_2():
     model = _load_previous(old, LADDER)
     assert model.ladder.pyramid is None and model.ladder.dc_pyramid(50) is None
     assert api._coders(model) == entropy.CONTEXT_CODERS[:2]
+
+
+def test_effort_1_searches_the_dc_table_sets(photo):
+    """Every effort picks the DC channels' table sets (three channels: nearly free), effort 1 no
+    others: never more bits for the DC than its quality's own set, the same latents decoded, and at
+    low qualities, where the DC is most of a file, a different set wins for some channel."""
+    model = load_model(LADDER)
+    ladder = model.ladder
+    own = ladder.CHOICES.index(0)
+    differs = False
+    for quality in (5, 15, 25):
+        latents, _ = api.image_to_latents(model, photo[1], quality)
+        sets, dc = ladder.table_sets(quality), ladder.dc_pyramid(quality)
+        coded = {search: entropy.encode_with_context(latents, ladder.tables, sets, ladder.depth, ladder.lifted, own,
+                                                     ladder.neighbour_cuts, pyramid=dc,
+                                                     diagonal_cuts=ladder.diagonal_cuts, dc_search=search)
+                 for search in (False, True)}
+        assert len(coded[True]) <= len(coded[False])
+        assert api._encode_latents(model, latents, quality) == coded[True]  # what effort 1 writes
+        for data in coded.values():
+            back = entropy.decode_with_context(data, ladder.tables, sets, ladder.depth, latents.shape, ladder.lifted,
+                                               ladder.neighbour_cuts, pyramid=dc, diagonal_cuts=ladder.diagonal_cuts)
+            np.testing.assert_array_equal(back, latents)
+        differs |= coded[True] != coded[False]
+    assert differs

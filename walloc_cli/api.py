@@ -226,13 +226,15 @@ def _encode_latents(model: CodecModel, latents: np.ndarray, quality: int | None,
     """Entropy-code latents; ``skip``: channels known to be zero, not coded (ladder models);
     ``known``: the table sets and tables the rounding chose, as :func:`image_strips` yields
     them.  Without ``known``, ``effort`` 2 lets each channel search the neighbouring table
-    sets, and ``effort`` 1 codes every channel with its quality's own."""
+    sets, and ``effort`` 1 codes every channel after the DC ones with its quality's own.  The
+    three DC channels search at every effort: nearly free, and −0.4 to −1.8 % of a file at
+    q 5–35 (24 validation / 24 Imagenette photos; −0.02 to −0.3 % above q 50)."""
     if model.has_quality:
         own = None if effort >= 2 else model.ladder.CHOICES.index(0)
         return entropy.encode_with_context(latents, model.ladder.tables, model.ladder.table_sets(quality),
                                            model.ladder.depth, model.ladder.lifted, own, model.ladder.neighbour_cuts,
                                            skip, pyramid=model.ladder.dc_pyramid(quality),
-                                           known=known, diagonal_cuts=model.ladder.diagonal_cuts)
+                                           known=known, diagonal_cuts=model.ladder.diagonal_cuts, dc_search=True)
     return entropy.encode(latents, model.tables_for(0))
 
 

@@ -920,7 +920,8 @@ def encode_with_context(latents: np.ndarray, tables: RaggedTables, candidates: l
                         depth: int, lifted: int = 0, default: int | None = None,
                         neighbour_cuts: tuple[int, ...] = (), skip: np.ndarray | None = None,
                         zero_flags: bool = True, pyramid: DcPyramid | None = None,
-                        known: KnownTables | None = None, diagonal_cuts: tuple[int, ...] = ()) -> bytes:
+                        known: KnownTables | None = None, diagonal_cuts: tuple[int, ...] = (),
+                        dc_search: bool = False) -> bytes:
     """Code int latents (L, H, W) channel by channel with context-selected tables.
 
     For each channel the encoder picks the cheapest of the ``candidates`` table sets
@@ -942,6 +943,9 @@ def encode_with_context(latents: np.ndarray, tables: RaggedTables, candidates: l
     the channels after the DC ones, instead of ``default``: the DC channels' sets are searched
     here when ``default`` is None, three channels); they must be exactly what the decoder will
     compute.  ``diagonal_cuts`` (version 5): the odd/odd squares' refinement (:func:`phases`).
+    ``dc_search``: the DC channels' sets are searched even when ``default`` fixes the others'
+    (what ``--effort 1`` does: three channels priced under each set cost about 1 % of an
+    encode, and the DC is most of a file at low qualities).
     """
     channels = latents.shape[0]
     skip = _skip_mask(skip, channels)
@@ -953,7 +957,7 @@ def encode_with_context(latents: np.ndarray, tables: RaggedTables, candidates: l
     choice_model = constriction.stream.model.Uniform(len(candidates)) if len(candidates) > 1 else None
     start = 0
     if pyramid is not None:
-        _encode_pyramid(encoder, latents[:lifted], pyramid, default, choice_model, skip[:lifted],
+        _encode_pyramid(encoder, latents[:lifted], pyramid, None if dc_search else default, choice_model, skip[:lifted],
                         None if known is None else known.dc)
         start = lifted
     # A few channels at a time: the per-latent arrays below are int64, and a 12 MP photo
