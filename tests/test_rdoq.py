@@ -158,9 +158,10 @@ def test_beats_dead_zone_rounding_at_equal_rate(ladder_model, rgb, quality):
 @pytest.mark.parametrize("quality", [25, 60, 95])
 def test_the_tables_it_hands_the_coder_are_the_coders(ladder_model, rgb, quality):
     """With ``search`` (``--effort 2``) the table set rd_round picks for each coded channel is the
-    one the coder's own search picks (which prices every set on the final latents), and the
-    table indices and DC pyramid steps it records, with or without it, are what the coder
-    computes from the final latents (the decoder's): the coder reuses them, so they must be
+    one the coder's own search picks (which prices every set on the final latents); without it
+    (``--effort 1``) the first :data:`rdoq.SEARCHED_CHANNELS` channels pick alike and the others
+    keep the quality's own set; the table indices and DC pyramid steps it records are what the
+    coder computes from the final latents (the decoder's): the coder reuses them, so they must be
     exact."""
     from walloc_cli import entropy, pyramid
 
@@ -173,15 +174,20 @@ def test_the_tables_it_hands_the_coder_are_the_coders(ladder_model, rgb, quality
     assert coded.size > 3
     own = entropy.KnownTables.empty(y.shape[0], y[0].size)
     np.testing.assert_array_equal(rdoq.rd_round(y, ladder, quality, known=own), out)  # the search rounds alike
-    assert (own.choice[coded] == ladder.CHOICES.index(0)).all()
+    first = coded[coded < rdoq.SEARCHED_CHANNELS]
+    assert first.size and (own.choice[first] == known.choice[first]).all()
+    np.testing.assert_array_equal(own.ac[first], known.ac[first])
+    rest = coded[coded >= rdoq.SEARCHED_CHANNELS]
+    assert (own.choice[rest] == ladder.CHOICES.index(0)).all()
     activity, magnitude = entropy.batch_contexts(out, 0, ladder.depth, coded)
     sets = ladder.table_sets(quality)
     for s, (_, thresholds) in enumerate(sets):
         which = entropy.batch_table_index(activity, magnitude, thresholds, thresholds.shape[1] + 1,
                                           tuple(ladder.neighbour_cuts), coded,
                                           diagonal_cuts=ladder.diagonal_cuts)
-        mine = known.choice[coded] == s
-        np.testing.assert_array_equal(known.ac[coded][mine], which[mine])
+        for record in (known, own):
+            mine = record.choice[coded] == s
+            np.testing.assert_array_equal(record.ac[coded][mine], which[mine])
     assert len(set(known.choice[coded].tolist())) > 1  # channels do pick other sets
     for c in range(ladder.lifted):
         steps = pyramid.analyse(out[c], ladder.pyramid_pairs)
@@ -195,8 +201,9 @@ def test_the_tables_it_hands_the_coder_are_the_coders(ladder_model, rgb, quality
     assert abs(len(payload) - len(searched)) <= 8
     assert len(payload) < len(api._encode_latents(ladder_model, out, quality))
     np.testing.assert_array_equal(api._decode_latents(ladder_model, payload, quality, out.shape), out)
-    plain = api._encode_latents(ladder_model, out, quality, known=own)  # the own set's, as without known
-    assert plain == api._encode_latents(ladder_model, out, quality)
+    effort_1 = api._encode_latents(ladder_model, out, quality, known=own)
+    assert len(effort_1) <= len(api._encode_latents(ladder_model, out, quality))  # every AC channel its own set
+    np.testing.assert_array_equal(api._decode_latents(ladder_model, effort_1, quality, out.shape), out)
 
 
 def test_its_choices_are_priced_on_the_final_values_not_the_dead_zone_rounding(ladder_model, rgb):
