@@ -444,10 +444,9 @@ def _workers(workers: int) -> int:
     """-j 0: one process per available core (as zstd -T0)."""
     if workers:
         return workers
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+    from .threads import available_cores
+
+    return available_cores()
 
 
 def _report_rejected(report: Reporter, rejected: list[Path], what: str) -> None:

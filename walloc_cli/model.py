@@ -37,6 +37,7 @@ import numpy as np
 
 from . import wavelets
 from .entropy import DcPyramid, EntropyTables, RaggedTables
+from .threads import available_cores
 
 if TYPE_CHECKING:  # the type hint only: postfilter is imported where a refiner is loaded
     from .postfilter import Refiner
@@ -870,7 +871,7 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
             raise zipfile.BadZipFile(f"{m.filename}: {len(data)} bytes, not {m.file_size}")
         return data
 
-    if sum(len(raw) for _, raw in members_read) >= PARALLEL_INFLATE_BYTES and _cores() > 1:
+    if sum(len(raw) for _, raw in members_read) >= PARALLEL_INFLATE_BYTES and available_cores() > 1:
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(2) as pool:
@@ -882,13 +883,6 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
 
 
 PARALLEL_INFLATE_BYTES = 1 << 20  # smaller weights files inflate in a few ms: no threads
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def load_config(config_path: Path, name: str) -> CodecModel:

@@ -91,14 +91,13 @@ def rd_round(scaled: np.ndarray, ladder: "QualityLadder", quality: int, lam: flo
     """
     q = ladder.check(quality)
     candidates = ladder.table_sets(q)
-    channels = scaled.shape[0]
+    channels, height, width = scaled.shape
     searched = 0 if known is None else channels if search else SEARCHED_CHANNELS
     used = list(range(len(candidates))) if searched > ladder.lifted else [ladder.CHOICES.index(0)]
     sets, own = [candidates[i] for i in used], used.index(ladder.CHOICES.index(0))
     tables, offset, depth, lifted = ladder.tables, ladder.offset[ladder.anchor[q]], ladder.depth, ladder.lifted
     per_channel = entropy.tables_per_channel(sets[0][1].shape[1] + 1, tuple(ladder.neighbour_cuts),
                                              tuple(ladder.diagonal_cuts))
-    _, height, width = scaled.shape
     out = np.zeros(scaled.shape, np.int32)
     out[:lifted] = ladder.round_scaled(scaled[:lifted])
     if ladder.pyramid is not None and lifted:

@@ -44,3 +44,14 @@ def one_blas_thread() -> Iterator[None]:
         return
     with controller.limit(limits=1, user_api="blas"):
         yield
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its affinity mask, as ``-j 0`` and zstd's ``-T0``
+    count them), else the machine's count."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
