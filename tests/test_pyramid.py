@@ -252,9 +252,12 @@ def test_weights_without_pyramid_tables_keep_writing_version_2():
 
 
 def test_effort_1_searches_the_dc_table_sets(photo):
-    """Every effort picks the DC channels' table sets (three channels: nearly free), effort 1 no
-    others: never more bits for the DC than its quality's own set, the same latents decoded, and at
-    low qualities, where the DC is most of a file, a different set wins for some channel."""
+    """Every effort picks the DC channels' table sets (three channels: nearly free): never more
+    bits for the DC than its quality's own set, the same latents decoded, and at low qualities,
+    where the DC is most of a file, a different set wins for some channel.  Effort 1 codes with
+    ``searched`` = :data:`rdoq.SEARCHED_CHANNELS` (the DC and the next channels)."""
+    from walloc_cli import rdoq
+
     model = load_model(LADDER)
     ladder = model.ladder
     own = ladder.CHOICES.index(0)
@@ -262,15 +265,18 @@ def test_effort_1_searches_the_dc_table_sets(photo):
     for quality in (5, 15, 25):
         latents, _ = api.image_to_latents(model, photo[1], quality)
         sets, dc = ladder.table_sets(quality), ladder.dc_pyramid(quality)
-        coded = {search: entropy.encode_with_context(latents, ladder.tables, sets, ladder.depth, ladder.lifted, own,
-                                                     ladder.neighbour_cuts, pyramid=dc,
-                                                     diagonal_cuts=ladder.diagonal_cuts, dc_search=search)
-                 for search in (False, True)}
-        assert len(coded[True]) <= len(coded[False])
-        assert api._encode_latents(model, latents, quality) == coded[True]  # what effort 1 writes
-        for data in coded.values():
+
+        def coded(searched: int) -> bytes:
+            return entropy.encode_with_context(latents, ladder.tables, sets, ladder.depth, ladder.lifted, own,
+                                               ladder.neighbour_cuts, pyramid=dc, diagonal_cuts=ladder.diagonal_cuts,
+                                               searched=searched)
+
+        fixed, dc_only = coded(0), coded(ladder.lifted)
+        assert len(dc_only) <= len(fixed)
+        assert api._encode_latents(model, latents, quality) == coded(rdoq.SEARCHED_CHANNELS)  # effort 1
+        for data in (fixed, dc_only):
             back = entropy.decode_with_context(data, ladder.tables, sets, ladder.depth, latents.shape, ladder.lifted,
                                                ladder.neighbour_cuts, pyramid=dc, diagonal_cuts=ladder.diagonal_cuts)
             np.testing.assert_array_equal(back, latents)
-        differs |= coded[True] != coded[False]
+        differs |= dc_only != fixed
     assert differs

@@ -225,16 +225,15 @@ def _encode_latents(model: CodecModel, latents: np.ndarray, quality: int | None,
                     skip: np.ndarray | None = None, known: entropy.KnownTables | None = None) -> bytes:
     """Entropy-code latents; ``skip``: channels known to be zero, not coded (ladder models);
     ``known``: the table sets and tables the rounding chose, as :func:`image_strips` yields
-    them.  Without ``known``, ``effort`` 2 lets each channel search the neighbouring table
-    sets, and ``effort`` 1 codes every channel after the DC ones with its quality's own.  The
-    three DC channels search at every effort: nearly free, and −0.4 to −1.8 % of a file at
-    q 5–35 (24 validation / 24 Imagenette photos; −0.02 to −0.3 % above q 50)."""
+    them.  ``effort`` 2 lets every channel search the neighbouring table sets, ``effort`` 1
+    the first :data:`rdoq.SEARCHED_CHANNELS` (the DC among them) and the others code with
+    their quality's own — with or without ``known``, whose choices follow the same rule."""
     if model.has_quality:
         own = None if effort >= 2 else model.ladder.CHOICES.index(0)
         return entropy.encode_with_context(latents, model.ladder.tables, model.ladder.table_sets(quality),
                                            model.ladder.depth, model.ladder.lifted, own, model.ladder.neighbour_cuts,
-                                           skip, pyramid=model.ladder.dc_pyramid(quality),
-                                           known=known, diagonal_cuts=model.ladder.diagonal_cuts, dc_search=True)
+                                           skip, pyramid=model.ladder.dc_pyramid(quality), known=known,
+                                           diagonal_cuts=model.ladder.diagonal_cuts, searched=rdoq.SEARCHED_CHANNELS)
     return entropy.encode(latents, model.tables_for(0))
 
 

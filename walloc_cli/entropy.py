@@ -921,7 +921,7 @@ def encode_with_context(latents: np.ndarray, tables: RaggedTables, candidates: l
                         neighbour_cuts: tuple[int, ...] = (), skip: np.ndarray | None = None,
                         zero_flags: bool = True, pyramid: DcPyramid | None = None,
                         known: KnownTables | None = None, diagonal_cuts: tuple[int, ...] = (),
-                        dc_search: bool = False) -> bytes:
+                        searched: int = 0) -> bytes:
     """Code int latents (L, H, W) channel by channel with context-selected tables.
 
     For each channel the encoder picks the cheapest of the ``candidates`` table sets
@@ -943,9 +943,10 @@ def encode_with_context(latents: np.ndarray, tables: RaggedTables, candidates: l
     the channels after the DC ones, instead of ``default``: the DC channels' sets are searched
     here when ``default`` is None, three channels); they must be exactly what the decoder will
     compute.  ``diagonal_cuts`` (version 5): the odd/odd squares' refinement (:func:`phases`).
-    ``dc_search``: the DC channels' sets are searched even when ``default`` fixes the others'
-    (what ``--effort 1`` does: three channels priced under each set cost about 1 % of an
-    encode, and the DC is most of a file at low qualities).
+    ``searched``: channels ``0 … searched − 1`` search their set even when ``default`` fixes the
+    others' (``--effort 1``: the channels that carry most of a photo's bits, the DC first, for
+    about 1 % of an encode; :data:`walloc_cli.rdoq.SEARCHED_CHANNELS`).  With ``known`` the
+    AC channels' choices are the rounding's, made by the same rule.
     """
     channels = latents.shape[0]
     skip = _skip_mask(skip, channels)
@@ -957,8 +958,8 @@ def encode_with_context(latents: np.ndarray, tables: RaggedTables, candidates: l
     choice_model = constriction.stream.model.Uniform(len(candidates)) if len(candidates) > 1 else None
     start = 0
     if pyramid is not None:
-        _encode_pyramid(encoder, latents[:lifted], pyramid, None if dc_search else default, choice_model, skip[:lifted],
-                        None if known is None else known.dc)
+        _encode_pyramid(encoder, latents[:lifted], pyramid, default, choice_model, skip[:lifted],
+                        None if known is None else known.dc, searched)
         start = lifted
     # A few channels at a time: the per-latent arrays below are int64, and a 12 MP photo
     # has 36 M latents; each batch reads the `depth` channels before it for its contexts.
@@ -967,7 +968,7 @@ def encode_with_context(latents: np.ndarray, tables: RaggedTables, candidates: l
         if skip[c0:c1].all():  # contexts come from the latents themselves: nothing to carry over
             continue
         _encode_channels(encoder, latents, c0, c1, tables, candidates, depth, lifted, default, neighbour_cuts,
-                         choice_model, skip[c0:c1], known, diagonal_cuts)
+                         choice_model, skip[c0:c1], known, diagonal_cuts, searched)
     return encoder.get_compressed().astype("<u4").tobytes()
 
 
@@ -975,17 +976,18 @@ _ENCODE_CHANNELS_PER_BATCH = 24
 
 
 def _encode_pyramid(encoder, latents: np.ndarray, pyramid: DcPyramid, default: int | None, choice_model,
-                    skip: np.ndarray, known: list[tuple[np.ndarray, np.ndarray]] | None = None) -> None:
+                    skip: np.ndarray, known: list[tuple[np.ndarray, np.ndarray]] | None = None,
+                    searched: int = 0) -> None:
     """The DC channels ``latents`` (lifted, H, W) through the interpolation pyramid, each after
-    its table-set choice (the cheapest set, or ``default``), as the other channels are;
-    ``known``: :attr:`KnownTables.dc` (else each channel is analysed here)."""
+    its table-set choice (the cheapest set, or ``default`` from channel ``searched`` on), as the
+    other channels are; ``known``: :attr:`KnownTables.dc` (else each channel is analysed here)."""
     for c in range(latents.shape[0]):
         if skip[c]:
             continue
         steps = dc_pyramid.analyse(latents[c], pyramid.pairs) if known is None else \
             [(which[c], residuals[c]) for which, residuals in known]
         rows = [first + c * pyramid.tables_per_channel for first in pyramid.first_rows]
-        pick = default
+        pick = default if c >= searched else None
         if pick is None:  # argmin: ties keep the earlier set, as the other channels' search does
             which, residuals = (np.concatenate(part) for part in zip(*steps))
             pick = int(np.argmin([symbol_bits(pyramid.tables, r + which, residuals).sum() for r in rows]))
@@ -1026,7 +1028,8 @@ def _skip_mask(skip: np.ndarray | None, channels: int) -> np.ndarray:
 def _encode_channels(encoder, latents: np.ndarray, c0: int, c1: int, tables: RaggedTables,
                      candidates: list[Candidate], depth: int, lifted: int, default: int | None,
                      neighbour_cuts: tuple[int, ...], choice_model, skip: np.ndarray,
-                     known: KnownTables | None = None, diagonal_cuts: tuple[int, ...] = ()) -> None:
+                     known: KnownTables | None = None, diagonal_cuts: tuple[int, ...] = (),
+                     searched: int = 0) -> None:
     """Channels ``c0 … c1 − 1`` of :func:`encode_with_context`, appended to ``encoder``
     (those ``skip`` marks are left out)."""
     keep = np.flatnonzero(~skip)  # the coded channels: contexts of the others are never needed
@@ -1046,14 +1049,14 @@ def _encode_channels(encoder, latents: np.ndarray, c0: int, c1: int, tables: Rag
         for c in range(lifted_here):
             coded[c] = lift_forward(latents[c0 + keep[c]], bins - 1).reshape(-1)
     channel_rows = (c0 + keep)[:, None] * per_channel
-    search = len(candidates) > 1 and default is None
+    search = len(candidates) > 1 and (default is None or c0 < searched)
     best = np.zeros(keep.size, np.int64)
     best_bits = np.full(keep.size, np.inf)
-    best_which = None
+    best_which = default_which = None
     if given:
         best, best_which = known.choice[c0 + keep], known.ac[c0 + keep]
     for j, (first_row, thresholds) in enumerate(candidates):
-        if given or (default is not None and j != default):
+        if given or (not search and j != default):
             continue
         which = batch_table_index(activity, magnitude, thresholds[c0:c1], bins, neighbour_cuts, keep, diagonal_cuts)
         if lifted_here:
@@ -1061,11 +1064,16 @@ def _encode_channels(encoder, latents: np.ndarray, c0: int, c1: int, tables: Rag
         if not search:
             best[:], best_which = j, which
             break
+        if j == default:
+            default_which = which.copy()  # ``best_which`` below is updated in place
         if best_which is None:
             best_which = which
         bits = symbol_bits(tables, first_row + channel_rows + which, coded).sum(axis=1)
         better = bits < best_bits  # strict: ties keep the earlier candidate
         best[better], best_bits[better], best_which[better] = j, bits[better], which[better]
+    if search and default is not None and not given:  # the channels from ``searched`` on: the default set
+        fixed = c0 + keep >= searched
+        best[fixed], best_which[fixed] = default, default_which[fixed]
     # Every latent of the batch gets its group key (channel, table) at once; one stable sort puts
     # the groups in the order the decoder will ask for them (raster order within a group), and
     # the Python loop below only walks the groups (one constriction call each).

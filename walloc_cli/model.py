@@ -830,6 +830,9 @@ def _load_previous(path: Path, name: str) -> CodecModel:
     return load_config(path, name)
 
 
+PARALLEL_INFLATE_BYTES = 1 << 20  # smaller weights files inflate in a few ms: no threads
+
+
 def read_npz(path: Path) -> dict[str, np.ndarray]:
     """The arrays of an ``.npz`` file (never unpickled), as ``np.load`` gives them.
 
@@ -881,8 +884,6 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
     return {m.filename[: -len(".npy")]: np.lib.format.read_array(io.BytesIO(data), allow_pickle=False)
             for (m, _), data in zip(members_read, inflated)}
 
-
-PARALLEL_INFLATE_BYTES = 1 << 20  # smaller weights files inflate in a few ms: no threads
 
 
 def load_config(config_path: Path, name: str) -> CodecModel:
