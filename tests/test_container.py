@@ -136,11 +136,11 @@ def test_the_current_version_is_smaller_than_version_3_and_reads_the_same():
     assert (new_box.version, old_box.version) == (container.VERSION, 3)
 
 
-def test_versions_5_to_9_differ_from_4_only_in_their_dictionaries():
-    """Version 4 to 8 files still read; the same header and sections packed as version 4 to 9
+def test_versions_5_to_10_differ_from_4_only_in_their_dictionaries():
+    """Version 4 to 9 files still read; the same header and sections packed as version 4 to 10
     differ only in the version byte, the deflated header and the checksum; each dictionary
     begins with the one before."""
-    for version in (4, 5, 6, 7, 8, 9):
+    for version in (4, 5, 6, 7, 8, 9, 10):
         box = container.unpack(container.pack(HEADER, SECTIONS, version=version))
         assert (box.version, box.header, box.sections) == (version, HEADER, SECTIONS)
     assert container.HEADER_DICTIONARY_V5.startswith(container.HEADER_DICTIONARY_V4)
@@ -148,12 +148,14 @@ def test_versions_5_to_9_differ_from_4_only_in_their_dictionaries():
     assert container.HEADER_DICTIONARY_V7.startswith(container.HEADER_DICTIONARY_V6)
     assert container.HEADER_DICTIONARY_V8.startswith(container.HEADER_DICTIONARY_V7)
     assert container.HEADER_DICTIONARY_V9.startswith(container.HEADER_DICTIONARY_V8)
+    assert container.HEADER_DICTIONARY_V10.startswith(container.HEADER_DICTIONARY_V9)
+    assert container._dictionary(9) == container.HEADER_DICTIONARY_V9
     assert container._dictionary(8) == container.HEADER_DICTIONARY_V8
     assert container._dictionary(7) == container.HEADER_DICTIONARY_V7
     assert container._dictionary(6) == container.HEADER_DICTIONARY_V6
     assert container._dictionary(4) == container.HEADER_DICTIONARY_V4
     assert container._dictionary(5) == container.HEADER_DICTIONARY_V5
-    assert container._dictionary(container.VERSION) == container.HEADER_DICTIONARY_V9
+    assert container._dictionary(container.VERSION) == container.HEADER_DICTIONARY_V10
 
 
 def test_the_current_dictionary_knows_the_current_photo_header():

@@ -4,14 +4,14 @@ Layout (all integers little-endian)::
 
     offset   size  field
     0        4     magic b"WLOC"
-    4        1     format version (9; versions 1 to 8 are still read)
+    4        1     format version (10; versions 1 to 9 are still read)
     5        1     modality: b"i" image, b"a" audio, b"r" raster, b"-" other
     6        2     header length H (at most 65535)
-    8        H     header: UTF-8 JSON object, raw-DEFLATEd against HEADER_DICTIONARY_V9
+    8        H     header: UTF-8 JSON object, raw-DEFLATEd against HEADER_DICTIONARY_V10
     8+H      P     payload: the sections listed in header["sections"], in order (P is their sum)
     8+H+P    4     CRC-32 of every byte before it
 
-(Versions 4 to 8: the same layout, the header deflated against HEADER_DICTIONARY_V4 / _V5 / _V6 / _V7 / _V8.  Version 3: a
+(Versions 4 to 9: the same layout, the header deflated against HEADER_DICTIONARY_V4 / _V5 / _V6 / _V7 / _V8 / _V9.  Version 3: a
 4-byte header length, the header deflated against HEADER_DICTIONARY, and an
 8-byte payload length P before the payload.  Versions 1 and 2: no modality byte either, and
 the header is the plain JSON text.)
@@ -57,8 +57,10 @@ MAGIC = b"WLOC"
 # refitted on the encoder's RD rounding (and whose reconstruction offsets may be negative).
 # Version 9 (session 22): version 8 with the headers of the rgb-1x weights whose white squares
 # also see a diagonal phase (context coder version 5), refitted on the RD rounding.
-VERSION = 9
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9)
+# Version 10 (session 23): version 9 with the headers of the rgb-1x weights whose decoder
+# refiner was retrained on a GPU (same tables, same latents: only the decoder's arrays differ).
+VERSION = 10
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
 MODALITY_CODES = {"image": b"i", "audio": b"a", "raster": b"r"}
 # Fixed forever for version 3: a decoder inflates against exactly these bytes.  Samples of the
 # headers walloc writes, rarest first (DEFLATE reaches back 32 KB, nearer matches cost less).
@@ -161,7 +163,17 @@ HEADER_DICTIONARY_V9 = HEADER_DICTIONARY_V8 + b"".join((
     b'"mean":[1894,1986,1789],"modality":"image","mode":"RGB","model":"rgb-1x","quality":50,'
     b'"sections":[["latents",12345]],"weights":"6f3442b1bf78b61e","width":481}',
 ))
-_PREFIX_V4 = struct.Struct("<4sBcH")  # versions 4 to 9
+# Fixed forever for version 10: version 9's dictionary, then the rgb-1x headers of session 23's
+# weights (the session-22 tables with a GPU-trained refiner), grey then colour.
+HEADER_DICTIONARY_V10 = HEADER_DICTIONARY_V9 + b"".join((
+    b'{"coder":"constriction.queue.RangeEncoder/u32/p24/context-v5","grey":true,"height":512,'
+    b'"mean":[1894,1986,1789],"modality":"image","mode":"L","model":"rgb-1x",'
+    b'"quality":25,"sections":[["latents",12345]],"weights":"96374cf1ffc1d286","width":768}',
+    b'{"coder":"constriction.queue.RangeEncoder/u32/p24/context-v5","height":321,'
+    b'"mean":[1894,1986,1789],"modality":"image","mode":"RGB","model":"rgb-1x","quality":50,'
+    b'"sections":[["latents",12345]],"weights":"96374cf1ffc1d286","width":481}',
+))
+_PREFIX_V4 = struct.Struct("<4sBcH")  # versions 4 to 10
 _PREFIX_V3 = struct.Struct("<4sBcI")
 MAX_HEADER = 1 << 16
 MAX_HEADER_DEPTH = 32  # JSON nesting; walloc writes 3 levels ("sections": [[name, length], ...])
@@ -211,7 +223,9 @@ def pack(header: dict[str, Any], sections: dict[str, bytes], version: int = VERS
 
 
 def _dictionary(version: int) -> bytes:
-    if version >= 9:
+    if version >= 10:
+        return HEADER_DICTIONARY_V10
+    if version == 9:
         return HEADER_DICTIONARY_V9
     if version == 8:
         return HEADER_DICTIONARY_V8
