@@ -199,7 +199,9 @@ def test_the_tables_it_hands_the_coder_are_the_coders(ladder_model, rgb, quality
     searched = api._encode_latents(ladder_model, out, quality, effort=2)
     payload = api._encode_latents(ladder_model, out, quality, known=known)
     assert abs(len(payload) - len(searched)) <= 8
-    assert len(payload) < len(api._encode_latents(ladder_model, out, quality))
+    # no larger than effort 1's file, which searches the first 16 channels' sets itself (at low
+    # qualities few channels beyond them are coded, so the two can be the same size)
+    assert len(payload) <= len(api._encode_latents(ladder_model, out, quality))
     np.testing.assert_array_equal(api._decode_latents(ladder_model, payload, quality, out.shape), out)
     # effort 1: the rounding's choices are the coder's own effort-1 search (up to ties in its estimate)
     effort_1 = api._encode_latents(ladder_model, out, quality, known=own)
