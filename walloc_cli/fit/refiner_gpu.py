@@ -57,7 +57,10 @@ def code_photo(path: str) -> list[tuple[np.ndarray, np.ndarray, float, np.ndarra
     from ..postfilter import correction
     from .ladder import coded_pair, quality_nearest, quality_steps
 
-    if _model is None:
+    if _model is None:  # first call in this worker: one BLAS thread, the workers fill the cores
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
         _model = load_model("rgb-1x")
     ladder = _model.ladder
     _, _, anchors = quality_steps()
@@ -263,8 +266,6 @@ def main() -> None:
     i.add_argument("--info", default="{}", help="JSON object recorded in the model's info.refiner")
     args = parser.parse_args()
     if args.command == "train":
-        for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-            os.environ.setdefault(variable, "1")  # one thread per coding worker
         main_train(args)
     else:
         import json
