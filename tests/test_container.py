@@ -136,11 +136,11 @@ def test_the_current_version_is_smaller_than_version_3_and_reads_the_same():
     assert (new_box.version, old_box.version) == (container.VERSION, 3)
 
 
-def test_versions_5_to_10_differ_from_4_only_in_their_dictionaries():
-    """Version 4 to 9 files still read; the same header and sections packed as version 4 to 10
-    differ only in the version byte, the deflated header and the checksum; each dictionary
-    begins with the one before."""
-    for version in (4, 5, 6, 7, 8, 9, 10):
+def test_versions_5_to_11_differ_from_4_only_in_their_dictionaries():
+    """Version 4 to 10 files still read; the same (non-compact) header and sections packed as
+    version 4 to 11 differ only in the version byte, the deflated header and the checksum; each
+    dictionary begins with the one before (version 11 reuses version 10's)."""
+    for version in (4, 5, 6, 7, 8, 9, 10, 11):
         box = container.unpack(container.pack(HEADER, SECTIONS, version=version))
         assert (box.version, box.header, box.sections) == (version, HEADER, SECTIONS)
     assert container.HEADER_DICTIONARY_V5.startswith(container.HEADER_DICTIONARY_V4)
@@ -210,3 +210,102 @@ def test_older_versions_are_still_written_on_request_and_read():
         assert data[9:10] == b"{"  # the plain JSON header right after the length
         box = container.unpack(data)
         assert box.version == version and box.header == HEADER and box.sections == SECTIONS
+
+
+# -- version 11: the compact binary header of a plain image file -----------------------------------
+def _compact_header_of(model: str = "rgb-1x", **fields) -> dict:
+    weights, coder = {name: (w, c) for name, w, c in container._COMPACT_MODELS_V11}[model]
+    return {"modality": "image", "model": model, "weights": weights, "coder": coder,
+            "width": 481, "height": 321, "mode": "RGB", **fields}
+
+
+def _with_crc(body: bytes) -> bytes:
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+COMPACT_CASES = [
+    _compact_header_of(quality=30, mean=[1405, 1641, 4080]),
+    _compact_header_of(quality=1, mean=[0, 0, 0], mode="L", grey=True),
+    _compact_header_of(quality=100, mean=[4080, 4080, 4080], width=1, height=300000),
+    _compact_header_of("rgb-16x", width=127, height=128),
+    _compact_header_of("rgb-16x", mode="LA", grey=True, width=16384, height=16383),
+]
+
+
+@pytest.mark.parametrize("header", COMPACT_CASES)
+def test_a_plain_image_file_gets_the_compact_header_and_reads_as_its_json_form(header):
+    sections = {"latents": b"\x05" * 40}
+    data, json_form = container.pack(header, sections), container.pack(header, sections, version=10)
+    assert data[5:6] == container.COMPACT_IMAGE_CODE and json_form[5:6] == b"i"
+    stored = struct.unpack_from("<H", data, 6)[0]
+    assert stored <= 2 + 3 + 3 + 1 + 5 and len(data) == 8 + stored + 40 + 4
+    assert len(data) <= len(json_form) - 10  # 20-40 deflated JSON bytes become 5-14
+    box, old = container.unpack(data), container.unpack(json_form)
+    assert box.header == old.header == header and box.sections == old.sections == sections
+    assert box.version == 11
+
+
+@pytest.mark.parametrize("change", [
+    {"weights": "0123456789abcdef"},                   # weights the table does not hold
+    {"coder": "constriction.queue.RangeEncoder/u32/p24/context-v4"},
+    {"mode": "CMYK"}, {"grey": False}, {"quality": 0}, {"quality": 101}, {"quality": True},
+    {"mean": [1, 2]}, {"mean": [1, 2, 4081]}, {"width": 0}, {"height": 2 ** 31}, {"width": 3.0},
+    {"strip_rows": 16},                                # any key beyond the compact ones
+    {"modality": "raster"},
+])
+def test_anything_the_compact_header_cannot_say_is_written_as_json(change):
+    header = {**_compact_header_of(quality=50, mean=[1, 2, 3]), **change}
+    data = container.pack(header, {"latents": b"abc"})
+    assert data[5:6] != container.COMPACT_IMAGE_CODE
+    assert container.unpack(data).header == header
+
+
+def test_an_image_with_more_sections_than_its_latents_is_written_as_json():
+    header = _compact_header_of(quality=50)
+    for sections in ({"latents": b"ab", "icc": b"profile"}, {"latents": b"ab", "strips": b"\x01"}, {"alpha": b"x"}):
+        data = container.pack(header, sections)
+        assert data[5:6] == b"i" and container.unpack(data).sections == sections
+
+
+def test_every_truncation_and_flipped_byte_of_a_compact_file_is_a_clean_error():
+    data = container.pack(COMPACT_CASES[0], {"latents": b"\x01\x02\x03" * 4})
+    for n in range(len(data)):
+        with pytest.raises(container.FormatError):
+            container.unpack(data[:n])
+    with pytest.raises(container.FormatError, match="truncated or corrupted"):
+        container.unpack(data[:-5] + data[-4:])
+    for i in range(len(data)):
+        for bit in (0x01, 0x20, 0x80):
+            bad = bytearray(data)
+            bad[i] ^= bit
+            with pytest.raises(container.FormatError):
+                container.unpack(bytes(bad))
+
+
+@pytest.mark.parametrize("stored, message", [
+    (b"\x00\x08\x01", "too short"),
+    (bytes([len(container._COMPACT_MODELS_V11), 0, 1, 1]), "model index"),
+    (b"\x00\x20\x01\x01", "flags"),                       # an unknown flag bit
+    (b"\x00\x00\x00\x01", "size"),                        # width 0
+    (b"\x00\x00\x81\x00\x01", "size"),                   # width 1 in two bytes (not the shortest form)
+    (b"\x00\x00\xff\xff\xff\xff\x7f\x01", "size"),    # beyond 2^31 - 1
+    (b"\x00\x00\x01\x81", "size"),                        # height cut short
+    (b"\x00\x08\x01\x01", "quality"),                     # has-quality, no byte
+    (b"\x00\x08\x01\x01\x00", "quality"),                # quality 0
+    (b"\x00\x08\x01\x01\x65", "quality"),                # quality 101
+    (b"\x00\x10\x01\x01\x00\x00\x00\x00", "too short"),  # a mean of 4 bytes
+    (b"\x00\x10\x01\x01\xf1\x0f\x00\x00\x00", "mean"),  # 4081
+    (b"\x00\x10\x01\x01\x00\x00\x00\x00\x10", "mean"),  # a top bit set
+    (b"\x00\x00\x01\x01\x00", "length"),                 # a byte left over
+])
+def test_malformed_compact_headers_are_clean_errors(stored, message):
+    data = _with_crc(struct.pack("<4sBcH", container.MAGIC, 11, b"I", len(stored)) + stored + b"abc")
+    with pytest.raises(container.FormatError, match=message):
+        container.unpack(data)
+
+
+def test_the_compact_code_means_nothing_before_version_11():
+    stored = container._compact_header(_compact_header_of(quality=50), {"latents": b""})
+    data = _with_crc(struct.pack("<4sBcH", container.MAGIC, 10, b"I", len(stored)) + stored + b"abc")
+    with pytest.raises(container.FormatError, match="corrupt header"):
+        container.unpack(data)
