@@ -350,6 +350,12 @@ def make_case(index: int, seeds: list[tuple[str, bytes]], parsed: list[Parsed], 
             i = int(rng.integers(8 * len(b)))
             b[i // 8] ^= 1 << (i % 8)
         return f"{name} raw flips", bytes(b)
+    if kind == 3 and data[5:6] == container.COMPACT_IMAGE_CODE:  # format 11's binary header, CRC repaired
+        (length,) = struct.unpack_from("<H", data, 6)
+        body = bytearray(data[:-4])
+        for _ in range(int(rng.integers(1, 4))):
+            body[8 + int(rng.integers(max(length, 1)))] = int(rng.integers(256))
+        return f"{name} compact header bytes", bytes(body) + struct.pack("<I", zlib.crc32(body))
     p = parse(data)
     p = Parsed(p.version, json.loads(json.dumps(p.header)), [[n, b] for n, b in p.sections])
     steps = []
