@@ -232,3 +232,16 @@ def test_batch_table_index_matches_the_per_channel_rule(diagonal):
     np.testing.assert_array_equal(which, expected)
     for c in range(10):
         np.testing.assert_array_equal(entropy.context_bins(activity[c], thresholds[c]), bins[c].reshape(6, 8))
+
+
+def test_channel_lookup_counts_the_cuts_at_most_each_activity():
+    """The lookup's row c, entry v: how many of channel c's thresholds are ≤ v (what
+    np.searchsorted(..., side="right") says), for sorted rows, repeated cuts and cuts ≤ 0."""
+    rng = np.random.default_rng(3)
+    cuts = np.sort(rng.integers(-2, 300, (40, 7)), axis=1).astype(np.int64)
+    cuts[0] = 5  # every cut the same
+    lookup = entropy.channel_lookup(cuts.tobytes(), cuts.shape).reshape(40, -1)
+    activity = np.arange(lookup.shape[1])
+    assert lookup.shape[1] == cuts.max() + 1 and lookup.dtype == np.int16
+    for row, lut in zip(cuts, lookup):
+        assert np.array_equal(lut, np.searchsorted(row, activity, side="right"))

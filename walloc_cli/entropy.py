@@ -845,7 +845,14 @@ def channel_lookup(thresholds: bytes, shape: tuple[int, int]) -> np.ndarray:
     file, use the same thresholds)."""
     cuts = np.frombuffer(thresholds, np.int64).reshape(shape)
     cap = max(int(cuts.max(initial=0)), 0)
-    return (np.arange(cap + 1)[None, :, None] >= cuts[:, None, :]).sum(axis=2).astype(np.int16).reshape(-1)
+    # one comparison pass per cut, counted in place: the (rows, cap + 1, cuts) boolean array
+    # that a broadcast and a sum over its short last axis needed was 42 ms of a one-photo
+    # encode at q 75 (960 rows of 1,553) and 154 ms at q 95; this is 6 and 5 ms
+    out = np.zeros((cuts.shape[0], cap + 1), np.int16)
+    activity = np.arange(cap + 1)
+    for k in range(cuts.shape[1]):
+        np.add(out, activity >= cuts[:, k : k + 1], out=out, casting="unsafe")
+    return out.reshape(-1)
 
 
 # Zero-channel flags (coder version 2).  At q 75 over half of a photo's 192 channels are all
