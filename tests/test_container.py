@@ -274,6 +274,10 @@ def test_every_truncation_and_flipped_byte_of_a_compact_file_is_a_clean_error():
             container.unpack(data[:n])
     with pytest.raises(container.FormatError, match="truncated or corrupted"):
         container.unpack(data[:-5] + data[-4:])
+    damaged = bytearray(data)
+    damaged[9] ^= 0x40  # an unknown flag, but the checksum is what names the damage
+    with pytest.raises(container.FormatError, match="checksum mismatch"):
+        container.unpack(bytes(damaged))
     for i in range(len(data)):
         for bit in (0x01, 0x20, 0x80):
             bad = bytearray(data)

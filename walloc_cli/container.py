@@ -429,26 +429,30 @@ def _unpack_v4(data: bytes, version: int) -> Container:
         raise FormatError("truncated file (header incomplete)")
     stored = bytes(data[pos : pos + header_len])
     pos += header_len
+    end = len(data) - _CRC.size
     if code == COMPACT_IMAGE_CODE and version >= 11:
-        header = _parse_compact_header(stored)
-        listing = [["latents", len(data) - pos - _CRC.size]]
-    else:
-        header = _parse_header(_inflate(stored, version))
-        if code != modality_code(header.get("modality")):
-            raise FormatError("corrupt header (modality byte does not match the header)")
-        listing = header.pop("sections", None)
+        # the rest of the file is its latents, so the checksum can come first: a damaged file is
+        # named as such, not by whichever header byte the damage made impossible (and with no
+        # length to compare, a cut file is told from a damaged one no better than this)
+        _check_crc(data, end, "checksum mismatch (file is truncated or corrupted)")
+        return Container(_parse_compact_header(stored), {"latents": bytes(data[pos:end])}, version)
+    header = _parse_header(_inflate(stored, version))
+    if code != modality_code(header.get("modality")):
+        raise FormatError("corrupt header (modality byte does not match the header)")
+    listing = header.pop("sections", None)
     expected_total = pos + sum(length for _, length in _section_lengths(listing)) + _CRC.size
     if len(data) < expected_total:
         raise FormatError(f"truncated file ({len(data)} bytes, header announces {expected_total})")
     if len(data) > expected_total:
         raise FormatError(f"{len(data) - expected_total} unexpected bytes after the end of the file")
-    end = len(data) - _CRC.size
+    _check_crc(data, end, "checksum mismatch (file is corrupted)")
+    return Container(header, _split_sections(listing, data[pos:end]), version)
+
+
+def _check_crc(data: bytes, end: int, message: str) -> None:
     (crc,) = _CRC.unpack_from(data, end)
     if zlib.crc32(memoryview(data)[:end]) != crc:
-        # a compact header has no length to tell a cut file from a damaged one
-        raise FormatError("checksum mismatch (file is truncated or corrupted)" if code == COMPACT_IMAGE_CODE
-                          else "checksum mismatch (file is corrupted)")
-    return Container(header, _split_sections(listing, data[pos:end]), version)
+        raise FormatError(message)
 
 
 def modality_code(modality: Any) -> bytes:
