@@ -313,3 +313,16 @@ def test_the_compact_code_means_nothing_before_version_11():
     data = _with_crc(struct.pack("<4sBcH", container.MAGIC, 10, b"I", len(stored)) + stored + b"abc")
     with pytest.raises(container.FormatError, match="corrupt header"):
         container.unpack(data)
+
+
+def test_the_compact_table_knows_the_shipped_image_models():
+    """A plain photo of every shipped image model gets the compact header: a refit that forgets
+    to add its (model, weights, coder) to the table (in a new format version) fails here, as a
+    refit that forgets the dictionary fails the test above."""
+    from walloc_cli import api
+    from walloc_cli.model import load_model
+
+    for name in ("rgb-1x", "rgb-16x"):
+        model = load_model(name)
+        triple = (name, model.config.short_hash, api._coder(model))
+        assert triple in container._COMPACT_MODELS_V11
