@@ -63,9 +63,9 @@ MAGIC = b"WLOC"
 # refiner was retrained on a GPU (same tables, same latents: only the decoder's arrays differ).
 # Version 11 (session 25): an image file of a model in _COMPACT_MODELS_V11 whose only section is
 # its latents (no strips, alpha or metadata) carries a compact binary header instead of the
-# deflated JSON: about 12 bytes instead of 36.  24 bytes are 1 % of a 481×321 photo's file at
-# q 30 and 4–8 % of a 224×224 thumbnail's at q 5–35 (Bjøntegaard over q 1–100: −0.9 % on 24
-# validation photos, −2.2 % on 24 Imagenette photos; docs/HISTORY.md).  Every other file is
+# deflated JSON: 5–14 bytes instead of 20–36, 1 % of a 481×321 photo's file at q 30 and 4–8 %
+# of a 224×224 thumbnail's at q 5–35 (Bjøntegaard over q 1–100 against version 10: −0.58 % on 24
+# validation photos, −2.05 % on 24 Imagenette photos; docs/HISTORY.md).  Every other file is
 # written as in version 10, with the same dictionary.
 VERSION = 11
 READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11)
@@ -222,15 +222,15 @@ def pack(header: dict[str, Any], sections: dict[str, bytes], version: int = VERS
         raise ValueError(f"cannot write format version {version}")
     if "sections" in header:
         raise ValueError("header key 'sections' is reserved")
-    full = {**header, "sections": [[name, len(data)] for name, data in sections.items()]}
-    header_bytes = json.dumps(full, sort_keys=True, separators=(",", ":")).encode()
-    if len(header_bytes) > MAX_HEADER:
-        raise ValueError("header too large")
     payload = b"".join(sections.values())
     compact = _compact_header(header, sections) if version >= 11 else None
     if compact is not None:
         body = _PREFIX_V4.pack(MAGIC, version, COMPACT_IMAGE_CODE, len(compact)) + compact + payload
         return body + _CRC.pack(zlib.crc32(body))
+    full = {**header, "sections": [[name, len(data)] for name, data in sections.items()]}
+    header_bytes = json.dumps(full, sort_keys=True, separators=(",", ":")).encode()
+    if len(header_bytes) > MAX_HEADER:
+        raise ValueError("header too large")
     if version >= 3:
         packer = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, _dictionary(version))
         header_bytes = packer.compress(header_bytes) + packer.flush()
