@@ -497,7 +497,7 @@ def _section_lengths(listing: Any) -> list[tuple[str, int]]:
     out = []
     for entry in listing:
         if (not isinstance(entry, list) or len(entry) != 2 or not isinstance(entry[0], str)
-                or not isinstance(entry[1], int) or isinstance(entry[1], bool) or entry[1] < 0):
+                or not _plain_int(entry[1]) or entry[1] < 0):
             raise FormatError("corrupt header (bad section entry)")
         out.append((entry[0], entry[1]))
     if len({name for name, _ in out}) != len(out):
