@@ -230,3 +230,26 @@ def test_a_damaged_deflate_stream_is_one_line_naming_the_file(registry):
         model.load_model("rgb-16x")
     assert "rgb-16x.npz" in str(caught.value) and member.filename in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+def test_npy_views_are_the_arrays_np_load_gives():
+    """model._npy_view (read_npz's zero-copy reader): C and Fortran order, 0-d, empty, big-endian
+    and version-2 headers as np.load reads them, read-only; object arrays refused."""
+    import io
+
+    rng = np.random.default_rng(2)
+    cases = [rng.integers(-9, 9, (3, 4, 5)).astype(np.int32), np.asfortranarray(rng.random((4, 6))),
+             np.array(7, np.int64), np.zeros((0, 3), np.float32), np.arange(6, dtype=">i4").reshape(2, 3)]
+    for array in cases:
+        buf = io.BytesIO()
+        np.save(buf, array, allow_pickle=False)
+        view = model._npy_view(buf.getvalue())
+        assert view.dtype == array.dtype and view.shape == array.shape and not view.flags.writeable
+        np.testing.assert_array_equal(view, array)
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, cases[0], version=(2, 0))
+    np.testing.assert_array_equal(model._npy_view(buf.getvalue()), cases[0])
+    buf = io.BytesIO()
+    np.save(buf, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError):
+        model._npy_view(buf.getvalue())
