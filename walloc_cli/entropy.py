@@ -335,11 +335,17 @@ class RaggedTables:
             if len(cache) > 1024:  # a few qualities' worth (a benchmark runs through them all)
                 cache.clear()
             rows = (np.asarray(firsts, np.int64)[:, None] + np.arange(count)).reshape(-1)
-            lo = self.lo[rows].astype(np.int64)
-            low, high = min(int(lo.min()), 0), max(int((lo + self.size[rows] - 1).max()), 0)
+            lo, size = self.lo[rows].astype(np.int64)[:, None], self.size[rows].astype(np.int64)[:, None]
+            low, high = min(int(lo.min()), 0), max(int((lo + size - 1).max()), 0)
             values = np.arange(low, high + 1)
-            bits = symbol_bits(self, np.repeat(rows[:, None], values.size, axis=1),
-                               np.broadcast_to(values, (rows.size, values.size)))
+            # symbol_bits of every (row, value), with each row's lo, size and offset gathered once
+            # per row instead of once per entry (the same entries, the same float operations)
+            symbols = values - lo
+            outside = (symbols < 0) | (symbols >= size)
+            bits = self.costs(rows)[self.offset[rows][:, None] + np.where(outside, size, symbols)]
+            if outside.any():
+                escape = np.broadcast_to(2.0 * np.log2(np.abs(values) + 2.0) + 6.0, bits.shape)
+                bits[outside] += escape[outside]
             cache[key] = (bits.reshape(-1), low, values.size)
         return cache[key]
 
