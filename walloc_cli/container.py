@@ -395,9 +395,7 @@ def unpack(data: bytes) -> Container:
         raise FormatError(f"truncated file ({len(data)} bytes, header announces {expected_total})")
     if len(data) > expected_total:
         raise FormatError(f"{len(data) - expected_total} unexpected bytes after the end of the file")
-    (crc,) = _CRC.unpack_from(data, pos + payload_len)
-    if zlib.crc32(memoryview(data)[: pos + payload_len]) != crc:
-        raise FormatError("checksum mismatch (file is corrupted)")
+    _check_crc(data, pos + payload_len, "checksum mismatch (file is corrupted)")
     header = _parse_header(_inflate(header_bytes, version) if version >= 3 else header_bytes)
     if version >= 3 and code != modality_code(header.get("modality")):
         raise FormatError("corrupt header (modality byte does not match the header)")
@@ -450,6 +448,7 @@ def _unpack_v4(data: bytes, version: int) -> Container:
 
 
 def _check_crc(data: bytes, end: int, message: str) -> None:
+    """The CRC-32 stored at ``end`` against every byte before it (FormatError ``message``)."""
     (crc,) = _CRC.unpack_from(data, end)
     if zlib.crc32(memoryview(data)[:end]) != crc:
         raise FormatError(message)

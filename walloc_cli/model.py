@@ -890,6 +890,8 @@ def _npy_view(data: bytes) -> np.ndarray:
     as ``allow_pickle=False`` refuses them."""
     stream = io.BytesIO(data)
     version = np.lib.format.read_magic(stream)
+    if version not in ((1, 0), (2, 0)):  # version 3 (UTF-8 field names): numpy's own reader
+        return np.lib.format.read_array(io.BytesIO(data), allow_pickle=False)
     reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
     shape, fortran, dtype = reader(stream)
     if dtype.hasobject:
