@@ -245,3 +245,19 @@ def test_channel_lookup_counts_the_cuts_at_most_each_activity():
     assert lookup.shape[1] == cuts.max() + 1 and lookup.dtype == np.int16
     for row, lut in zip(cuts, lookup):
         assert np.array_equal(lut, np.searchsorted(row, activity, side="right"))
+
+
+def test_models_builds_only_the_rows_not_seen_and_keeps_them():
+    """A batch's later photos ask for a mix of rows built before and new ones: the rows seen
+    before come back as the very objects built then, a new one is built once, in the order asked."""
+    tables = entropy.RaggedTables.from_rows([(-1, [1 << 22, 1 << 23, (1 << 22) - 1, 1]),
+                                             (0, [(1 << 24) - 2, 1, 1]),
+                                             (-2, [1, 2, (1 << 24) - 5, 1, 1])])
+    first = tables.models([2, 0])
+    mixed = tables.models([0, 1, 2, 1])
+    assert mixed[0] is first[1] and mixed[2] is first[0] and mixed[1] is mixed[3]
+    assert mixed[1] is tables.model(1) and mixed[1] is not mixed[0]
+    assert tables.models([1, 0, 2]) == [mixed[1], mixed[0], mixed[2]]
+    encoder = entropy.constriction.stream.queue.RangeEncoder()
+    encoder.encode(np.array([2], np.int32), mixed[2])  # a working model of row 2: its most likely symbol
+    assert encoder.num_bits() > 0
