@@ -136,11 +136,11 @@ def test_the_current_version_is_smaller_than_version_3_and_reads_the_same():
     assert (new_box.version, old_box.version) == (container.VERSION, 3)
 
 
-def test_versions_5_to_11_differ_from_4_only_in_their_dictionaries():
-    """Version 4 to 10 files still read; the same (non-compact) header and sections packed as
-    version 4 to 11 differ only in the version byte, the deflated header and the checksum; each
+def test_versions_5_to_12_differ_from_4_only_in_their_dictionaries():
+    """Version 4 to 11 files still read; the same (non-compact) header and sections packed as
+    version 4 to 12 differ only in the version byte, the deflated header and the checksum; each
     dictionary begins with the one before (version 11 reuses version 10's)."""
-    for version in (4, 5, 6, 7, 8, 9, 10, 11):
+    for version in (4, 5, 6, 7, 8, 9, 10, 11, 12):
         box = container.unpack(container.pack(HEADER, SECTIONS, version=version))
         assert (box.version, box.header, box.sections) == (version, HEADER, SECTIONS)
     assert container.HEADER_DICTIONARY_V5.startswith(container.HEADER_DICTIONARY_V4)
@@ -149,13 +149,15 @@ def test_versions_5_to_11_differ_from_4_only_in_their_dictionaries():
     assert container.HEADER_DICTIONARY_V8.startswith(container.HEADER_DICTIONARY_V7)
     assert container.HEADER_DICTIONARY_V9.startswith(container.HEADER_DICTIONARY_V8)
     assert container.HEADER_DICTIONARY_V10.startswith(container.HEADER_DICTIONARY_V9)
+    assert container.HEADER_DICTIONARY_V12.startswith(container.HEADER_DICTIONARY_V10)
+    assert container._dictionary(11) == container._dictionary(10) == container.HEADER_DICTIONARY_V10
     assert container._dictionary(9) == container.HEADER_DICTIONARY_V9
     assert container._dictionary(8) == container.HEADER_DICTIONARY_V8
     assert container._dictionary(7) == container.HEADER_DICTIONARY_V7
     assert container._dictionary(6) == container.HEADER_DICTIONARY_V6
     assert container._dictionary(4) == container.HEADER_DICTIONARY_V4
     assert container._dictionary(5) == container.HEADER_DICTIONARY_V5
-    assert container._dictionary(container.VERSION) == container.HEADER_DICTIONARY_V10
+    assert container._dictionary(container.VERSION) == container.HEADER_DICTIONARY_V12
 
 
 def test_the_current_dictionary_knows_the_current_photo_header():
@@ -212,9 +214,10 @@ def test_older_versions_are_still_written_on_request_and_read():
         assert box.version == version and box.header == HEADER and box.sections == SECTIONS
 
 
-# -- version 11: the compact binary header of a plain image file -----------------------------------
+# -- versions 11 and 12: the compact binary header of a plain image file ---------------------------
 def _compact_header_of(model: str = "rgb-1x", **fields) -> dict:
-    weights, coder = {name: (w, c) for name, w, c in container._COMPACT_MODELS_V11}[model]
+    """A plain image header of ``model``'s latest weights in the current version's table."""
+    weights, coder = {name: (w, c) for name, w, c in container._COMPACT_MODELS_V12}[model]
     return {"modality": "image", "model": model, "weights": weights, "coder": coder,
             "width": 481, "height": 321, "mode": "RGB", **fields}
 
@@ -242,7 +245,29 @@ def test_a_plain_image_file_gets_the_compact_header_and_reads_as_its_json_form(h
     assert len(data) <= len(json_form) - 10  # 20-40 deflated JSON bytes become 5-14
     box, old = container.unpack(data), container.unpack(json_form)
     assert box.header == old.header == header and box.sections == old.sections == sections
-    assert box.version == 11
+    assert box.version == container.VERSION == 12
+
+
+def test_version_12_adds_one_triple_to_version_11s_table_and_both_read():
+    """Version 12's table is version 11's with session 26's rgb-1x weights after it: a version-11
+    file's index names the same triple in version 12, and the new weights are compact only from
+    version 12 on (a version-11 file of them is written with the JSON header)."""
+    assert container._COMPACT_MODELS_V12[: len(container._COMPACT_MODELS_V11)] == container._COMPACT_MODELS_V11
+    new = container._COMPACT_MODELS_V12[-1]
+    assert new not in container._COMPACT_MODELS_V11
+    old_header = {**_compact_header_of(quality=40), "weights": container._COMPACT_MODELS_V11[0][1]}
+    for version in (11, 12):
+        data = container.pack(old_header, {"latents": b"xy"}, version=version)
+        assert data[5:6] == container.COMPACT_IMAGE_CODE and container.unpack(data).header == old_header
+    new_header = _compact_header_of(quality=40)
+    assert new_header["weights"] == new[1]
+    assert container.pack(new_header, {"latents": b"xy"}, version=11)[5:6] == b"i"
+    data = container.pack(new_header, {"latents": b"xy"})
+    assert data[5:6] == container.COMPACT_IMAGE_CODE and data[8] == len(container._COMPACT_MODELS_V11)
+    assert container.unpack(data).header == new_header
+    as_version_11 = _with_crc(data[:4] + bytes([11]) + data[5:-4])  # its index is beyond version 11's table
+    with pytest.raises(container.FormatError, match="model index"):
+        container.unpack(as_version_11)
 
 
 @pytest.mark.parametrize("change", [
@@ -288,7 +313,7 @@ def test_every_truncation_and_flipped_byte_of_a_compact_file_is_a_clean_error():
 
 @pytest.mark.parametrize("stored, message", [
     (b"\x00\x08\x01", "too short"),
-    (bytes([len(container._COMPACT_MODELS_V11), 0, 1, 1]), "model index"),
+    (bytes([len(container._COMPACT_MODELS_V12), 0, 1, 1]), "model index"),
     (b"\x00\x20\x01\x01", "flags"),                       # an unknown flag bit
     (b"\x00\x00\x00\x01", "size"),                        # width 0
     (b"\x00\x00\x81\x00\x01", "size"),                   # width 1 in two bytes (not the shortest form)
@@ -303,7 +328,7 @@ def test_every_truncation_and_flipped_byte_of_a_compact_file_is_a_clean_error():
     (b"\x00\x00\x01\x01\x00", "length"),                 # a byte left over
 ])
 def test_malformed_compact_headers_are_clean_errors(stored, message):
-    data = _with_crc(struct.pack("<4sBcH", container.MAGIC, 11, b"I", len(stored)) + stored + b"abc")
+    data = _with_crc(struct.pack("<4sBcH", container.MAGIC, 12, b"I", len(stored)) + stored + b"abc")
     with pytest.raises(container.FormatError, match=message):
         container.unpack(data)
 
@@ -325,4 +350,4 @@ def test_the_compact_table_knows_the_shipped_image_models():
     for name in ("rgb-1x", "rgb-16x"):
         model = load_model(name)
         triple = (name, model.config.short_hash, api._coder(model))
-        assert triple in container._COMPACT_MODELS_V11
+        assert triple in container._COMPACT_MODELS_V12

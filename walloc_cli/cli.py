@@ -553,7 +553,7 @@ def main() -> None:
               help="Audio: perceptual (default: masking-shaped steps, noise filling, energy-true bands) or "
                    "psnr (uniform steps, no noise: the MSE-optimal latents for PSNR tables and learning).")
 @click.option("-e", "--effort", type=click.IntRange(1, 2), default=1, show_default=True,
-              help="1: the first 16 latent channels take whichever neighbouring entropy tables code "
+              help="1: the first 32 latent channels take whichever neighbouring entropy tables code "
                    "them in the fewest bits; 2: every channel does (about 0.2-0.4 % smaller at q 50 and "
                    "up, a third more encoding work).")
 @click.option("--strip", is_flag=True,

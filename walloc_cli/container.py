@@ -4,16 +4,17 @@ Layout (all integers little-endian)::
 
     offset   size  field
     0        4     magic b"WLOC"
-    4        1     format version (11; versions 1 to 10 are still read)
+    4        1     format version (12; versions 1 to 11 are still read)
     5        1     modality: b"i" image, b"a" audio, b"r" raster, b"-" other; b"I" image
-                   whose header is the compact binary one (version 11, below)
+                   whose header is the compact binary one (versions 11 and 12, below)
     6        2     header length H (at most 65535)
-    8        H     header: UTF-8 JSON object, raw-DEFLATEd against HEADER_DICTIONARY_V10,
-                   or (modality b"I") the compact image header of _COMPACT_MODELS_V11
+    8        H     header: UTF-8 JSON object, raw-DEFLATEd against HEADER_DICTIONARY_V12,
+                   or (modality b"I") the compact image header of _COMPACT_MODELS_V12
     8+H      P     payload: the sections listed in header["sections"], in order (P is their sum)
     8+H+P    4     CRC-32 of every byte before it
 
-(Version 10: the same layout without b"I".  Versions 4 to 9: the same layout, the header deflated against HEADER_DICTIONARY_V4 / _V5 / _V6 / _V7 / _V8 / _V9.  Version 3: a
+(Version 11: the same layout, HEADER_DICTIONARY_V10 and _COMPACT_MODELS_V11.  Version 10: the same
+layout without b"I".  Versions 4 to 9: the same layout, the header deflated against HEADER_DICTIONARY_V4 / _V5 / _V6 / _V7 / _V8 / _V9.  Version 3: a
 4-byte header length, the header deflated against HEADER_DICTIONARY, and an
 8-byte payload length P before the payload.  Versions 1 and 2: no modality byte either, and
 the header is the plain JSON text.)
@@ -67,8 +68,11 @@ MAGIC = b"WLOC"
 # of a 224×224 thumbnail's at q 5–35 (Bjøntegaard over q 1–100 against version 10: −0.58 % on 24
 # validation photos, −2.05 % on 24 Imagenette photos; docs/HISTORY.md).  Every other file is
 # written as in version 10, with the same dictionary.
-VERSION = 11
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11)
+# Version 12 (session 26): version 11 with session 26's rgb-1x weights (the decoder's wide filter)
+# at the end of the compact header's table and of the dictionary.  The weights hash decides how a
+# file decodes, so a file of the new weights needs both to stay as small as version 11's.
+VERSION = 12
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12)
 MODALITY_CODES = {"image": b"i", "audio": b"a", "raster": b"r"}
 COMPACT_IMAGE_CODE = b"I"
 # Fixed forever for version 3: a decoder inflates against exactly these bytes.  Samples of the
@@ -182,18 +186,34 @@ HEADER_DICTIONARY_V10 = HEADER_DICTIONARY_V9 + b"".join((
     b'"mean":[1894,1986,1789],"modality":"image","mode":"RGB","model":"rgb-1x","quality":50,'
     b'"sections":[["latents",12345]],"weights":"96374cf1ffc1d286","width":481}',
 ))
+# Fixed forever for version 12: version 10's dictionary, then the rgb-1x headers of session 26's
+# weights (the decoder's wide filter added), grey then colour: what a file the compact header
+# cannot say (strips, alpha, metadata) deflates against.
+HEADER_DICTIONARY_V12 = HEADER_DICTIONARY_V10 + b"".join((
+    b'{"coder":"constriction.queue.RangeEncoder/u32/p24/context-v5","grey":true,"height":512,'
+    b'"mean":[1894,1986,1789],"modality":"image","mode":"L","model":"rgb-1x",'
+    b'"quality":25,"sections":[["latents",12345]],"weights":"118f56e506ae6a8a","width":768}',
+    b'{"coder":"constriction.queue.RangeEncoder/u32/p24/context-v5","height":321,'
+    b'"mean":[1894,1986,1789],"modality":"image","mode":"RGB","model":"rgb-1x","quality":50,'
+    b'"sections":[["latents",12345]],"weights":"118f56e506ae6a8a","width":481}',
+))
 # Fixed forever for version 11: the (model, weights, coder) a compact image header's first byte
 # names.  A refit adds its triple at the end in a new format version (as the dictionaries do).
 _COMPACT_MODELS_V11 = (
     ("rgb-1x", "96374cf1ffc1d286", "constriction.queue.RangeEncoder/u32/p24/context-v5"),
     ("rgb-16x", "6cdd9a34d5a3a6e2", "constriction.queue.RangeEncoder/u32/p24"),
 )
+# Fixed forever for version 12: version 11's table, then session 26's rgb-1x weights (the
+# session-23 weights with the decoder's wide filter: same tables, same latents).
+_COMPACT_MODELS_V12 = _COMPACT_MODELS_V11 + (
+    ("rgb-1x", "118f56e506ae6a8a", "constriction.queue.RangeEncoder/u32/p24/context-v5"),
+)
 _COMPACT_MODES = ("RGB", "L", "RGBA", "LA")  # the flags byte's two low bits
 _GREY, _HAS_QUALITY, _HAS_MEAN = 4, 8, 16    # the flags byte's other bits (the top three are 0)
 _COMPACT_KEYS = {"modality", "model", "weights", "coder", "width", "height", "mode", "quality", "mean", "grey"}
 _MEAN_LIMIT = 4080                            # meancolour: 255 levels in 1/16 level
 _MAX_SIDE = (1 << 31) - 1
-_PREFIX_V4 = struct.Struct("<4sBcH")  # versions 4 to 11
+_PREFIX_V4 = struct.Struct("<4sBcH")  # versions 4 to 12
 _PREFIX_V3 = struct.Struct("<4sBcI")
 MAX_HEADER = 1 << 16
 MAX_HEADER_DEPTH = 32  # JSON nesting; walloc writes 3 levels ("sections": [[name, length], ...])
@@ -223,7 +243,7 @@ def pack(header: dict[str, Any], sections: dict[str, bytes], version: int = VERS
     if "sections" in header:
         raise ValueError("header key 'sections' is reserved")
     payload = b"".join(sections.values())
-    compact = _compact_header(header, sections) if version >= 11 else None
+    compact = _compact_header(header, sections, version) if version >= 11 else None
     if compact is not None:
         body = _PREFIX_V4.pack(MAGIC, version, COMPACT_IMAGE_CODE, len(compact)) + compact + payload
         return body + _CRC.pack(zlib.crc32(body))
@@ -246,16 +266,23 @@ def pack(header: dict[str, Any], sections: dict[str, bytes], version: int = VERS
     return body + _CRC.pack(zlib.crc32(body))
 
 
-def _compact_header(header: dict[str, Any], sections: dict[str, bytes]) -> bytes | None:
-    """The version-11 binary header of an image file, or None when the file needs JSON.
+def _compact_models(version: int) -> tuple[tuple[str, str, str], ...]:
+    """The (model, weights, coder) table of a version's compact headers (11 or later)."""
+    return _COMPACT_MODELS_V12 if version >= 12 else _COMPACT_MODELS_V11
 
-    Layout: the model's index in _COMPACT_MODELS_V11; a flags byte (mode in bits 0–1, then
-    grey, has quality, has mean); width and height as unsigned LEB128 (shortest form);
+
+def _compact_header(header: dict[str, Any], sections: dict[str, bytes], version: int = VERSION) -> bytes | None:
+    """The version-11 (or later) binary header of an image file, or None when the file needs JSON.
+
+    Layout: the model's index in the version's table (_COMPACT_MODELS_V11, _V12); a flags byte
+    (mode in bits 0–1, then grey, has quality, has mean); width and height as unsigned LEB128
+    (shortest form);
     the quality (1 byte); the three 12-bit means packed little-endian in 5 bytes."""
     if set(header) - _COMPACT_KEYS or list(sections) != ["latents"] or header.get("modality") != "image":
         return None
     triple = (header.get("model"), header.get("weights"), header.get("coder"))
-    if triple not in _COMPACT_MODELS_V11 or header.get("mode") not in _COMPACT_MODES:
+    models = _compact_models(version)
+    if triple not in models or header.get("mode") not in _COMPACT_MODES:
         return None
     width, height, quality, mean = header.get("width"), header.get("height"), header.get("quality"), header.get("mean")
     if not all(_plain_int(v) and 1 <= v <= _MAX_SIDE for v in (width, height)):
@@ -277,20 +304,21 @@ def _compact_header(header: dict[str, Any], sections: dict[str, bytes]) -> bytes
             return None
         flags |= _HAS_MEAN
         tail += (mean[0] | mean[1] << 12 | mean[2] << 24).to_bytes(5, "little")
-    return bytes([_COMPACT_MODELS_V11.index(triple), flags]) + _leb128(width) + _leb128(height) + tail
+    return bytes([models.index(triple), flags]) + _leb128(width) + _leb128(height) + tail
 
 
-def _parse_compact_header(stored: bytes) -> dict[str, Any]:
+def _parse_compact_header(stored: bytes, version: int = VERSION) -> dict[str, Any]:
     """The header dict a compact header stands for (what its JSON form would give); a
     FormatError for any byte that _compact_header would not have written."""
     if len(stored) < 4:
         raise FormatError("corrupt header (compact header too short)")
     index, flags = stored[0], stored[1]
-    if index >= len(_COMPACT_MODELS_V11):
+    models = _compact_models(version)
+    if index >= len(models):
         raise FormatError(f"corrupt header (unknown compact model index {index})")
     if flags >> 5:
         raise FormatError("corrupt header (unknown compact header flags)")
-    model, weights, coder = _COMPACT_MODELS_V11[index]
+    model, weights, coder = models[index]
     pos = 2
     width, pos = _read_leb128(stored, pos)
     height, pos = _read_leb128(stored, pos)
@@ -348,6 +376,8 @@ def _read_leb128(stored: bytes, pos: int) -> tuple[int, int]:
 
 
 def _dictionary(version: int) -> bytes:
+    if version >= 12:
+        return HEADER_DICTIONARY_V12
     if version >= 10:
         return HEADER_DICTIONARY_V10
     if version == 9:
@@ -433,7 +463,7 @@ def _unpack_v4(data: bytes, version: int) -> Container:
         # named as such, not by whichever header byte the damage made impossible (and with no
         # length to compare, a cut file is told from a damaged one no better than this)
         _check_crc(data, end, "checksum mismatch (file is truncated or corrupted)")
-        return Container(_parse_compact_header(stored), {"latents": bytes(data[pos:end])}, version)
+        return Container(_parse_compact_header(stored, version), {"latents": bytes(data[pos:end])}, version)
     header = _parse_header(_inflate(stored, version))
     if code != modality_code(header.get("modality")):
         raise FormatError("corrupt header (modality byte does not match the header)")

@@ -40,7 +40,7 @@ from .entropy import DcPyramid, EntropyTables, RaggedTables
 from .threads import available_cores
 
 if TYPE_CHECKING:  # the type hint only: postfilter is imported where a refiner is loaded
-    from .postfilter import Refiner
+    from .postfilter import Refiner, WideFilter
 
 DEFAULT_IMAGE_MODEL = "rgb-1x"
 # The compressed-domain representation (12 latents per 8×8 block): what `walloc latents`,
@@ -402,6 +402,7 @@ class CodecModel:
         if self.config.decoder_kind == "linear":  # the ladder's 3×3 filter reaches one position, its refiner two
             if self.ladder is None or self.ladder.filter is None:
                 return 0
+            # the wide filter reads the decoded values one cell around each position, as the first one does
             return self.ladder.refiner.RADIUS if self.ladder.refiner is not None else 1
         return 2 * self.config.decoder_blocks + 2
 
@@ -414,7 +415,7 @@ class CodecModel:
                         positions_major: bool = False) -> Callable[[np.ndarray], np.ndarray]:
         """float latents (L, …) -> coefficients: the 1×1 map alone, in numpy (no torch import).
         ``channels``: the latent channels the input holds (the others are all zero; they
-        include the filter's first K when the ladder has one).  ``quality``: the file's, for
+        include the filters' first K, or K1, when the ladder has them).  ``quality``: the file's, for
         the ladder's filter (:mod:`walloc_cli.postfilter`), applied first.
         ``positions_major`` (images): (H', W', coefficients) in the order of
         :func:`wavelets.wpt2d_positions`, what the inverse transform reads — the product writes
@@ -435,14 +436,22 @@ class CodecModel:
             k = self.ladder.filter_channels
             step = self.ladder.steps(quality)[:k].astype(np.float32).reshape(k, 1, 1)  # it works in steps
             anchor = int(self.ladder.anchor[quality])
-            kernel, refiner = self.ladder.filter[anchor], self.ladder.refiner
+            kernel, refiner, wide = self.ladder.filter[anchor], self.ladder.refiner, self.ladder.wide
+            if wide is not None:
+                k1 = wide.channels
+                wide_step = self.ladder.steps(quality)[:k1].astype(np.float32).reshape(k1, 1, 1)
 
             def refine(z: np.ndarray) -> None:
+                if wide is not None:  # from the decoded values, before the refiner changes the first K
+                    extra = wide.correction(z[:k1] / wide_step, anchor)
+                    extra *= wide_step[k:]
                 scaled = z[:k] / step
                 if refiner is not None:  # the refiner includes the linear filter's term
                     z[:k] += postfilter.refine(scaled, refiner, anchor) * step
                 else:
                     z[:k] += postfilter.correction(scaled, kernel) * step
+                if wide is not None:
+                    z[k:k1] += extra
 
         def run(z: np.ndarray) -> np.ndarray:
             if refine is not None:
@@ -533,8 +542,8 @@ class CodecModel:
                 # Channels all zero in the whole file (most of a photo's 192 at q ≤ 75) add nothing:
                 # the product and the dequantization skip them, the same set for every window and
                 # for a file whether or not it is cut into strips (float products round by their
-                # shape) — but the filter's first K, which it may fill
-                nonzero[: self.ladder.filter_channels] = True
+                # shape) — but the filters' first K (or K1), which they may fill
+                nonzero[: self.ladder.filtered_channels] = True
                 used = np.flatnonzero(nonzero)
                 decode = self._linear_decoder(used, quality, positions_major=images)
                 subset = latents[used] if isinstance(latents, np.ndarray) else latents.select(used)
@@ -628,15 +637,18 @@ class QualityLadder:
     context thresholds and the integer tables, so decoding is bit-exact.  ``filter``
     (anchors, K, 9·K), optional: the decoder's 3×3 filter over the first K channels
     (:mod:`walloc_cli.postfilter`), and ``refiner``, optional, its nonlinear successor that
-    includes it (``postfilter.Refiner``).  ``pyramid``, optional: the DC channels' tables for
-    context coder version 3 (:mod:`walloc_cli.pyramid`), rows (anchor, DC channel, table).
+    includes it (``postfilter.Refiner``); ``wide``, optional (``postfilter.WideFilter``), a low-rank
+    3×3 filter of the next channels (K … K1 − 1) from the first K1.  ``pyramid``, optional: the DC
+    channels' tables for context coder version 3 (:mod:`walloc_cli.pyramid`), rows (anchor, DC
+    channel, table).
     """
 
     def __init__(self, step: np.ndarray, anchor: np.ndarray, gain: np.ndarray, deadzone: float,
                  offset: np.ndarray, thresholds: np.ndarray, tables: "RaggedTables", depth: int,
                  lifted: int, neighbour_cuts: tuple[int, ...], filter: np.ndarray | None = None,
                  pyramid: "RaggedTables | None" = None, refiner: "Refiner | None" = None,
-                 pyramid_pairs: bool = False, diagonal_cuts: tuple[int, ...] = ()) -> None:
+                 pyramid_pairs: bool = False, diagonal_cuts: tuple[int, ...] = (),
+                 wide: "WideFilter | None" = None) -> None:
         self.step, self.anchor, self.gain = step, anchor, gain
         self.deadzone, self.offset = deadzone, offset
         self.thresholds, self.tables, self.depth, self.lifted = thresholds, tables, depth, lifted
@@ -646,11 +658,18 @@ class QualityLadder:
         self.pyramid = pyramid
         self.pyramid_pairs = pyramid_pairs  # context coder version 4 (pyramid.PAIR_CUTS)
         self.refiner = refiner
+        self.wide = wide
 
     @property
     def filter_channels(self) -> int:
         """K, the leading channels the decoder's filter refines (0: no filter)."""
         return 0 if self.filter is None else self.filter.shape[1]
+
+    @property
+    def filtered_channels(self) -> int:
+        """The leading channels the decoder's filters read or write (K, or K1 with the wide
+        filter): the decoder keeps them even where a file holds only zeros."""
+        return self.filter_channels if self.wide is None else max(self.filter_channels, self.wide.channels)
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], config: ModelConfig) -> "QualityLadder":
@@ -706,6 +725,21 @@ class QualityLadder:
                                               filter)
             except ValueError as error:
                 raise ModelError(str(error)) from None
+        wide = None
+        if "quality.wide.in" in arrays or "quality.wide.out" in arrays:
+            from .postfilter import WideFilter
+
+            if filter is None:
+                raise ModelError("arrays 'quality.wide.*' need 'quality.filter'")
+            into, out = (array_of(arrays, f"quality.wide.{k}").astype(np.float32) for k in ("in", "out"))
+            k = filter.shape[1]
+            try:
+                wide = WideFilter(into, out)
+            except ValueError as error:
+                raise ModelError(str(error)) from None
+            if into.shape[0] != anchors or wide.first != k or wide.channels > channels:
+                raise ModelError(f"arrays 'quality.wide.*' have shapes {into.shape} and {out.shape}, expected "
+                                 f"({anchors}, r, 9·K1) and ({anchors}, K1 − {k}, r) with {k} < K1 ≤ {channels}")
         pyramid, pairs = None, False
         if "pyramid.lo" in arrays:
             from .pyramid import tables_per_channel
@@ -720,7 +754,8 @@ class QualityLadder:
             if pyramid.lo.shape[0] != rows or rows == 0:
                 raise ModelError(f"pyramid tables have {pyramid.lo.shape[0]} rows, the config asks for {rows}")
         return cls(step, anchor, gain, float(deadzone), offset, thresholds, tables, config.context_depth,
-                   config.lifted_channels, config.neighbour_cuts, filter, pyramid, refiner, pairs, config.diagonal_cuts)
+                   config.lifted_channels, config.neighbour_cuts, filter, pyramid, refiner, pairs, config.diagonal_cuts,
+                   wide)
 
     def check(self, quality: int | None) -> int:
         return check_quality(quality)

@@ -134,3 +134,66 @@ def refine(z: np.ndarray, refiner: Refiner, anchor: int) -> np.ndarray:
     out += summed[:, 1:-1, 1:-1]
     out += refiner.c_bias[anchor][:, None, None]
     return out
+
+
+class WideFilter:
+    """A low-rank 3×3 filter for the channels after the refined ones, ``K … K1 − 1``, from the
+    decoded channels ``0 … K1 − 1`` (session 26; K = 32, K1 = 96, rank 32).
+
+    Why: past q 50 the refiner and the 3×3 filter of the first K channels have little left to
+    gain, but the next 64 channels carry most of the remaining error and are reconstructed from
+    their own integers alone.  Their quantization errors are predictable from the decoded
+    neighbourhood of every channel up to K1, as the first K's are; the least-squares estimate
+    (fitted in closed form per anchor, as :func:`fit_weight`) of channels 32–95 from channels
+    0–95 gained 0.03 dB at q 65–95 (150 training photos, 12 validation photos).  A full 64 × 864
+    filter cost 13 ms of a 768×512 photo's decode (a quarter of it), so it is factored as
+    ``out · in`` with ``in`` (r, 9·K1) and ``out`` (K1 − K, r), the rank-r solution of the same
+    error weighted by each channel's squared step (pixel error): r = 32 keeps about 90 % of the
+    gain at 3 ms.  ``in`` is applied tap by tap (nine products with the same K1 channels, summed
+    shifted) instead of to a 9·K1-row patch matrix: the same sums without copying the latents
+    nine times.
+
+    Like the first filter it works in units of each channel's step and reads zeros beyond the
+    latent grid's edges, one cell around each position (:attr:`RADIUS`)."""
+
+    RADIUS = 1
+
+    def __init__(self, into: np.ndarray, out: np.ndarray) -> None:
+        anchors, rank, width = into.shape
+        if width % (TAPS * TAPS) or out.ndim != 3 or out.shape[0] != anchors or out.shape[2] != rank:
+            raise ValueError(f"wide filter arrays have shapes {into.shape} and {out.shape}, expected "
+                             f"(anchors, r, {TAPS * TAPS}·K1) and (anchors, K1 − K, r)")
+        self.into, self.out = into, out
+        channels = width // (TAPS * TAPS)
+        # rows t·r + i: tap t's weights of rank component i over the K1 channels (one product per anchor)
+        self.taps = np.ascontiguousarray(
+            into.reshape(anchors, rank, TAPS * TAPS, channels).transpose(0, 2, 1, 3).reshape(anchors, -1, channels))
+
+    @property
+    def channels(self) -> int:
+        """K1: the channels it reads (0 … K1 − 1)."""
+        return self.taps.shape[2]
+
+    @property
+    def first(self) -> int:
+        """K: the first channel it corrects (it corrects K … K1 − 1)."""
+        return self.channels - self.out.shape[1]
+
+    def correction(self, z: np.ndarray, anchor: int) -> np.ndarray:
+        """The estimated error of channels K … K1 − 1 from ``z`` (K1, H, W), all in step units."""
+        channels, height, width = z.shape
+        rank = self.out.shape[2]
+        per_tap = (self.taps[anchor] @ z.reshape(channels, -1)).reshape(TAPS * TAPS, rank, height, width)
+        centre = TAPS * TAPS // 2
+        hidden = per_tap[centre].copy()
+        for t in range(TAPS * TAPS):
+            if t == centre:
+                continue
+            dy, dx = t // TAPS - 1, t % TAPS - 1  # tap t reads the position (y + dy, x + dx)
+            hidden[:, max(0, -dy) : height - max(0, dy), max(0, -dx) : width - max(0, dx)] += \
+                per_tap[t][:, max(0, dy) : height + min(0, dy), max(0, dx) : width + min(0, dx)]
+        return (self.out[anchor] @ hidden.reshape(rank, -1)).reshape(-1, height, width)
+
+    def weight(self, anchor: int) -> np.ndarray:
+        """The filter as one (K1 − K, 9·K1) matrix over :func:`patches` rows (for tests and fits)."""
+        return self.out[anchor] @ self.into[anchor]
