@@ -433,23 +433,21 @@ class CodecModel:
         if self.ladder is not None and self.ladder.filter is not None and quality is not None:
             from . import postfilter
 
-            k = self.ladder.filter_channels
-            step = self.ladder.steps(quality)[:k].astype(np.float32).reshape(k, 1, 1)  # it works in steps
+            k, k1 = self.ladder.filter_channels, self.ladder.filtered_channels  # k1 = k without the wide filter
+            step = self.ladder.steps(quality)[:k1].astype(np.float32).reshape(k1, 1, 1)  # the filters work in steps
             anchor = int(self.ladder.anchor[quality])
             kernel, refiner, wide = self.ladder.filter[anchor], self.ladder.refiner, self.ladder.wide
-            if wide is not None:
-                k1 = wide.channels
-                wide_step = self.ladder.steps(quality)[:k1].astype(np.float32).reshape(k1, 1, 1)
 
             def refine(z: np.ndarray) -> None:
+                scaled = z[:k1] / step
                 if wide is not None:  # from the decoded values, before the refiner changes the first K
-                    extra = wide.correction(z[:k1] / wide_step, anchor)
-                    extra *= wide_step[k:]
-                scaled = z[:k] / step
+                    extra = wide.correction(scaled, anchor)
+                    extra *= step[k:]
+                scaled, step_k = scaled[:k], step[:k]
                 if refiner is not None:  # the refiner includes the linear filter's term
-                    z[:k] += postfilter.refine(scaled, refiner, anchor) * step
+                    z[:k] += postfilter.refine(scaled, refiner, anchor) * step_k
                 else:
-                    z[:k] += postfilter.correction(scaled, kernel) * step
+                    z[:k] += postfilter.correction(scaled, kernel) * step_k
                 if wide is not None:
                     z[k:k1] += extra
 

@@ -110,6 +110,20 @@ class Refiner:
                                                                   "refine.c", "refine.c_bias")))
 
 
+def shifted_sum(taps: np.ndarray) -> np.ndarray:
+    """(9, C, H, W) -> (C, H, W): out[y, x] = Σ over taps t = (i, j) of taps[t] at (y + i − 1,
+    x + j − 1), zero beyond the grid — a 3×3 convolution whose per-tap products were computed
+    at every position first (one matrix product for all nine taps instead of one on a 9-row
+    patch matrix: what the refiner's output layer and the wide filter's input do)."""
+    _, channels, height, width = taps.shape
+    # tap (i, j)'s product lands shifted by (1 − i, 1 − j) in a grid with a one-cell margin
+    summed = np.zeros((channels, height + 2, width + 2), taps.dtype)
+    for t in range(TAPS * TAPS):
+        i, j = divmod(t, TAPS)
+        summed[:, 2 - i:2 - i + height, 2 - j:2 - j + width] += taps[t]
+    return summed[:, 1:-1, 1:-1]
+
+
 def refine(z: np.ndarray, refiner: Refiner, anchor: int) -> np.ndarray:
     """The estimated error of the first K channels of ``z`` (K, H, W) in step units, linear
     filter and refiner together: what the decoder adds to them."""
@@ -124,14 +138,8 @@ def refine(z: np.ndarray, refiner: Refiner, anchor: int) -> np.ndarray:
     hidden += refiner.b_bias[:, None]
     np.maximum(hidden, 0, out=hidden)
     taps = (refiner.c_taps[anchor] @ hidden).reshape(TAPS * TAPS, channels, height, width)
-    # tap (i, j) reads the hidden layer at (y + i − 1, x + j − 1), zero beyond the grid: its
-    # product lands shifted by (1 − i, 1 − j) in a grid with a one-cell margin
-    summed = np.zeros((channels, height + 2, width + 2), np.float32)
-    for t in range(TAPS * TAPS):
-        i, j = divmod(t, TAPS)
-        summed[:, 2 - i:2 - i + height, 2 - j:2 - j + width] += taps[t]
     out = both[:channels].reshape(channels, height, width)
-    out += summed[:, 1:-1, 1:-1]
+    out += shifted_sum(taps)
     out += refiner.c_bias[anchor][:, None, None]
     return out
 
@@ -184,14 +192,7 @@ class WideFilter:
         channels, height, width = z.shape
         rank = self.out.shape[2]
         per_tap = (self.taps[anchor] @ z.reshape(channels, -1)).reshape(TAPS * TAPS, rank, height, width)
-        centre = TAPS * TAPS // 2
-        hidden = per_tap[centre].copy()
-        for t in range(TAPS * TAPS):
-            if t == centre:
-                continue
-            dy, dx = t // TAPS - 1, t % TAPS - 1  # tap t reads the position (y + dy, x + dx)
-            hidden[:, max(0, -dy) : height - max(0, dy), max(0, -dx) : width - max(0, dx)] += \
-                per_tap[t][:, max(0, dy) : height + min(0, dy), max(0, dx) : width + min(0, dx)]
+        hidden = np.ascontiguousarray(shifted_sum(per_tap))
         return (self.out[anchor] @ hidden.reshape(rank, -1)).reshape(-1, height, width)
 
     def weight(self, anchor: int) -> np.ndarray:
